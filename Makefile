@@ -1,0 +1,48 @@
+# Priorflow. `make run` starts the system on defaults; `make test` runs every
+# test the way CI does; `make bench` runs the benchmarks.
+GO       ?= go
+GOFLAGS  ?=
+PKGS     := ./...
+BIN      := bin
+
+.PHONY: all build run test testdata services vet fmt-check fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+run: build services
+	$(BIN)/api
+
+services:
+	@scripts/ensure-services.sh
+
+testdata:
+	@scripts/fetch-r4-examples.sh .cache/r4-examples
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: services testdata fmt-check vet
+	R4_EXAMPLES=$(CURDIR)/.cache/r4-examples $(GO) test -race -shuffle=on -count=1 -timeout 30m $(PKGS)
+
+# Each fuzz target for a short, bounded run (go test -fuzz takes one target
+# at a time).
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench: build services
+	scripts/bench.sh
+
+clean:
+	rm -rf $(BIN) .cache

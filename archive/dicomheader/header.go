@@ -1,0 +1,346 @@
+// Package dicomheader reads, from a DICOM Part 10 stream (PS3.10 7), the
+// attributes the archive indexes, and validates the UIDs it keys objects by.
+//
+// Parse stops at the Pixel Data element and never holds pixel bytes in memory,
+// so it can run on every object a STOW-RS request (PS3.18 10.5) brings in.
+package dicomheader
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/dicomio"
+	"github.com/suyashkumar/dicom/pkg/tag"
+)
+
+// preambleLen is the length of the File Preamble plus the "DICM" prefix
+// (PS3.10 7.1).
+const preambleLen = 128 + 4
+
+// Header holds the attributes of one SOP Instance that the archive indexes.
+// Fields are named after their DICOM keyword (PS3.6). String values have their
+// padding removed; multi-valued attributes keep their first value unless noted.
+// Dates and times keep their DICOM text form (DA, TM, DT, PS3.5 6.2); see
+// ParseDate, ParseTime, ParseDateTime and Header.StudyDateTime.
+type Header struct {
+	TransferSyntaxUID string // (0002,0010) from the File Meta Information
+
+	SOPClassUID       string // (0008,0016)
+	SOPInstanceUID    string // (0008,0018)
+	StudyInstanceUID  string // (0020,000D)
+	SeriesInstanceUID string // (0020,000E)
+
+	SpecificCharacterSet []string // (0008,0005), all values
+
+	PatientID         string     // (0010,0020)
+	IssuerOfPatientID string     // (0010,0021)
+	PatientName       PersonName // (0010,0010)
+	PatientBirthDate  string     // (0010,0030), DA
+	PatientSex        string     // (0010,0040)
+
+	StudyDate              string     // (0008,0020), DA
+	StudyTime              string     // (0008,0030), TM
+	TimezoneOffsetFromUTC  string     // (0008,0201), "&ZZXX"
+	AccessionNumber        string     // (0008,0050)
+	StudyID                string     // (0020,0010)
+	StudyDescription       string     // (0008,1030)
+	ReferringPhysicianName PersonName // (0008,0090)
+
+	Modality          string // (0008,0060)
+	SeriesNumber      *int   // (0020,0011), nil when absent or not an IS
+	SeriesDescription string // (0008,103E)
+	BodyPartExamined  string // (0018,0015)
+	Laterality        string // (0020,0060)
+	SeriesDate        string // (0008,0021), DA
+	SeriesTime        string // (0008,0031), TM
+
+	InstanceNumber *int // (0020,0013), nil when absent or not an IS
+	// NumberOfFrames is (0028,0008); 1 when absent from an image with Rows,
+	// 0 for objects without pixel data.
+	NumberOfFrames int
+
+	Rows                      int    // (0028,0010)
+	Columns                   int    // (0028,0011)
+	BitsAllocated             int    // (0028,0100)
+	BitsStored                int    // (0028,0101)
+	PixelRepresentation       int    // (0028,0103)
+	SamplesPerPixel           int    // (0028,0002)
+	PhotometricInterpretation string // (0028,0004)
+
+	RescaleSlope     *float64 // (0028,1053)
+	RescaleIntercept *float64 // (0028,1052)
+	WindowCenter     *float64 // (0028,1050), first value
+	WindowWidth      *float64 // (0028,1051), first value
+
+	// Dataset is the whole data set, File Meta Information included, without
+	// the top-level Pixel Data element. Nested pixel data (icons) is present
+	// with PixelDataInfo.IntentionallySkipped set.
+	Dataset dicom.Dataset
+}
+
+// Parse reads a DICOM Part 10 stream of size bytes (a negative size means
+// "until EOF") and returns its Header.
+//
+// Parse reads up to and including the top-level Pixel Data element, whose
+// value it discards without buffering; elements after it are not read. It
+// checks that the stream starts with the preamble and "DICM" (ErrNotPart10),
+// that it is complete (ErrTruncated) and decodable (ErrMalformed), and that
+// the SOP Class, SOP Instance, Study Instance and Series Instance UIDs and the
+// Transfer Syntax UID are present and valid (*AttributeError wrapping
+// ErrMissingAttribute or ErrInvalidUID). Parse never panics: a panic inside
+// the DICOM library is returned as ErrMalformed.
+func Parse(r io.Reader, size int64) (*Header, error) {
+	ds, err := parseDataset(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("dicomheader.Parse: %w", err)
+	}
+	h := newHeader(ds)
+	if err := h.validate(); err != nil {
+		return nil, fmt.Errorf("dicomheader.Parse: %w", err)
+	}
+	return h, nil
+}
+
+// parseDataset reads the data set up to the Pixel Data element.
+func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: panic in DICOM parser: %v", ErrMalformed, p)
+		}
+	}()
+
+	if size >= 0 && size < preambleLen {
+		return ds, fmt.Errorf("%w: %d bytes is shorter than the preamble", ErrTruncated, size)
+	}
+	pre := make([]byte, preambleLen)
+	if _, err := io.ReadFull(r, pre); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return ds, fmt.Errorf("%w: reading preamble: %v", ErrTruncated, err)
+		}
+		return ds, fmt.Errorf("reading preamble: %w", err)
+	}
+	if string(pre[128:]) != "DICM" {
+		return ds, ErrNotPart10
+	}
+
+	limit := size
+	if size < 0 {
+		limit = dicomio.LimitReadUntilEOF
+	}
+	in := io.MultiReader(bytes.NewReader(pre), r)
+	p, err := dicom.NewParser(in, limit, nil, dicom.SkipPixelData())
+	if err != nil {
+		return ds, classify(err, size, "reading file meta information")
+	}
+	meta := p.GetMetadata()
+	if _, err := meta.FindElementByTag(tag.TransferSyntaxUID); err != nil {
+		return ds, &AttributeError{Keyword: "TransferSyntaxUID", Tag: tag.TransferSyntaxUID, Err: ErrMissingAttribute}
+	}
+
+	var elems []*dicom.Element
+	for {
+		e, err := p.Next()
+		if errors.Is(err, dicom.ErrorEndOfDICOM) {
+			break
+		}
+		if err != nil {
+			if size < 0 && errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				// Without a known size, EOF between elements is the end.
+				break
+			}
+			return ds, classify(err, size, "reading data set")
+		}
+		if e.Tag == tag.PixelData {
+			break
+		}
+		elems = append(elems, e)
+	}
+	// The parser's data set holds the meta elements followed by every element
+	// read; rebuild it without Pixel Data.
+	ds.Elements = make([]*dicom.Element, 0, len(meta.Elements)+len(elems))
+	ds.Elements = append(append(ds.Elements, meta.Elements...), elems...)
+	return ds, nil
+}
+
+// classify maps a library error to ErrTruncated or ErrMalformed.
+func classify(err error, size int64, op string) error {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, dicomio.ErrorInsufficientBytesLeft):
+		return fmt.Errorf("%w: %s: %v", ErrTruncated, op, err)
+	default:
+		return fmt.Errorf("%w: %s: %v", ErrMalformed, op, err)
+	}
+}
+
+// newHeader extracts the indexed attributes from ds.
+func newHeader(ds dicom.Dataset) *Header {
+	idx := make(map[tag.Tag]*dicom.Element, len(ds.Elements))
+	for _, e := range ds.Elements {
+		if _, dup := idx[e.Tag]; !dup {
+			idx[e.Tag] = e
+		}
+	}
+	str := func(t tag.Tag) string { return firstString(idx[t]) }
+	h := &Header{
+		TransferSyntaxUID:         str(tag.TransferSyntaxUID),
+		SOPClassUID:               str(tag.SOPClassUID),
+		SOPInstanceUID:            str(tag.SOPInstanceUID),
+		StudyInstanceUID:          str(tag.StudyInstanceUID),
+		SeriesInstanceUID:         str(tag.SeriesInstanceUID),
+		SpecificCharacterSet:      allStrings(idx[tag.SpecificCharacterSet]),
+		PatientID:                 str(tag.PatientID),
+		IssuerOfPatientID:         str(tag.IssuerOfPatientID),
+		PatientName:               ParsePersonName(firstRawString(idx[tag.PatientName])),
+		PatientBirthDate:          str(tag.PatientBirthDate),
+		PatientSex:                str(tag.PatientSex),
+		StudyDate:                 str(tag.StudyDate),
+		StudyTime:                 str(tag.StudyTime),
+		TimezoneOffsetFromUTC:     str(tag.TimezoneOffsetFromUTC),
+		AccessionNumber:           str(tag.AccessionNumber),
+		StudyID:                   str(tag.StudyID),
+		StudyDescription:          str(tag.StudyDescription),
+		ReferringPhysicianName:    ParsePersonName(firstRawString(idx[tag.ReferringPhysicianName])),
+		Modality:                  str(tag.Modality),
+		SeriesNumber:              intString(idx[tag.SeriesNumber]),
+		SeriesDescription:         str(tag.SeriesDescription),
+		BodyPartExamined:          str(tag.BodyPartExamined),
+		Laterality:                str(tag.Laterality),
+		SeriesDate:                str(tag.SeriesDate),
+		SeriesTime:                str(tag.SeriesTime),
+		InstanceNumber:            intString(idx[tag.InstanceNumber]),
+		Rows:                      firstInt(idx[tag.Rows]),
+		Columns:                   firstInt(idx[tag.Columns]),
+		BitsAllocated:             firstInt(idx[tag.BitsAllocated]),
+		BitsStored:                firstInt(idx[tag.BitsStored]),
+		PixelRepresentation:       firstInt(idx[tag.PixelRepresentation]),
+		SamplesPerPixel:           firstInt(idx[tag.SamplesPerPixel]),
+		PhotometricInterpretation: str(tag.PhotometricInterpretation),
+		RescaleSlope:              decimalString(idx[tag.RescaleSlope]),
+		RescaleIntercept:          decimalString(idx[tag.RescaleIntercept]),
+		WindowCenter:              decimalString(idx[tag.WindowCenter]),
+		WindowWidth:               decimalString(idx[tag.WindowWidth]),
+		Dataset:                   ds,
+	}
+	if n := intString(idx[tag.NumberOfFrames]); n != nil && *n > 0 {
+		h.NumberOfFrames = *n
+	} else if h.Rows > 0 {
+		h.NumberOfFrames = 1
+	}
+	return h
+}
+
+// validate checks the UIDs the archive keys objects by.
+func (h *Header) validate() error {
+	uids := []struct {
+		keyword string
+		tag     tag.Tag
+		value   string
+	}{
+		{"TransferSyntaxUID", tag.TransferSyntaxUID, h.TransferSyntaxUID},
+		{"SOPClassUID", tag.SOPClassUID, h.SOPClassUID},
+		{"SOPInstanceUID", tag.SOPInstanceUID, h.SOPInstanceUID},
+		{"StudyInstanceUID", tag.StudyInstanceUID, h.StudyInstanceUID},
+		{"SeriesInstanceUID", tag.SeriesInstanceUID, h.SeriesInstanceUID},
+	}
+	for _, u := range uids {
+		if u.value == "" {
+			return &AttributeError{Keyword: u.keyword, Tag: u.tag, Err: ErrMissingAttribute}
+		}
+		if !ValidUID(u.value) {
+			return &AttributeError{Keyword: u.keyword, Tag: u.tag, Value: u.value, Err: ErrInvalidUID}
+		}
+	}
+	return nil
+}
+
+// allStrings returns the values of a string element with padding removed
+// (PS3.5 6.2), or nil.
+func allStrings(e *dicom.Element) []string {
+	if e == nil || e.Value == nil || e.Value.ValueType() != dicom.Strings {
+		return nil
+	}
+	vs, _ := e.Value.GetValue().([]string)
+	var out []string
+	for _, v := range vs {
+		out = append(out, trim(v))
+	}
+	if len(out) == 1 && out[0] == "" {
+		return nil
+	}
+	return out
+}
+
+// firstRawString returns the first value of a string element without
+// trimming, or "".
+func firstRawString(e *dicom.Element) string {
+	if e == nil || e.Value == nil || e.Value.ValueType() != dicom.Strings {
+		return ""
+	}
+	vs, _ := e.Value.GetValue().([]string)
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
+func firstString(e *dicom.Element) string { return trim(firstRawString(e)) }
+
+// trim removes the padding of a string value: spaces and NULs (PS3.5 6.2).
+func trim(s string) string { return strings.Trim(s, " \x00") }
+
+// firstInt returns the first value of an US, SS, UL or SL element, or 0.
+func firstInt(e *dicom.Element) int {
+	if e == nil || e.Value == nil || e.Value.ValueType() != dicom.Ints {
+		return 0
+	}
+	vs, _ := e.Value.GetValue().([]int)
+	if len(vs) == 0 {
+		return 0
+	}
+	return vs[0]
+}
+
+// intString parses the first value of an IS element (PS3.5 6.2), or nil.
+func intString(e *dicom.Element) *int {
+	s := firstString(e)
+	if s == "" {
+		return nil
+	}
+	n, err := strconv.ParseInt(strings.TrimPrefix(s, "+"), 10, 32)
+	if err != nil {
+		return nil
+	}
+	i := int(n)
+	return &i
+}
+
+// decimalString parses the first value of a DS element (PS3.5 6.2), or nil.
+func decimalString(e *dicom.Element) *float64 {
+	s := firstString(e)
+	if s == "" {
+		return nil
+	}
+	f, ok := parseDS(s)
+	if !ok {
+		return nil
+	}
+	return &f
+}
+
+// parseDS parses a Decimal String value (PS3.5 6.2): a fixed or floating point
+// number in ASCII, without the NaN, Inf and hexadecimal forms ParseFloat also
+// accepts.
+func parseDS(s string) (float64, bool) {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c == '.' || c == '+' || c == '-' || c == 'e' || c == 'E') {
+			return 0, false
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	return f, err == nil
+}

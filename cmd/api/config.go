@@ -1,0 +1,87 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/priorflow/priorflow/internal/database"
+)
+
+// config is cmd/api's configuration: flags, each defaulting to its
+// environment variable, each defaulting to a value that works on a
+// development machine.
+type config struct {
+	DatabaseURL string
+	HTTPAddr    string
+	BaseURL     string
+	DataDir     string
+	LogLevel    string
+	MaxBody     int64
+	Grace       time.Duration
+}
+
+func loadConfig(args []string) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.StringVar(&c.DatabaseURL, "database-url", env("DATABASE_URL", database.DefaultURL), "PostgreSQL URL (DATABASE_URL); the database is created if missing")
+	fs.StringVar(&c.HTTPAddr, "http-addr", env("PRIORFLOW_HTTP_ADDR", ":8080"), "HTTP listen address (PRIORFLOW_HTTP_ADDR)")
+	fs.StringVar(&c.BaseURL, "base-url", env("PRIORFLOW_BASE_URL", ""), "absolute URL of this server used in links (PRIORFLOW_BASE_URL); default derived from the address")
+	fs.StringVar(&c.DataDir, "data-dir", env("PRIORFLOW_DATA_DIR", "./data"), "data directory (PRIORFLOW_DATA_DIR)")
+	fs.StringVar(&c.LogLevel, "log-level", env("PRIORFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (PRIORFLOW_LOG_LEVEL)")
+	fs.Int64Var(&c.MaxBody, "max-body", 64<<20, "largest accepted FHIR request body in bytes")
+	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long shutdown waits for in-flight requests")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if c.BaseURL == "" {
+		c.BaseURL = deriveBaseURL(c.HTTPAddr)
+	}
+	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
+	return c, c.validate()
+}
+
+// validate reports every problem at once.
+func (c *config) validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_HTTP_ADDR %q: %w", c.HTTPAddr, err))
+	}
+	if !strings.HasPrefix(c.BaseURL, "http://") && !strings.HasPrefix(c.BaseURL, "https://") {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_BASE_URL %q must be an absolute http(s) URL", c.BaseURL))
+	}
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL is empty"))
+	}
+	if c.MaxBody < 1024 {
+		errs = append(errs, errors.New("max-body must be at least 1024 bytes"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("PRIORFLOW_LOG_LEVEL %q is not debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+func deriveBaseURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://localhost:8080"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,191 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/fhir/go/fhirversion"
+	"github.com/google/fhir/go/jsonformat"
+	dpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/datatypes_go_proto"
+	rpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/bundle_and_contained_resource_go_proto"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Codec parses, validates and prints R4 JSON with google/fhir's jsonformat.
+// It is safe for concurrent use.
+type Codec struct {
+	u *jsonformat.Unmarshaller
+	m *jsonformat.Marshaller
+}
+
+// NewCodec returns a Codec for FHIR R4.
+func NewCodec() (*Codec, error) {
+	u, err := jsonformat.NewUnmarshaller("UTC", fhirversion.R4)
+	if err != nil {
+		return nil, fmt.Errorf("new codec: %w", err)
+	}
+	// Deeply nested input is a denial-of-service vector; no legitimate
+	// resource we store nests anywhere near this deep.
+	u.MaxNestingDepth = 64
+	m, err := jsonformat.NewMarshaller(false, "", "", fhirversion.R4)
+	if err != nil {
+		return nil, fmt.Errorf("new codec: %w", err)
+	}
+	return &Codec{u: u, m: m}, nil
+}
+
+// PeekType returns the resourceType of a JSON object without parsing the rest.
+func PeekType(body []byte) (string, error) {
+	var head struct {
+		ResourceType *string `json:"resourceType"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field == "resourceType":
+			return "", Errorf(KindInvalid, "resourceType must be a string").At("resourceType")
+		case errors.As(err, &te):
+			return "", Errorf(KindInvalid, "the body is not a JSON object")
+		}
+		return "", Errorf(KindInvalid, "the body is not valid JSON: %s", jsonErr(err))
+	}
+	if head.ResourceType == nil {
+		return "", Errorf(KindInvalid, "the body has no resourceType").At("resourceType")
+	}
+	return *head.ResourceType, nil
+}
+
+func jsonErr(err error) string {
+	var se *json.SyntaxError
+	if ok := asSyntax(err, &se); ok {
+		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+	}
+	return err.Error()
+}
+
+func asSyntax(err error, target **json.SyntaxError) bool {
+	se, ok := err.(*json.SyntaxError)
+	if ok {
+		*target = se
+	}
+	return ok
+}
+
+// errAt matches one line of a jsonformat error: `error at "path": details`.
+var errAt = regexp.MustCompile(`^error at "((?:[^"\\]|\\.)*)": (.*)$`)
+
+// Parse parses and validates a resource of any R4 type. Malformed JSON is
+// KindInvalid; a resource that violates R4 (cardinality, value sets,
+// reference types, primitive formats) is KindUnprocessable naming the path.
+func (c *Codec) Parse(body []byte) (proto.Message, string, error) {
+	typ, err := PeekType(body)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, ok := containedFields()[typ]; !ok {
+		return nil, "", Errorf(KindInvalid, "resourceType %q is not an R4 resource type", typ).At("resourceType")
+	}
+	msg, err := c.u.Unmarshal(body)
+	if err != nil {
+		return nil, typ, invalidResource(typ, err)
+	}
+	res, name := Unwrap(msg.(*rpb.ContainedResource))
+	if res == nil {
+		return nil, typ, Errorf(KindUnprocessable, "the body holds no resource")
+	}
+	return res, name, nil
+}
+
+func invalidResource(typ string, err error) error {
+	fe := &Error{Kind: KindUnprocessable, Err: err}
+	if err.Error() == "invalid JSON" {
+		// jsonformat's JSON reader refused what encoding/json accepted.
+		fe.Kind, fe.Message = KindInvalid, "the body is not valid JSON"
+		return fe
+	}
+	// jsonformat reports every problem, one per line; name them all.
+	var details []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		detail := line
+		if m := errAt.FindStringSubmatch(line); m != nil {
+			path, uerr := strconv.Unquote(`"` + m[1] + `"`)
+			if uerr != nil {
+				path = m[1]
+			}
+			if !slices.Contains(fe.Expression, path) {
+				fe.Expression = append(fe.Expression, path)
+			}
+			detail = m[2]
+		}
+		if detail != "" && !slices.Contains(details, detail) {
+			details = append(details, detail)
+		}
+	}
+	fe.Message = fmt.Sprintf("invalid %s: %s", typ, strings.Join(details, "; "))
+	return fe
+}
+
+// Marshal prints a typed resource as compact R4 JSON.
+func (c *Codec) Marshal(res proto.Message) ([]byte, error) {
+	b, err := c.m.MarshalResource(res)
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s: %w", res.ProtoReflect().Descriptor().Name(), err)
+	}
+	return b, nil
+}
+
+// TypeOf returns the resource type name of a typed resource proto.
+func TypeOf(res proto.Message) string {
+	return string(res.ProtoReflect().Descriptor().Name())
+}
+
+// ID returns the resource's logical id.
+func ID(res proto.Message) string {
+	m := res.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName("id")
+	if fd == nil || !m.Has(fd) {
+		return ""
+	}
+	return m.Get(fd).Message().Interface().(*dpb.Id).GetValue()
+}
+
+// SetID sets the resource's logical id ("" clears it).
+func SetID(res proto.Message, id string) {
+	m := res.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName("id")
+	if id == "" {
+		m.Clear(fd)
+		return
+	}
+	m.Set(fd, protoreflect.ValueOfMessage((&dpb.Id{Value: id}).ProtoReflect()))
+}
+
+// SetMeta sets meta.versionId and meta.lastUpdated, keeping the rest of meta
+// (profiles, tags, security labels, source) as the client sent it.
+func SetMeta(res proto.Message, version int, lastUpdated time.Time) {
+	m := res.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName("meta")
+	meta, _ := m.Get(fd).Message().Interface().(*dpb.Meta)
+	if meta == nil || !m.Has(fd) {
+		meta = &dpb.Meta{}
+	} else {
+		meta = proto.Clone(meta).(*dpb.Meta)
+	}
+	meta.VersionId = &dpb.Id{Value: strconv.Itoa(version)}
+	meta.LastUpdated = &dpb.Instant{ValueUs: lastUpdated.UnixMicro(), Timezone: "Z", Precision: dpb.Instant_MICROSECOND}
+	m.Set(fd, protoreflect.ValueOfMessage(meta.ProtoReflect()))
+}
+
+// IsJSONObject reports whether b holds a single JSON object.
+func IsJSONObject(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) > 1 && b[0] == '{' && json.Valid(b)
+}

@@ -1,0 +1,417 @@
+// Package postgres stores FHIR resources in PostgreSQL: the current version
+// of each resource with its JSON as served, superseded versions for history,
+// and a search index per parameter type that fhir/search queries compile to.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/search"
+	"github.com/priorflow/priorflow/internal/database"
+)
+
+// Store is the PostgreSQL resource store.
+type Store struct {
+	pool  *pgxpool.Pool
+	reg   *fhir.Registry
+	codec *fhir.Codec
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// New returns a store over a migrated database.
+func New(pool *pgxpool.Pool, reg *fhir.Registry, codec *fhir.Codec, log *slog.Logger) (*Store, error) {
+	if pool == nil || reg == nil || codec == nil || log == nil {
+		return nil, errors.New("postgres store: pool, registry, codec and logger are required")
+	}
+	return &Store{pool: pool, reg: reg, codec: codec, log: log, now: time.Now}, nil
+}
+
+// querier is what both the pool and a transaction offer.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error)
+}
+
+// Tx is a store transaction: reads see its own writes.
+type Tx struct {
+	s  *Store
+	tx pgx.Tx
+	ix indexBuffer
+}
+
+// InTx runs fn in one database transaction. READ COMMITTED is enough: every
+// write locks the resource row it changes (SELECT ... FOR UPDATE), and
+// conditional operations take an advisory lock on their condition (Lock), so
+// concurrent writers serialize exactly where they conflict.
+func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
+	return database.InTx(ctx, s.pool, pgx.ReadCommitted, func(tx pgx.Tx) error {
+		t := &Tx{s: s, tx: tx}
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.flush(ctx)
+	})
+}
+
+// Pool exposes the pool to packages that share the database and must write
+// in the same transaction as the FHIR store (see PgxTx).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// PgxTx exposes the underlying transaction so another store (the DICOM
+// archive) can commit its rows atomically with the resources written here.
+func (t *Tx) PgxTx() pgx.Tx { return t.tx }
+
+// Lock takes a transaction-scoped advisory lock on key. Conditional creates
+// and updates lock their condition so that two concurrent requests with the
+// same condition cannot both create.
+func (t *Tx) Lock(ctx context.Context, key string) error {
+	if _, err := t.tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key); err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	return nil
+}
+
+// Read returns the current version of a resource.
+func (s *Store) Read(ctx context.Context, typ, id string) (*fhir.Resource, error) {
+	return read(ctx, s.pool, typ, id)
+}
+
+// Read returns the current version of a resource, as this transaction sees it.
+func (t *Tx) Read(ctx context.Context, typ, id string) (*fhir.Resource, error) {
+	return read(ctx, t.tx, typ, id)
+}
+
+func read(ctx context.Context, q querier, typ, id string) (*fhir.Resource, error) {
+	r := &fhir.Resource{Type: typ, ID: id}
+	var body string
+	err := q.QueryRow(ctx,
+		`SELECT rid, version, last_updated, deleted, method, body FROM resource WHERE type = $1 AND id = $2`,
+		typ, id).Scan(&r.RID, &r.Version, &r.LastUpdated, &r.Deleted, &r.Method, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fhir.Errorf(fhir.KindNotFound, "%s/%s is not known", typ, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s: %w", typ, id, err)
+	}
+	if r.Deleted {
+		return r, fhir.Errorf(fhir.KindGone, "%s/%s was deleted", typ, id)
+	}
+	r.Body = []byte(body)
+	return r, nil
+}
+
+// VRead returns one version of a resource.
+func (s *Store) VRead(ctx context.Context, typ, id string, version int) (*fhir.Resource, error) {
+	cur, err := read(ctx, s.pool, typ, id)
+	if err != nil && !fhir.IsKind(err, fhir.KindGone) {
+		return nil, err
+	}
+	if cur.Version == version {
+		if cur.Deleted {
+			return cur, fhir.Errorf(fhir.KindGone, "%s/%s version %d is a deletion", typ, id, version)
+		}
+		return cur, nil
+	}
+	r := &fhir.Resource{Type: typ, ID: id, Version: version, RID: cur.RID}
+	var body *string
+	err = s.pool.QueryRow(ctx,
+		`SELECT last_updated, method, body FROM resource_history WHERE rid = $1 AND version = $2`,
+		cur.RID, version).Scan(&r.LastUpdated, &r.Method, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fhir.Errorf(fhir.KindNotFound, "%s/%s has no version %d", typ, id, version)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vread %s/%s/%d: %w", typ, id, version, err)
+	}
+	if body == nil {
+		r.Deleted = true
+		return r, fhir.Errorf(fhir.KindGone, "%s/%s version %d is a deletion", typ, id, version)
+	}
+	r.Body = []byte(*body)
+	return r, nil
+}
+
+// HistoryOptions narrow a history listing (FHIR R4 3.1.0.8 "history").
+type HistoryOptions struct {
+	Since time.Time // only versions at or after
+	Count int       // at most this many, newest first
+}
+
+// History lists versions newest first: of one resource when id is set, of a
+// whole type otherwise.
+func (s *Store) History(ctx context.Context, typ, id string, opt HistoryOptions) ([]*fhir.Resource, error) {
+	if opt.Count <= 0 || opt.Count > search.MaxCount {
+		opt.Count = search.DefaultCount
+	}
+	since := opt.Since
+	if since.IsZero() {
+		since = fhir.MinTime
+	}
+	var rows pgx.Rows
+	var err error
+	if id != "" {
+		var rid int64
+		err = s.pool.QueryRow(ctx, `SELECT rid FROM resource WHERE type = $1 AND id = $2`, typ, id).Scan(&rid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fhir.Errorf(fhir.KindNotFound, "%s/%s is not known", typ, id)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("history %s/%s: %w", typ, id, err)
+		}
+		rows, err = s.pool.Query(ctx, `
+			SELECT r.rid, r.id, h.version, h.last_updated, h.method, h.body
+			FROM (SELECT rid, version, last_updated, method, NULLIF(body, '') AS body FROM resource WHERE rid = $1
+			      UNION ALL
+			      SELECT rid, version, last_updated, method, body FROM resource_history WHERE rid = $1) h
+			JOIN resource r ON r.rid = h.rid
+			WHERE h.last_updated >= $2
+			ORDER BY h.version DESC LIMIT $3`, rid, since, opt.Count)
+	} else {
+		rows, err = s.pool.Query(ctx, `
+			SELECT r.rid, r.id, h.version, h.last_updated, h.method, h.body
+			FROM (SELECT rid, version, last_updated, method, NULLIF(body, '') AS body FROM resource WHERE type = $1 AND last_updated >= $2
+			      UNION ALL
+			      SELECT rid, version, last_updated, method, body FROM resource_history WHERE type = $1 AND last_updated >= $2) h
+			JOIN resource r ON r.rid = h.rid
+			ORDER BY h.last_updated DESC, h.rid DESC, h.version DESC LIMIT $3`, typ, since, opt.Count)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history %s: %w", typ, err)
+	}
+	defer rows.Close()
+	var out []*fhir.Resource
+	for rows.Next() {
+		r := &fhir.Resource{Type: typ}
+		var body *string
+		if err := rows.Scan(&r.RID, &r.ID, &r.Version, &r.LastUpdated, &r.Method, &body); err != nil {
+			return nil, fmt.Errorf("history %s: %w", typ, err)
+		}
+		if body == nil {
+			r.Deleted = true
+		} else {
+			r.Body = []byte(*body)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("history %s: %w", typ, err)
+	}
+	return out, nil
+}
+
+// Create stores res as a new resource with a server-assigned id.
+func (t *Tx) Create(ctx context.Context, res proto.Message) (*fhir.Resource, error) {
+	typ := fhir.TypeOf(res)
+	if t.s.reg.Type(typ) == nil {
+		return nil, fhir.Errorf(fhir.KindNotFound, "resource type %s is not supported", typ)
+	}
+	return t.CreateAs(ctx, res, uuid.NewString())
+}
+
+// CreateAs stores res as a new resource with the given id, assigned by the
+// server beforehand (a transaction Bundle resolves urn:uuid references to ids
+// before it writes anything).
+func (t *Tx) CreateAs(ctx context.Context, res proto.Message, id string) (*fhir.Resource, error) {
+	typ := fhir.TypeOf(res)
+	if t.s.reg.Type(typ) == nil {
+		return nil, fhir.Errorf(fhir.KindNotFound, "resource type %s is not supported", typ)
+	}
+	res = proto.Clone(res)
+	fhir.SetID(res, id)
+	return t.insert(ctx, res, typ, id, "POST")
+}
+
+func (t *Tx) insert(ctx context.Context, res proto.Message, typ, id, method string) (*fhir.Resource, error) {
+	now := t.s.now().UTC().Truncate(time.Microsecond)
+	fhir.SetMeta(res, 1, now)
+	body, err := t.s.codec.Marshal(res)
+	if err != nil {
+		return nil, err
+	}
+	r := &fhir.Resource{Type: typ, ID: id, Version: 1, LastUpdated: now, Method: method, Body: body}
+	err = t.tx.QueryRow(ctx, `
+		INSERT INTO resource (type, id, version, last_updated, method, body)
+		VALUES ($1, $2, 1, $3, $4, $5)
+		ON CONFLICT (type, id) DO NOTHING
+		RETURNING rid`, typ, id, now, method, string(body)).Scan(&r.RID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fhir.Errorf(fhir.KindConflict, "%s/%s already exists", typ, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", typ, err)
+	}
+	t.ix.add(t.s.reg.Type(typ), r.RID, res)
+	return r, nil
+}
+
+// Put updates the resource with the id res carries, or creates it with that
+// id (update as create, FHIR R4 3.1.0.4). ifMatch, when non-zero, is the
+// version the client expects to replace. created reports a create.
+func (t *Tx) Put(ctx context.Context, res proto.Message, ifMatch int) (r *fhir.Resource, created bool, err error) {
+	typ, id := fhir.TypeOf(res), fhir.ID(res)
+	rt := t.s.reg.Type(typ)
+	if rt == nil {
+		return nil, false, fhir.Errorf(fhir.KindNotFound, "resource type %s is not supported", typ)
+	}
+	if !fhir.ValidID(id) {
+		return nil, false, fhir.Errorf(fhir.KindInvalid, "%q is not a valid id", id).At(typ + ".id")
+	}
+	res = proto.Clone(res)
+	for attempt := 0; ; attempt++ {
+		cur, err := t.lockCurrent(ctx, typ, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if cur == nil {
+			if ifMatch != 0 {
+				return nil, false, fhir.Errorf(fhir.KindPrecondition, "%s/%s does not exist, but If-Match asked for version %d", typ, id, ifMatch)
+			}
+			r, err := t.insert(ctx, res, typ, id, "PUT")
+			if fhir.IsKind(err, fhir.KindConflict) && attempt == 0 {
+				continue // created concurrently: now it exists, update it
+			}
+			return r, err == nil, err
+		}
+		if rt.ReadOnly {
+			return nil, false, fhir.Errorf(fhir.KindNotAllowed, "%s resources cannot be updated", typ)
+		}
+		if ifMatch != 0 && ifMatch != cur.version {
+			return nil, false, fhir.Errorf(fhir.KindPrecondition, "%s/%s is at version %d, not %d (If-Match)", typ, id, cur.version, ifMatch)
+		}
+		r, err := t.replace(ctx, rt, cur, res, "PUT")
+		return r, false, err
+	}
+}
+
+// current is the locked current row of a resource.
+type current struct {
+	rid         int64
+	version     int
+	lastUpdated time.Time
+	deleted     bool
+	method      string
+	body        string
+}
+
+func (t *Tx) lockCurrent(ctx context.Context, typ, id string) (*current, error) {
+	c := &current{}
+	err := t.tx.QueryRow(ctx, `
+		SELECT rid, version, last_updated, deleted, method, body
+		FROM resource WHERE type = $1 AND id = $2 FOR UPDATE`, typ, id).
+		Scan(&c.rid, &c.version, &c.lastUpdated, &c.deleted, &c.method, &c.body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock %s/%s: %w", typ, id, err)
+	}
+	return c, nil
+}
+
+// replace moves the current version into history and stores res (or a
+// deletion when res is nil) as the next version.
+func (t *Tx) replace(ctx context.Context, rt *fhir.ResourceType, cur *current, res proto.Message, method string) (*fhir.Resource, error) {
+	now := t.s.now().UTC().Truncate(time.Microsecond)
+	if !now.After(cur.lastUpdated) {
+		// Keep lastUpdated strictly increasing per resource even when clocks
+		// of replicas disagree slightly.
+		now = cur.lastUpdated.Add(time.Microsecond)
+	}
+	r := &fhir.Resource{Type: rt.Name, RID: cur.rid, Version: cur.version + 1, LastUpdated: now, Method: method}
+	var body string
+	if res != nil {
+		r.ID = fhir.ID(res)
+		fhir.SetMeta(res, r.Version, now)
+		b, err := t.s.codec.Marshal(res)
+		if err != nil {
+			return nil, err
+		}
+		r.Body, body = b, string(b)
+	} else {
+		r.Deleted = true
+	}
+	var oldBody *string
+	if !cur.deleted {
+		oldBody = &cur.body
+	}
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO resource_history (rid, version, type, last_updated, method, body) VALUES ($1, $2, $3, $4, $5, $6)`,
+		cur.rid, cur.version, rt.Name, cur.lastUpdated, cur.method, oldBody)
+	b.Queue(`UPDATE resource SET version = $2, last_updated = $3, deleted = $4, method = $5, body = $6 WHERE rid = $1`,
+		cur.rid, r.Version, now, res == nil, method, body)
+	queueIndexDelete(b, cur.rid)
+	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, rt.Name, err)
+	}
+	t.ix.drop(cur.rid)
+	if res != nil {
+		t.ix.add(rt, cur.rid, res)
+	}
+	return r, nil
+}
+
+// Delete deletes a resource (FHIR R4 3.1.0.7): a new version marks it gone,
+// its history stays, its index rows go. Deleting a deleted resource is a
+// no-op that returns the deletion.
+func (t *Tx) Delete(ctx context.Context, typ, id string, ifMatch int) (*fhir.Resource, error) {
+	rt := t.s.reg.Type(typ)
+	if rt == nil {
+		return nil, fhir.Errorf(fhir.KindNotFound, "resource type %s is not supported", typ)
+	}
+	if rt.ReadOnly {
+		return nil, fhir.Errorf(fhir.KindNotAllowed, "%s resources cannot be deleted", typ)
+	}
+	cur, err := t.lockCurrent(ctx, typ, id)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil {
+		return nil, fhir.Errorf(fhir.KindNotFound, "%s/%s is not known", typ, id)
+	}
+	if ifMatch != 0 && ifMatch != cur.version {
+		return nil, fhir.Errorf(fhir.KindPrecondition, "%s/%s is at version %d, not %d (If-Match)", typ, id, cur.version, ifMatch)
+	}
+	if cur.deleted {
+		return &fhir.Resource{Type: typ, ID: id, RID: cur.rid, Version: cur.version, LastUpdated: cur.lastUpdated, Deleted: true, Method: "DELETE"}, nil
+	}
+	r, err := t.replace(ctx, rt, cur, nil, "DELETE")
+	if err != nil {
+		return nil, err
+	}
+	r.ID = id
+	return r, nil
+}
+
+// Search runs a search inside the transaction (for conditional operations).
+func (t *Tx) Search(ctx context.Context, q *search.Query) (*search.Result, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
+	return t.s.search(ctx, t.tx, q)
+}
+
+// Search runs a search.
+func (s *Store) Search(ctx context.Context, q *search.Query) (*search.Result, error) {
+	return s.search(ctx, s.pool, q)
+}
+
+// Registry returns the registry the store indexes by.
+func (s *Store) Registry() *fhir.Registry { return s.reg }
+
+func itoa(n int) string { return strconv.Itoa(n) }

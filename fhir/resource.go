@@ -1,0 +1,39 @@
+package fhir
+
+import (
+	"strings"
+	"time"
+	"unicode"
+
+	"golang.org/x/text/runes"
+	"golang.org/x/text/transform"
+	"golang.org/x/text/unicode/norm"
+)
+
+// Resource is one stored version of a resource as the store returns it.
+type Resource struct {
+	Type        string
+	ID          string
+	Version     int
+	LastUpdated time.Time
+	Deleted     bool
+	// Method is the interaction that made this version: POST, PUT or DELETE.
+	Method string
+	// Body is the version's JSON as served, meta included; nil when Deleted.
+	Body []byte
+	// RID is the store's row id, used for keyset paging.
+	RID int64
+	// SortKey holds the values of the search's sort keys, for paging links.
+	SortKey []string
+}
+
+// NormalizeString folds a string for FHIR string search (FHIR R4 3.1.1.4.3:
+// case- and accent-insensitive): lower case with combining marks removed.
+func NormalizeString(s string) string {
+	t := transform.Chain(norm.NFD, runes.Remove(runes.In(unicode.Mn)), norm.NFC)
+	out, _, err := transform.String(t, s)
+	if err != nil {
+		out = s
+	}
+	return strings.ToLower(out)
+}

@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// CountStudies returns the number of current ImagingStudy resources.
+func CountStudies(ctx context.Context, db *pgxpool.Pool) (int, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT count(*) FROM resource WHERE type = 'ImagingStudy' AND NOT deleted`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count studies: %w", err)
+	}
+	return n, nil
+}
+
+// Analyze refreshes planner statistics and the visibility map after a load
+// (autovacuum would get there eventually; the measurement should not depend
+// on when).
+func Analyze(ctx context.Context, db *pgxpool.Pool) error {
+	if _, err := db.Exec(ctx, `VACUUM (ANALYZE) resource, idx_token, idx_string, idx_date, idx_ref, idx_number`); err != nil {
+		return fmt.Errorf("vacuum analyze: %w", err)
+	}
+	return nil
+}
+
+// Samples picks n random studies (seeded, so a rerun on the same database
+// asks the same questions) and what the searches need to find them.
+func Samples(ctx context.Context, db *pgxpool.Pool, n int, seed uint64) ([]*Sample, error) {
+	var lo, hi int64
+	err := db.QueryRow(ctx, `SELECT coalesce(min(rid), 0), coalesce(max(rid), 0) FROM resource WHERE type = 'ImagingStudy'`).Scan(&lo, &hi)
+	if err != nil {
+		return nil, fmt.Errorf("samples: %w", err)
+	}
+	if hi == 0 {
+		return nil, fmt.Errorf("samples: no ImagingStudy loaded")
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5a3b1e))
+	var out []*Sample
+	seen := map[int64]bool{}
+	for attempt := 0; len(out) < n && attempt < 20; attempt++ {
+		var rids []int64
+		for range 2 * (n - len(out)) {
+			if rid := lo + rng.Int64N(hi-lo+1); !seen[rid] {
+				seen[rid] = true
+				rids = append(rids, rid)
+			}
+		}
+		rows, err := db.Query(ctx, `SELECT rid, id, last_updated, body FROM resource
+			WHERE rid = ANY($1) AND type = 'ImagingStudy' AND NOT deleted`, rids)
+		if err != nil {
+			return nil, fmt.Errorf("samples: %w", err)
+		}
+		byRID := map[int64]*Sample{}
+		for rows.Next() {
+			var rid int64
+			var body string
+			s := &Sample{}
+			if err := rows.Scan(&rid, &s.StudyID, &s.LastUpdated, &body); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("samples: %w", err)
+			}
+			var st struct {
+				Identifier []identifier `json:"identifier"`
+				Subject    reference    `json:"subject"`
+			}
+			if err := json.Unmarshal([]byte(body), &st); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("samples: study %s: %w", s.StudyID, err)
+			}
+			for _, id := range st.Identifier {
+				if id.System == SystemDICOMUID {
+					s.StudyUID = strings.TrimPrefix(id.Value, "urn:oid:")
+				}
+			}
+			s.PatientID = strings.TrimPrefix(st.Subject.Reference, "Patient/")
+			if s.StudyUID != "" && s.PatientID != st.Subject.Reference {
+				byRID[rid] = s
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("samples: %w", err)
+		}
+		for _, rid := range rids { // keep the seeded order
+			if s := byRID[rid]; s != nil && len(out) < n {
+				out = append(out, s)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("samples: no usable study found")
+	}
+	return out, addMRNs(ctx, db, out)
+}
+
+func addMRNs(ctx context.Context, db *pgxpool.Pool, samples []*Sample) error {
+	ids := make([]string, len(samples))
+	for i, s := range samples {
+		ids[i] = s.PatientID
+	}
+	rows, err := db.Query(ctx, `SELECT id, body FROM resource WHERE type = 'Patient' AND id = ANY($1)`, ids)
+	if err != nil {
+		return fmt.Errorf("samples: patients: %w", err)
+	}
+	defer rows.Close()
+	mrn := map[string]string{}
+	for rows.Next() {
+		var id, body string
+		if err := rows.Scan(&id, &body); err != nil {
+			return fmt.Errorf("samples: patients: %w", err)
+		}
+		var p struct {
+			Identifier []identifier `json:"identifier"`
+		}
+		if err := json.Unmarshal([]byte(body), &p); err != nil {
+			return fmt.Errorf("samples: patient %s: %w", id, err)
+		}
+		for _, x := range p.Identifier {
+			if x.System == SystemMRN {
+				mrn[id] = x.Value
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("samples: patients: %w", err)
+	}
+	for _, s := range samples {
+		if s.MRN = mrn[s.PatientID]; s.MRN == "" {
+			return fmt.Errorf("samples: patient %s has no MRN", s.PatientID)
+		}
+	}
+	return nil
+}
+
+// Explain returns EXPLAIN (ANALYZE, BUFFERS) of q's SQL for s, and of the
+// next-page SQL for a paged query.
+func Explain(ctx context.Context, db *pgxpool.Pool, q *Query, s *Sample) (string, error) {
+	plan := func(sql string, args []any) (string, error) {
+		rows, err := db.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+sql, args...)
+		if err != nil {
+			return "", fmt.Errorf("explain %s: %w", q.Name, err)
+		}
+		defer rows.Close()
+		var lines []string
+		for rows.Next() {
+			var l string
+			if err := rows.Scan(&l); err != nil {
+				return "", fmt.Errorf("explain %s: %w", q.Name, err)
+			}
+			lines = append(lines, l)
+		}
+		return strings.Join(lines, "\n"), rows.Err()
+	}
+	out, err := plan(q.SQL, q.Args(s))
+	if err != nil || !q.Paged {
+		return out, err
+	}
+	// Continue from row 100 of the first page, as a next link would.
+	var key string
+	var rid int64
+	err = db.QueryRow(ctx, `SELECT k, rid FROM (`+q.SQL+`) AS p(rid, id, version, last_updated, body, k) OFFSET 99 LIMIT 1`, q.Args(s)...).Scan(&key, &rid)
+	if err != nil {
+		return out, fmt.Errorf("explain %s: next page: %w", q.Name, err)
+	}
+	next, err := plan(q.NextSQL, q.NextArgs(s, key, rid))
+	return out + "\n\n-- next page\n" + next, err
+}
+
+// Relation is the on-disk size of a table or index.
+type Relation struct {
+	Name  string
+	Table string
+	Rows  int64 // estimated, tables only
+	Bytes int64
+}
+
+// Sizes lists the tables of the FHIR store and their indexes.
+func Sizes(ctx context.Context, db *pgxpool.Pool) ([]Relation, error) {
+	rows, err := db.Query(ctx, `
+		SELECT c.relname, coalesce(t.relname, c.relname), CASE WHEN c.relkind = 'r' THEN c.reltuples::bigint ELSE 0 END,
+		       pg_relation_size(c.oid)
+		FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+		LEFT JOIN pg_index i ON i.indexrelid = c.oid
+		LEFT JOIN pg_class t ON t.oid = i.indrelid
+		WHERE c.relkind IN ('r', 'i') AND coalesce(t.relname, c.relname) IN
+		      ('resource', 'resource_history', 'idx_token', 'idx_string', 'idx_date', 'idx_ref', 'idx_number')
+		ORDER BY 2, c.relkind DESC, 1`)
+	if err != nil {
+		return nil, fmt.Errorf("sizes: %w", err)
+	}
+	defer rows.Close()
+	var out []Relation
+	for rows.Next() {
+		var r Relation
+		if err := rows.Scan(&r.Name, &r.Table, &r.Rows, &r.Bytes); err != nil {
+			return nil, fmt.Errorf("sizes: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DatabaseBytes is the size of the current database.
+func DatabaseBytes(ctx context.Context, db *pgxpool.Pool) (int64, error) {
+	var n int64
+	err := db.QueryRow(ctx, `SELECT pg_database_size(current_database())`).Scan(&n)
+	return n, err
+}
+
+// ServerVersion is PostgreSQL's version string and its memory settings.
+func ServerVersion(ctx context.Context, db *pgxpool.Pool) (string, error) {
+	var v, sb, wm string
+	err := db.QueryRow(ctx, `SELECT version(), current_setting('shared_buffers'), current_setting('work_mem')`).Scan(&v, &sb, &wm)
+	return fmt.Sprintf("%s; shared_buffers %s, work_mem %s", v, sb, wm), err
+}

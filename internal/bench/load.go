@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// LoadOptions shape the bulk load.
+type LoadOptions struct {
+	BundleStudies int // studies per transaction Bundle (whole patients, so a few more)
+	Clients       int // concurrent HTTP clients
+}
+
+// LoadResult is what the load measured.
+type LoadResult struct {
+	Studies, Patients, Bundles int
+	Bytes                      int64
+	Elapsed                    time.Duration
+	BundleLatency              Stats
+}
+
+// StudiesPerSecond is the load rate.
+func (r *LoadResult) StudiesPerSecond() float64 { return float64(r.Studies) / r.Elapsed.Seconds() }
+
+// Load posts the generator's archive to the FHIR base as transaction
+// Bundles from opt.Clients concurrent clients. It stops at the first failed
+// Bundle: a transaction either committed whole or not at all, but the
+// generator's sequence would no longer match the database.
+func Load(ctx context.Context, c *Client, g *Generator, opt LoadOptions, log *slog.Logger) (*LoadResult, error) {
+	if opt.BundleStudies < 1 || opt.Clients < 1 {
+		return nil, fmt.Errorf("load: bundle size and clients must be positive")
+	}
+	type job struct {
+		body              []byte
+		studies, patients int
+	}
+	jobs := make(chan job, opt.Clients)
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		defer close(jobs)
+		var batch []*PatientData
+		n := 0
+		send := func() bool {
+			j := job{body: g.Bundle(batch), studies: n, patients: len(batch)}
+			batch, n = nil, 0
+			select {
+			case jobs <- j:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		ok := true
+		g.Walk(func(pd *PatientData) bool {
+			batch = append(batch, pd)
+			n += len(pd.Studies)
+			if n >= opt.BundleStudies {
+				ok = send()
+			}
+			return ok
+		})
+		if ok && len(batch) > 0 {
+			send()
+		}
+		return ctx.Err()
+	})
+
+	res := &LoadResult{}
+	var studies, patients, bundles, nbytes atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	start := time.Now()
+	for range opt.Clients {
+		eg.Go(func() error {
+			for j := range jobs {
+				t0 := time.Now()
+				if err := c.postTransaction(ctx, j.body, j.studies+j.patients); err != nil {
+					return err
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+				studies.Add(int64(j.studies))
+				patients.Add(int64(j.patients))
+				bundles.Add(1)
+				nbytes.Add(int64(len(j.body)))
+			}
+			return nil
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(15 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				n, el := studies.Load(), time.Since(start)
+				log.Info("loading", "studies", n, "elapsed", el.Round(time.Second),
+					"studies_per_s", int(float64(n)/el.Seconds()))
+			}
+		}
+	}()
+	err := eg.Wait()
+	close(done)
+	res.Elapsed = time.Since(start)
+	res.Studies, res.Patients, res.Bundles = int(studies.Load()), int(patients.Load()), int(bundles.Load())
+	res.Bytes = nbytes.Load()
+	res.BundleLatency = Summarize(lat, res.Elapsed)
+	if err != nil {
+		return res, fmt.Errorf("load: %w", err)
+	}
+	return res, nil
+}
+
+// postTransaction posts one transaction Bundle and checks that every entry
+// succeeded.
+func (c *Client) postTransaction(ctx context.Context, body []byte, entries int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/fhir+json")
+	req.Header.Set("Accept", "application/fhir+json")
+	req.Header.Set("Prefer", "return=minimal")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("post transaction: %w", err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("post transaction: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("post transaction: HTTP %d: %.500s", resp.StatusCode, rb)
+	}
+	var out struct {
+		Entry []struct {
+			Response struct {
+				Status string `json:"status"`
+			} `json:"response"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(rb, &out); err != nil {
+		return fmt.Errorf("post transaction: response: %w", err)
+	}
+	if len(out.Entry) != entries {
+		return fmt.Errorf("post transaction: %d response entries for %d requests", len(out.Entry), entries)
+	}
+	for i, e := range out.Entry {
+		if s := e.Response.Status; len(s) < 3 || s[0] != '2' {
+			return fmt.Errorf("post transaction: entry %d: status %q", i, s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,370 @@
+package mllp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Handler processes one inbound message and returns the acknowledgement to
+// send back, typically built with hl7v2.NewAck. Returning nil sends nothing;
+// HL7 original mode expects an acknowledgement for every message (HL7
+// v2.5.1 section 2.9.2), so that should be rare.
+//
+// Calls for one connection are sequential: the next frame is not read until
+// the acknowledgement of the previous one has been written, since an
+// original-mode sender has one message in flight per connection. Calls for
+// different connections run concurrently. msg is owned by the handler.
+type Handler interface {
+	HandleMLLP(ctx context.Context, msg []byte, remote net.Addr) []byte
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, msg []byte, remote net.Addr) []byte
+
+// HandleMLLP calls f.
+func (f HandlerFunc) HandleMLLP(ctx context.Context, msg []byte, remote net.Addr) []byte {
+	return f(ctx, msg, remote)
+}
+
+// Defaults for zero Config fields.
+const (
+	DefaultMaxConnections = 100
+	DefaultIdleTimeout    = 10 * time.Minute
+	DefaultReadTimeout    = 30 * time.Second
+	DefaultWriteTimeout   = 30 * time.Second
+)
+
+// Config tunes a Server. Zero fields take the defaults above.
+type Config struct {
+	// MaxMessageSize limits a frame's content; 0 means DefaultMaxMessageSize.
+	MaxMessageSize int
+	// MaxConnections limits concurrent connections; connections over the
+	// limit are accepted and closed at once, so the sender sees the refusal
+	// instead of hanging in the listen backlog.
+	MaxConnections int
+	// IdleTimeout is how long a connection may wait for the start of its
+	// next frame. Interface engines keep connections open between messages,
+	// so this is long; negative means no limit.
+	IdleTimeout time.Duration
+	// ReadTimeout is how long a frame may take to arrive once its start
+	// block has been read; negative means no limit.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing an acknowledgement; negative means no
+	// limit.
+	WriteTimeout time.Duration
+	// OnOversize, if set, is called for a frame over MaxMessageSize with the
+	// frame's first bytes (see FrameTooLargeError.Head) and may return a
+	// reject acknowledgement to send; the connection then stays open. If nil,
+	// the connection is closed, which makes the sender retry; a handler
+	// answering AR lets it move on instead.
+	OnOversize func(ctx context.Context, head []byte, remote net.Addr) []byte
+}
+
+// Validate reports every problem in c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxMessageSize < 0 {
+		errs = append(errs, errors.New("MaxMessageSize must not be negative"))
+	}
+	if c.MaxConnections < 0 {
+		errs = append(errs, errors.New("MaxConnections must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	return c
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("mllp: server closed")
+
+// Server accepts MLLP connections and answers each message with its
+// handler's acknowledgement.
+type Server struct {
+	handler Handler
+	log     *slog.Logger
+	cfg     Config
+
+	// baseCtx is passed to handlers; it is canceled when Shutdown gives up
+	// waiting or Close is called.
+	baseCtx context.Context
+	cancel  context.CancelFunc
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	wg        sync.WaitGroup // one per connection goroutine
+}
+
+type serverConn struct {
+	nc net.Conn
+	// idle is true while the connection waits for a frame's start block; only
+	// idle connections are interrupted by Shutdown. Guarded by Server.mu.
+	idle bool
+}
+
+// NewServer returns a server calling h for every message. It refuses a nil
+// handler or logger and an invalid config.
+func NewServer(h Handler, logger *slog.Logger, cfg Config) (*Server, error) {
+	var errs []error
+	if h == nil {
+		errs = append(errs, errors.New("nil handler"))
+	}
+	if logger == nil {
+		errs = append(errs, errors.New("nil logger"))
+	}
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("mllp: new server: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		handler:   h,
+		log:       logger,
+		cfg:       cfg.withDefaults(),
+		baseCtx:   ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*serverConn]struct{}),
+	}, nil
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and then returns
+// ErrServerClosed. It closes ln on return.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		_ = ln.Close()
+	}()
+	s.log.Info("mllp listening", "addr", ln.Addr().String())
+
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("mllp: serve: %w", err)
+			}
+			// Running out of file descriptors and aborted handshakes are
+			// transient; back off as net/http does rather than spin or quit.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("mllp accept failed; retrying", "error", err, "delay", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return ErrServerClosed
+		}
+		if len(s.conns) >= s.cfg.MaxConnections {
+			s.mu.Unlock()
+			s.log.Warn("mllp connection refused: too many connections",
+				"remote", nc.RemoteAddr().String(), "limit", s.cfg.MaxConnections)
+			_ = nc.Close()
+			continue
+		}
+		c := &serverConn{nc: nc}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c)
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// aLongTimeAgo is a deadline in the past, used to interrupt blocked reads.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// Shutdown stops the server gracefully: it stops accepting, closes
+// connections waiting for their next message, and lets connections in the
+// middle of a message read it, call the handler and write the
+// acknowledgement before closing. A message that was read is therefore
+// always acknowledged, unless ctx ends first: then Shutdown closes every
+// connection, cancels the handlers' context and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	for c := range s.conns {
+		if c.idle {
+			_ = c.nc.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+	active := len(s.conns)
+	s.mu.Unlock()
+	s.log.Info("mllp shutting down", "connections", active)
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.closeAll()
+		return fmt.Errorf("mllp: shutdown: %w", ctx.Err())
+	}
+}
+
+// Close stops the server at once: listeners and connections are closed and
+// the handlers' context is canceled. Messages being handled lose their
+// acknowledgement; prefer Shutdown.
+func (s *Server) Close() error {
+	s.closeAll()
+	return nil
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	for c := range s.conns {
+		_ = c.nc.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+}
+
+// deadline returns the deadline for a timeout, zero meaning none.
+func deadline(d time.Duration) time.Time {
+	if d < 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+// serveConn runs one connection: wait for a frame, read it, hand it to the
+// handler, write the acknowledgement, repeat. Never logs message content.
+func (s *Server) serveConn(c *serverConn) {
+	remote := c.nc.RemoteAddr()
+	log := s.log.With("remote", remote.String())
+	messages := 0
+	defer func() {
+		_ = c.nc.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.wg.Done()
+		log.Info("mllp connection closed", "messages", messages)
+	}()
+	log.Info("mllp connection opened")
+	r := NewReader(c.nc, s.cfg.MaxMessageSize)
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		c.idle = true
+		_ = c.nc.SetReadDeadline(deadline(s.cfg.IdleTimeout))
+		s.mu.Unlock()
+
+		err := r.waitStart()
+
+		s.mu.Lock()
+		c.idle = false
+		// Set under the lock so that a Shutdown interrupt cannot be lost
+		// between here and the read: from now on the frame is read to its end.
+		_ = c.nc.SetReadDeadline(deadline(s.cfg.ReadTimeout))
+		s.mu.Unlock()
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				log.Debug("mllp connection closed by peer")
+			case s.isClosed():
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				log.Info("mllp connection idle timeout", "timeout", s.cfg.IdleTimeout)
+			default:
+				log.Warn("mllp read failed", "error", err)
+			}
+			return
+		}
+
+		msg, err := r.readBody()
+		var ack []byte
+		var tooLarge *FrameTooLargeError
+		switch {
+		case errors.As(err, &tooLarge):
+			log.Warn("mllp frame too large", "size", tooLarge.Size, "limit", tooLarge.Limit)
+			if s.cfg.OnOversize == nil {
+				return
+			}
+			ack = s.cfg.OnOversize(s.baseCtx, tooLarge.Head, remote)
+		case errors.Is(err, ErrTruncatedFrame) && r.inFrame:
+			// The sender restarted the frame; read the new one.
+			log.Warn("mllp frame interrupted by a new start block")
+			continue
+		case err != nil:
+			log.Warn("mllp frame not received in full", "error", err)
+			return
+		default:
+			messages++
+			start := time.Now()
+			ack = s.handler.HandleMLLP(s.baseCtx, msg, remote)
+			log.Debug("mllp message handled", "size", len(msg), "ack_size", len(ack), "duration", time.Since(start))
+		}
+		if len(ack) == 0 {
+			log.Warn("mllp no acknowledgement to send")
+			continue
+		}
+		_ = c.nc.SetWriteDeadline(deadline(s.cfg.WriteTimeout))
+		if err := WriteFrame(c.nc, ack); err != nil {
+			log.Warn("mllp acknowledgement not sent", "error", err, "ack_size", len(ack))
+			return
+		}
+	}
+}
