@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ type config struct {
 	HTTPAddr    string
 	BaseURL     string
 	DataDir     string
+	BlobURL     string
 	LogLevel    string
 	MaxBody     int64
 	Grace       time.Duration
@@ -32,6 +34,7 @@ func loadConfig(args []string) (*config, error) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", env("PRIORFLOW_HTTP_ADDR", ":8080"), "HTTP listen address (PRIORFLOW_HTTP_ADDR)")
 	fs.StringVar(&c.BaseURL, "base-url", env("PRIORFLOW_BASE_URL", ""), "absolute URL of this server used in links (PRIORFLOW_BASE_URL); default derived from the address")
 	fs.StringVar(&c.DataDir, "data-dir", env("PRIORFLOW_DATA_DIR", "./data"), "data directory (PRIORFLOW_DATA_DIR)")
+	fs.StringVar(&c.BlobURL, "blob-url", env("PRIORFLOW_BLOB_URL", ""), "blob store for DICOM objects (PRIORFLOW_BLOB_URL): file:///path or s3://bucket?region=...; default file://<data-dir>/blobs")
 	fs.StringVar(&c.LogLevel, "log-level", env("PRIORFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (PRIORFLOW_LOG_LEVEL)")
 	fs.Int64Var(&c.MaxBody, "max-body", 64<<20, "largest accepted FHIR request body in bytes")
 	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long shutdown waits for in-flight requests")
@@ -42,6 +45,13 @@ func loadConfig(args []string) (*config, error) {
 		c.BaseURL = deriveBaseURL(c.HTTPAddr)
 	}
 	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
+	if c.BlobURL == "" {
+		abs, err := filepath.Abs(filepath.Join(c.DataDir, "blobs"))
+		if err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		c.BlobURL = "file://" + abs + "?create_dir=1&metadata=skip"
+	}
 	return c, c.validate()
 }
 
@@ -53,6 +63,9 @@ func (c *config) validate() error {
 	}
 	if !strings.HasPrefix(c.BaseURL, "http://") && !strings.HasPrefix(c.BaseURL, "https://") {
 		errs = append(errs, fmt.Errorf("PRIORFLOW_BASE_URL %q must be an absolute http(s) URL", c.BaseURL))
+	}
+	if !strings.HasPrefix(c.BlobURL, "file://") && !strings.HasPrefix(c.BlobURL, "s3://") && !strings.HasPrefix(c.BlobURL, "mem://") {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_BLOB_URL %q must be a file://, s3:// or mem:// URL", c.BlobURL))
 	}
 	if c.DatabaseURL == "" {
 		errs = append(errs, errors.New("DATABASE_URL is empty"))

@@ -1,5 +1,6 @@
-// Command api serves Priorflow's HTTP API: FHIR R4 at /fhir, health at
-// /healthz and /readyz, Prometheus metrics at /metrics.
+// Command api serves Priorflow's HTTP API: FHIR R4 at /fhir, the local DICOM
+// archive over DICOMweb at /dicomweb, health at /healthz and /readyz,
+// Prometheus metrics at /metrics.
 //
 // Usage:
 //
@@ -17,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -25,6 +27,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/fileblob" // file:// blob URLs
+	_ "gocloud.dev/blob/memblob"  // mem:// blob URLs, for tests
+	_ "gocloud.dev/blob/s3blob"   // s3:// blob URLs (S3-compatible stores)
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/dicomweb"
 
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
@@ -76,7 +85,18 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
-	h, err := newHandler(cfg, pool, log)
+	spool := filepath.Join(cfg.DataDir, "spool")
+	if err := os.MkdirAll(spool, 0o750); err != nil {
+		ln.Close()
+		return fmt.Errorf("spool dir: %w", err)
+	}
+	bucket, err := blob.OpenBucket(ctx, cfg.BlobURL)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("open blob store: %w", err)
+	}
+	defer bucket.Close()
+	h, err := newHandler(cfg, pool, bucket, spool, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -96,7 +116,7 @@ func registry() (*fhir.Registry, error) {
 	return fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint())
 }
 
-func newHandler(cfg *config, pool *pgxpool.Pool, log *slog.Logger) (http.Handler, error) {
+func newHandler(cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool string, log *slog.Logger) (http.Handler, error) {
 	reg, err := registry()
 	if err != nil {
 		return nil, err
@@ -110,6 +130,14 @@ func newHandler(cfg *config, pool *pgxpool.Pool, log *slog.Logger) (http.Handler
 		return nil, err
 	}
 	api, err := rest.New(store, codec, log, rest.Config{BaseURL: cfg.BaseURL + "/fhir", MaxBody: cfg.MaxBody, Software: "Priorflow", Version: version})
+	if err != nil {
+		return nil, err
+	}
+	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool})
+	if err != nil {
+		return nil, err
+	}
+	dw, err := dicomweb.New(arch, log, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -137,5 +165,6 @@ func newHandler(cfg *config, pool *pgxpool.Pool, log *slog.Logger) (http.Handler
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
 	r.Mount("/fhir", api.Routes())
+	r.Mount("/dicomweb", dw.Routes())
 	return r, nil
 }

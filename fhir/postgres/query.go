@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/search"
 )
@@ -57,7 +59,7 @@ func (b *sqlBuilder) clause(alias string, typ *fhir.ResourceType, c *search.Clau
 		}
 		var ors []string
 		for _, v := range c.Values {
-			ors = append(ors, b.dateCond(v, alias+".last_updated", alias+".last_updated + interval '1 microsecond'"))
+			ors = append(ors, b.instantCond(v, alias+".last_updated"))
 		}
 		return "(" + strings.Join(ors, " OR ") + ")"
 	}
@@ -173,6 +175,30 @@ func (b *sqlBuilder) dateCond(v search.Value, lo, hi string) string {
 	return fmt.Sprintf("(%s >= %s AND %s <= %s)", lo, a(slo), hi, a(shi))
 }
 
+// instantCond is dateCond for a stored instant at microsecond precision
+// (meta.lastUpdated), whose range is [t, t+1µs): the same comparisons,
+// simplified so that each is a plain range on the column, which the
+// (type, last_updated, rid) index can use; dateCond's "t + 1µs > end"
+// form cannot.
+func (b *sqlBuilder) instantCond(v search.Value, col string) string {
+	slo, shi := v.Date.Start, v.Date.End
+	a := func(t time.Time) string { return b.arg(t) }
+	switch v.Prefix {
+	case search.PrefixNe:
+		return fmt.Sprintf("NOT (%s >= %s AND %s < %s)", col, a(slo), col, a(shi))
+	case search.PrefixGt, search.PrefixSa: // t+1µs > end, t >= end
+		return fmt.Sprintf("%s >= %s", col, a(shi))
+	case search.PrefixLt, search.PrefixEb: // t < start, t+1µs <= start
+		return fmt.Sprintf("%s < %s", col, a(slo))
+	case search.PrefixGe: // t >= start OR t+1µs > end
+		return fmt.Sprintf("%s >= %s", col, a(slo))
+	case search.PrefixLe: // t+1µs <= end OR t < start
+		return fmt.Sprintf("%s < %s", col, a(shi))
+	}
+	// eq and ap: t >= start AND t+1µs <= end, t < end AND t+1µs > start
+	return fmt.Sprintf("(%s >= %s AND %s < %s)", col, a(slo), col, a(shi))
+}
+
 func likeEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
@@ -183,6 +209,8 @@ type sortKey struct {
 	expr string // comparable SQL expression
 	cast string // type the cursor's text value is cast back to
 	desc bool
+	// column is set when expr is a plain column, which an index may order.
+	column bool
 }
 
 func (b *sqlBuilder) sortKeys(alias string, typ *fhir.ResourceType, sorts []search.Sort) []sortKey {
@@ -190,9 +218,9 @@ func (b *sqlBuilder) sortKeys(alias string, typ *fhir.ResourceType, sorts []sear
 	for _, s := range sorts {
 		switch s.Param {
 		case "_id":
-			keys = append(keys, sortKey{expr: alias + ".id", cast: "text", desc: s.Desc})
+			keys = append(keys, sortKey{expr: alias + ".id", cast: "text", desc: s.Desc, column: true})
 		case "_lastUpdated":
-			keys = append(keys, sortKey{expr: alias + ".last_updated", cast: "timestamptz", desc: s.Desc})
+			keys = append(keys, sortKey{expr: alias + ".last_updated", cast: "timestamptz", desc: s.Desc, column: true})
 		default:
 			p := typ.Param(s.Param)
 			// Missing values sort last in both directions.
@@ -228,7 +256,7 @@ func (s *Store) search(ctx context.Context, db querier, q *search.Query) (*searc
 	if q.Summary == "count" || q.Total == "accurate" {
 		cb := &sqlBuilder{}
 		cw := cb.where("r", q.Type, q.Clauses)
-		if err := db.QueryRow(ctx, "SELECT count(*) FROM resource r WHERE "+cw, cb.args...).Scan(&res.Total); err != nil {
+		if err := db.QueryRow(ctx, "SELECT count(*) FROM resource r WHERE "+cw, customPlan(cb.args)...).Scan(&res.Total); err != nil {
 			return nil, fmt.Errorf("search %s: count: %w", q.Type.Name, err)
 		}
 		if q.Summary == "count" {
@@ -260,7 +288,7 @@ func (s *Store) search(ctx context.Context, db querier, q *search.Query) (*searc
 	}
 	sql += " FROM resource r WHERE " + where + " ORDER BY " + strings.Join(order, ", ") + " LIMIT " + b.arg(q.Count+1)
 
-	rows, err := db.Query(ctx, sql, b.args...)
+	rows, err := db.Query(ctx, sql, customPlan(b.args)...)
 	if err != nil {
 		return nil, fmt.Errorf("search %s: %w", q.Type.Name, err)
 	}
@@ -309,6 +337,16 @@ func (s *Store) search(ctx context.Context, db querier, q *search.Query) (*searc
 	return res, nil
 }
 
+// customPlan makes pgx run a search as an unnamed statement (its description
+// still cached), which PostgreSQL plans for the values bound each time. A
+// named prepared statement switches to a generic plan after five runs, and
+// the generic plan of a search cannot tell a patient's five studies from
+// the fifth of all studies that are CT: for patient=X&modality=CT it drove
+// from the modality and took 45 ms at 20,000 studies instead of 0.3 ms.
+func customPlan(args []any) []any {
+	return append([]any{pgx.QueryExecModeCacheDescribe}, args...)
+}
+
 // keyset builds the condition "row comes after (or before) the cursor" in
 // the expanded form (k1 > v1) OR (k1 = v1 AND k2 > v2) OR ... that allows a
 // different direction per key.
@@ -334,7 +372,18 @@ func (b *sqlBuilder) keyset(keys []sortKey, c *search.Cursor) string {
 		}
 		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
 	}
-	return "(" + strings.Join(ors, " OR ") + ")"
+	cond := "(" + strings.Join(ors, " OR ") + ")"
+	if len(keys) > 0 && keys[0].column {
+		// The OR form hides the range from the planner; the same bound on
+		// the first key alone lets an index on it start at the cursor
+		// instead of filtering every row before it.
+		op := ">="
+		if keys[0].desc != c.Before {
+			op = "<="
+		}
+		cond = fmt.Sprintf("(%s %s %s::%s AND %s)", keys[0].expr, op, b.arg(c.Key[0]), keys[0].cast, cond)
+	}
+	return cond
 }
 
 // maxIncluded bounds the included resources of one page.

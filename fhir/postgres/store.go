@@ -29,6 +29,23 @@ type Store struct {
 	codec *fhir.Codec
 	log   *slog.Logger
 	now   func() time.Time
+
+	// onDelete hooks run inside the deleting transaction; they are set
+	// while wiring, before the store serves requests.
+	onDelete map[string]DeleteHook
+}
+
+// DeleteHook runs inside the transaction that deletes a resource of the type
+// it was registered for, so that data kept beside the resource (the DICOM
+// archive behind an ImagingStudy) goes in the same commit.
+type DeleteHook func(ctx context.Context, tx *Tx, id string) error
+
+// OnDelete registers h for deletes of typ. Call it before serving.
+func (s *Store) OnDelete(typ string, h DeleteHook) {
+	if s.onDelete == nil {
+		s.onDelete = map[string]DeleteHook{}
+	}
+	s.onDelete[typ] = h
 }
 
 // New returns a store over a migrated database.
@@ -53,20 +70,34 @@ type Tx struct {
 	s  *Store
 	tx pgx.Tx
 	ix indexBuffer
+
+	afterCommit []func()
 }
+
+// AfterCommit runs fn once the transaction has committed (never when it
+// rolls back): for side effects outside the database, such as removing blobs
+// whose index rows the transaction deleted.
+func (t *Tx) AfterCommit(fn func()) { t.afterCommit = append(t.afterCommit, fn) }
 
 // InTx runs fn in one database transaction. READ COMMITTED is enough: every
 // write locks the resource row it changes (SELECT ... FOR UPDATE), and
 // conditional operations take an advisory lock on their condition (Lock), so
 // concurrent writers serialize exactly where they conflict.
 func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
-	return database.InTx(ctx, s.pool, pgx.ReadCommitted, func(tx pgx.Tx) error {
-		t := &Tx{s: s, tx: tx}
+	var t *Tx
+	err := database.InTx(ctx, s.pool, pgx.ReadCommitted, func(tx pgx.Tx) error {
+		t = &Tx{s: s, tx: tx}
 		if err := fn(t); err != nil {
 			return err
 		}
 		return t.flush(ctx)
 	})
+	if err == nil {
+		for _, f := range t.afterCommit {
+			f()
+		}
+	}
+	return err
 }
 
 // Pool exposes the pool to packages that share the database and must write
@@ -390,6 +421,11 @@ func (t *Tx) Delete(ctx context.Context, typ, id string, ifMatch int) (*fhir.Res
 	if cur.deleted {
 		return &fhir.Resource{Type: typ, ID: id, RID: cur.rid, Version: cur.version, LastUpdated: cur.lastUpdated, Deleted: true, Method: "DELETE"}, nil
 	}
+	if h := t.s.onDelete[typ]; h != nil {
+		if err := h(ctx, t, id); err != nil {
+			return nil, err
+		}
+	}
 	r, err := t.replace(ctx, rt, cur, nil, "DELETE")
 	if err != nil {
 		return nil, err
@@ -415,3 +451,6 @@ func (s *Store) Search(ctx context.Context, q *search.Query) (*search.Result, er
 func (s *Store) Registry() *fhir.Registry { return s.reg }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Codec returns the codec the store prints resources with.
+func (s *Store) Codec() *fhir.Codec { return s.codec }

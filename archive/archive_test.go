@@ -1,0 +1,240 @@
+package archive_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/archivetest"
+	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/fhir/search"
+	"github.com/priorflow/priorflow/internal/database/dbtest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dbtest.DropTemplates()
+	os.Exit(code)
+}
+
+func spool(t *testing.T, a *archive.Archive, b []byte) *archive.Object {
+	t.Helper()
+	o, err := a.Spool(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Remove)
+	return o
+}
+
+func storeAll(t *testing.T, a *archive.Archive, st *dicomtest.Study) []archive.Result {
+	t.Helper()
+	var objs []*archive.Object
+	for _, in := range st.Instances() {
+		objs = append(objs, spool(t, a, in.Bytes))
+	}
+	return a.Store(context.Background(), objs, "")
+}
+
+// withSOPInstanceUID re-encodes a Part 10 file under another SOP Instance UID.
+func withSOPInstanceUID(t *testing.T, b []byte, uid string) []byte {
+	t.Helper()
+	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds = dicomtest.Edit(ds, dicomtest.Set(tag.SOPInstanceUID, uid), dicomtest.SetIfPresent(tag.MediaStorageSOPInstanceUID, uid))
+	out, err := dicomtest.Encode(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func imagingStudy(t *testing.T, env *archivetest.Env, uid string) map[string]any {
+	t.Helper()
+	reg := env.Store.Registry()
+	q, err := search.Parse(reg, reg.Type("ImagingStudy"), url.Values{"identifier": {"urn:dicom:uid|urn:oid:" + uid}}, search.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := env.Store.Search(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Matches) != 1 {
+		t.Fatalf("%d ImagingStudy for %s, want 1", len(res.Matches), uid)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(res.Matches[0].Body, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestStore_IndexesImagingStudy(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN1", "HOSP-A", "DOE^JANE"), dicomtest.WithModality("CT"),
+		dicomtest.WithSeries(2), dicomtest.WithInstancesPerSeries(3), dicomtest.WithAccession("ACC9"),
+		dicomtest.WithStudyDate(time.Date(2022, 4, 5, 9, 30, 0, 0, time.UTC)))
+	for _, r := range storeAll(t, env.Archive, st) {
+		if r.Err != nil {
+			t.Fatalf("store %s: %v", r.SOPInstanceUID, r.Err)
+		}
+	}
+	is := imagingStudy(t, env, st.StudyInstanceUID)
+	if got, want := is["numberOfSeries"], float64(2); got != want {
+		t.Errorf("numberOfSeries = %v, want %v", got, want)
+	}
+	if got, want := is["numberOfInstances"], float64(6); got != want {
+		t.Errorf("numberOfInstances = %v, want %v", got, want)
+	}
+	if ep := is["endpoint"].([]any)[0].(map[string]any)["reference"]; ep != "Endpoint/"+archive.LocalEndpointID {
+		t.Errorf("endpoint = %v", ep)
+	}
+	ids := is["identifier"].([]any)
+	if len(ids) != 2 || ids[1].(map[string]any)["value"] != "ACC9" {
+		t.Errorf("identifiers = %v, want StudyInstanceUID and accession ACC9", ids)
+	}
+	mods := is["modality"].([]any)
+	if len(mods) != 1 || mods[0].(map[string]any)["code"] != "CT" {
+		t.Errorf("modality = %v", mods)
+	}
+	// The subject is a Patient carrying PatientID in the issuer's system.
+	subj := is["subject"].(map[string]any)["reference"].(string)
+	p, err := env.Store.Read(context.Background(), "Patient", subj[len("Patient/"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(p.Body, []byte(`"system":"urn:priorflow:issuer:HOSP-A","value":"MRN1"`)) {
+		t.Errorf("patient %s lacks the issuer identifier", p.Body)
+	}
+	if n := env.BlobCount(t); n != 6 {
+		t.Errorf("%d blobs, want 6", n)
+	}
+}
+
+func TestStore_ResendIsIdempotentAndConflictIsRefused(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN2", "", "ROE^RICHARD"), dicomtest.WithInstancesPerSeries(2))
+	storeAll(t, env.Archive, st)
+	v1 := imagingStudy(t, env, st.StudyInstanceUID)["meta"].(map[string]any)["versionId"]
+	for _, r := range storeAll(t, env.Archive, st) {
+		if r.Err != nil || !r.Existed {
+			t.Errorf("resend %s: err %v, existed %v; want idempotent", r.SOPInstanceUID, r.Err, r.Existed)
+		}
+	}
+	if v := imagingStudy(t, env, st.StudyInstanceUID)["meta"].(map[string]any)["versionId"]; v != v1 {
+		t.Errorf("resend made a new ImagingStudy version %v (was %v)", v, v1)
+	}
+	// A different object under an existing SOP Instance UID is refused.
+	other := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN2", "", "ROE^RICHARD"), dicomtest.WithStudyInstanceUID(st.StudyInstanceUID),
+		dicomtest.WithStudyDescription("changed"))
+	in := other.Instances()[0]
+	b := withSOPInstanceUID(t, in.Bytes, st.Instances()[0].SOPInstanceUID)
+	res := env.Archive.Store(context.Background(), []*archive.Object{spool(t, env.Archive, b)}, "")
+	if !errors.Is(res[0].Err, archive.ErrConflict) {
+		t.Errorf("different object, same SOP Instance UID: err %v, want ErrConflict", res[0].Err)
+	}
+	if n := env.BlobCount(t); n != 2 {
+		t.Errorf("%d blobs after the refused object, want 2", n)
+	}
+}
+
+func TestStore_StudyNeverChangesPatient(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN3", "HOSP-A", "DOE^JANE"))
+	storeAll(t, env.Archive, st)
+	intruder := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN4", "HOSP-A", "SMITH^JOHN"), dicomtest.WithStudyInstanceUID(st.StudyInstanceUID))
+	for _, r := range storeAll(t, env.Archive, intruder) {
+		if !errors.Is(r.Err, archive.ErrPatientMismatch) {
+			t.Errorf("instance of another patient in the study: err %v, want ErrPatientMismatch", r.Err)
+		}
+	}
+	if got := imagingStudy(t, env, st.StudyInstanceUID)["numberOfInstances"]; got != float64(len(st.Instances())) {
+		t.Errorf("numberOfInstances = %v after refused instances", got)
+	}
+}
+
+func TestStore_ConcurrentInstancesOfOneStudyEndWithExactCounts(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN5", "", "DOE^JANE"), dicomtest.WithSeries(3), dicomtest.WithInstancesPerSeries(4))
+	var wg sync.WaitGroup
+	for _, in := range st.Instances() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o, err := env.Archive.Spool(bytes.NewReader(in.Bytes))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer o.Remove()
+			if r := env.Archive.Store(context.Background(), []*archive.Object{o}, ""); r[0].Err != nil {
+				t.Errorf("store: %v", r[0].Err)
+			}
+		}()
+	}
+	wg.Wait()
+	is := imagingStudy(t, env, st.StudyInstanceUID)
+	if is["numberOfInstances"] != float64(12) || is["numberOfSeries"] != float64(3) {
+		t.Errorf("counts %v/%v, want 3 series, 12 instances", is["numberOfSeries"], is["numberOfInstances"])
+	}
+}
+
+func TestStore_BadObjectsLeaveNoTrace(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	for name, b := range map[string][]byte{
+		"truncated":        dicomtest.BrokenTruncated(t),
+		"no preamble":      dicomtest.BrokenNoPreamble(t),
+		"no SOP UID":       dicomtest.BrokenMissingSOPInstanceUID(t),
+		"traversal UID":    dicomtest.BrokenTraversalUID(t),
+		"not DICOM at all": []byte("hello"),
+	} {
+		res := env.Archive.Store(context.Background(), []*archive.Object{spool(t, env.Archive, b)}, "")
+		if !errors.Is(res[0].Err, archive.ErrInvalidObject) {
+			t.Errorf("%s: err %v, want ErrInvalidObject", name, res[0].Err)
+		}
+	}
+	if n := env.BlobCount(t); n != 0 {
+		t.Errorf("%d blobs after bad objects, want 0", n)
+	}
+	var n int
+	if err := env.Store.Pool().QueryRow(context.Background(), `SELECT count(*) FROM dicom_instance`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d instance rows (err %v), want 0", n, err)
+	}
+}
+
+func TestDeleteStudy_RemovesIndexAndBlobs(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN6", "", "DOE^JANE"), dicomtest.WithInstancesPerSeries(2))
+	storeAll(t, env.Archive, st)
+	if err := env.Archive.DeleteStudy(context.Background(), st.StudyInstanceUID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Archive.StudyFHIRID(context.Background(), st.StudyInstanceUID); !errors.Is(err, archive.ErrNotFound) {
+		t.Errorf("study still indexed: %v", err)
+	}
+	if n := env.BlobCount(t); n != 0 {
+		t.Errorf("%d blobs after delete, want 0", n)
+	}
+	if err := env.Archive.DeleteStudy(context.Background(), st.StudyInstanceUID); !errors.Is(err, archive.ErrNotFound) {
+		t.Errorf("second delete: %v, want ErrNotFound", err)
+	}
+}

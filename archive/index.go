@@ -1,0 +1,429 @@
+package archive
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/priorflow/priorflow/archive/dicomheader"
+	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/postgres"
+	"github.com/priorflow/priorflow/fhir/search"
+)
+
+// Code systems of the ImagingStudy index.
+const (
+	SystemDICOMUID = "urn:dicom:uid"                                 // StudyInstanceUID identifiers
+	SystemDCM      = "http://dicom.nema.org/resources/ontology/DCM"  // modality codes (PS3.16)
+	SystemSNOMED   = "http://snomed.info/sct"                        // body sites, laterality
+	SystemRFC3986  = "urn:ietf:rfc:3986"                             // SOP Class UIDs as urn:oid
+	SystemV20203   = "http://terminology.hl7.org/CodeSystem/v2-0203" // identifier type ACSN
+	SystemEndpoint = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+)
+
+// StudyIdentifier is the token an ImagingStudy is found by for a
+// StudyInstanceUID: identifier=urn:dicom:uid|urn:oid:<uid>.
+func StudyIdentifier(uid string) fhir.Token {
+	return fhir.Token{System: SystemDICOMUID, Code: "urn:oid:" + uid}
+}
+
+var oidRE = regexp.MustCompile(`^[0-2](\.(0|[1-9][0-9]*))+$`)
+
+// PatientSystem maps IssuerOfPatientID to an identifier system.
+func (a *Archive) PatientSystem(issuer string) string {
+	switch {
+	case issuer == "":
+		return a.cfg.DefaultPatientIDSystem
+	case a.cfg.IssuerSystems[issuer] != "":
+		return a.cfg.IssuerSystems[issuer]
+	case oidRE.MatchString(issuer):
+		return "urn:oid:" + issuer
+	case strings.Contains(issuer, "://") || strings.HasPrefix(issuer, "urn:"):
+		return issuer
+	}
+	return "urn:priorflow:issuer:" + url.PathEscape(issuer)
+}
+
+// tokenQuery builds a one-clause token search.
+func (a *Archive) tokenQuery(typ, param string, tok fhir.Token) *search.Query {
+	rt := a.store.Registry().Type(typ)
+	return &search.Query{Type: rt, Count: 2, Clauses: []search.Clause{{
+		Param: rt.Param(param), Values: []search.Value{{Token: tok, SystemSet: true}},
+	}}}
+}
+
+// lockKey is the key conditional creates lock, the same as the FHIR REST
+// layer's, so that the archive and API clients never both create.
+func lockKey(typ, param string, tok fhir.Token) string {
+	return typ + "?" + url.Values{param: {tok.System + "|" + tok.Code}}.Encode()
+}
+
+// findOrCreatePatient returns the FHIR Patient for the object's PatientID and
+// issuer, creating it when no Patient carries that identifier. Several
+// Patients with one identifier are refused: choosing one could file images
+// under the wrong person.
+func (a *Archive) findOrCreatePatient(ctx context.Context, tx *postgres.Tx, h *dicomheader.Header) (string, error) {
+	tok := fhir.Token{System: a.PatientSystem(h.IssuerOfPatientID), Code: h.PatientID}
+	if err := tx.Lock(ctx, lockKey("Patient", "identifier", tok)); err != nil {
+		return "", err
+	}
+	res, err := tx.Search(ctx, a.tokenQuery("Patient", "identifier", tok))
+	if err != nil {
+		return "", err
+	}
+	switch len(res.Matches) {
+	case 1:
+		return res.Matches[0].ID, nil
+	case 0:
+	default:
+		return "", fmt.Errorf("%w: several Patient resources carry identifier %s|%s", ErrPatientMismatch, tok.System, tok.Code)
+	}
+	p := map[string]any{
+		"resourceType": "Patient",
+		"identifier":   []any{map[string]any{"system": tok.System, "value": tok.Code}},
+	}
+	if n := h.PatientName; !n.IsEmpty() {
+		name := map[string]any{"text": n.Raw}
+		if n.Family != "" {
+			name["family"] = n.Family
+		}
+		if given := strings.Fields(strings.TrimSpace(n.Given + " " + n.Middle)); len(given) > 0 {
+			name["given"] = given
+		}
+		p["name"] = []any{name}
+	}
+	if t, prec, err := dicomheader.ParseDate(h.PatientBirthDate); err == nil && prec > 0 {
+		p["birthDate"] = t.Format("2006-01-02")
+	}
+	if g := gender(h.PatientSex); g != "" {
+		p["gender"] = g
+	}
+	out, err := a.createJSON(ctx, tx, p)
+	if err != nil {
+		return "", fmt.Errorf("create patient: %w", err)
+	}
+	return out.ID, nil
+}
+
+func gender(sex string) string {
+	switch strings.ToUpper(sex) {
+	case "M":
+		return "male"
+	case "F":
+		return "female"
+	case "O":
+		return "other"
+	}
+	return ""
+}
+
+func (a *Archive) createJSON(ctx context.Context, tx *postgres.Tx, v map[string]any) (*fhir.Resource, error) {
+	res, err := a.parse(v)
+	if err != nil {
+		return nil, err
+	}
+	return tx.Create(ctx, res)
+}
+
+func (a *Archive) parse(v map[string]any) (protoMessage, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	res, _, err := a.codec().Parse(b)
+	return res, err
+}
+
+// ensureEndpoint makes sure the Endpoint that points at this archive exists
+// with the configured address.
+func (a *Archive) ensureEndpoint(ctx context.Context, tx *postgres.Tx) error {
+	cur, err := tx.Read(ctx, "Endpoint", LocalEndpointID)
+	if err == nil && strings.Contains(string(cur.Body), `"address":"`+a.cfg.DICOMwebURL+`"`) {
+		return nil
+	}
+	if err != nil && !fhir.IsKind(err, fhir.KindNotFound) && !fhir.IsKind(err, fhir.KindGone) {
+		return err
+	}
+	ep := map[string]any{
+		"resourceType":    "Endpoint",
+		"id":              LocalEndpointID,
+		"status":          "active",
+		"name":            "Priorflow local archive (DICOMweb)",
+		"connectionType":  map[string]any{"system": SystemEndpoint, "code": "dicom-wado-rs"},
+		"payloadType":     []any{map[string]any{"text": "DICOM"}},
+		"payloadMimeType": []any{"application/dicom"},
+		"address":         a.cfg.DICOMwebURL,
+	}
+	res, err := a.parse(ep)
+	if err != nil {
+		return err
+	}
+	_, _, err = tx.Put(ctx, res, 0)
+	return err
+}
+
+type seriesRow struct {
+	uid, modality, description, bodyPart, laterality, date, time string
+	number                                                       *int
+	instances                                                    []instanceRow
+}
+
+type instanceRow struct {
+	uid, sopClass string
+	number        *int
+}
+
+// reindex rebuilds the ImagingStudy of a study from the archive's tables.
+// Elements that do not come from DICOM (basedOn, encounter, reasonCode,
+// notes, meta tags ...) are kept from the current version.
+func (a *Archive) reindex(ctx context.Context, tx *postgres.Tx, study string) error {
+	db := tx.PgxTx()
+	var st struct {
+		patientFHIR, isID, date, tm, tz, acc, desc, referrer string
+	}
+	err := db.QueryRow(ctx, `SELECT patient_fhir_id, imaging_study_id, study_date, study_time, timezone_offset,
+			accession_number, study_description, referring_physician
+		FROM dicom_study WHERE study_uid = $1`, study).
+		Scan(&st.patientFHIR, &st.isID, &st.date, &st.tm, &st.tz, &st.acc, &st.desc, &st.referrer)
+	if err != nil {
+		return fmt.Errorf("reindex %s: %w", study, err)
+	}
+	rows, err := db.Query(ctx, `
+		SELECT s.series_uid, s.modality, s.series_number, s.series_description, s.body_part, s.laterality, s.series_date, s.series_time,
+		       i.sop_uid, i.sop_class_uid, i.instance_number
+		FROM dicom_series s JOIN dicom_instance i ON i.series_uid = s.series_uid
+		WHERE s.study_uid = $1
+		ORDER BY s.series_number NULLS LAST, s.series_uid, i.instance_number NULLS LAST, i.sop_uid`, study)
+	if err != nil {
+		return fmt.Errorf("reindex %s: %w", study, err)
+	}
+	var series []*seriesRow
+	for rows.Next() {
+		var s seriesRow
+		var in instanceRow
+		if err := rows.Scan(&s.uid, &s.modality, &s.number, &s.description, &s.bodyPart, &s.laterality, &s.date, &s.time,
+			&in.uid, &in.sopClass, &in.number); err != nil {
+			rows.Close()
+			return fmt.Errorf("reindex %s: %w", study, err)
+		}
+		if n := len(series); n == 0 || series[n-1].uid != s.uid {
+			series = append(series, &s)
+		}
+		last := series[len(series)-1]
+		last.instances = append(last.instances, in)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reindex %s: %w", study, err)
+	}
+	if err := a.ensureEndpoint(ctx, tx); err != nil {
+		return err
+	}
+
+	is := map[string]any{}
+	cur, err := tx.Read(ctx, "ImagingStudy", st.isID)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(cur.Body, &is); err != nil {
+			return fmt.Errorf("reindex %s: %w", study, err)
+		}
+	case fhir.IsKind(err, fhir.KindNotFound) || fhir.IsKind(err, fhir.KindGone):
+	default:
+		return err
+	}
+	loc := time.Local
+	if l, err := dicomheader.ParseTimezoneOffset(st.tz); err == nil && l != nil {
+		loc = l
+	}
+	ids := []any{map[string]any{"use": "official", "system": SystemDICOMUID, "value": "urn:oid:" + study}}
+	if st.acc != "" {
+		ids = append(ids, map[string]any{
+			"type":   map[string]any{"coding": []any{map[string]any{"system": SystemV20203, "code": "ACSN"}}},
+			"system": a.cfg.AccessionSystem, "value": st.acc})
+	}
+	is["resourceType"] = "ImagingStudy"
+	is["id"] = st.isID
+	is["identifier"] = ids
+	is["status"] = "available"
+	is["subject"] = map[string]any{"reference": "Patient/" + st.patientFHIR}
+	is["endpoint"] = []any{map[string]any{"reference": "Endpoint/" + LocalEndpointID}}
+	setOrDelete(is, "started", fhirDateTime(st.date, st.tm, loc))
+	setOrDelete(is, "description", st.desc)
+	if st.referrer != "" {
+		is["referrer"] = map[string]any{"display": dicomheader.ParsePersonName(st.referrer).Raw}
+	} else {
+		delete(is, "referrer")
+	}
+	var modalities []any
+	seenMod := map[string]bool{}
+	var fs []any
+	total := 0
+	for _, s := range series {
+		fser := map[string]any{"uid": s.uid, "numberOfInstances": len(s.instances)}
+		total += len(s.instances)
+		if s.number != nil {
+			fser["number"] = *s.number
+		}
+		mod := s.modality
+		if mod == "" {
+			mod = "OT"
+		}
+		fser["modality"] = map[string]any{"system": SystemDCM, "code": mod}
+		if !seenMod[mod] {
+			seenMod[mod] = true
+			modalities = append(modalities, map[string]any{"system": SystemDCM, "code": mod})
+		}
+		if s.description != "" {
+			fser["description"] = s.description
+		}
+		if bs := bodySite(s.bodyPart); bs != nil {
+			fser["bodySite"] = bs
+		}
+		if lat := laterality(s.laterality); lat != nil {
+			fser["laterality"] = lat
+		}
+		if started := fhirDateTime(s.date, s.time, loc); started != "" {
+			fser["started"] = started
+		}
+		var ins []any
+		for _, in := range s.instances {
+			fi := map[string]any{"uid": in.uid, "sopClass": map[string]any{"system": SystemRFC3986, "code": "urn:oid:" + in.sopClass}}
+			if in.number != nil {
+				fi["number"] = *in.number
+			}
+			ins = append(ins, fi)
+		}
+		fser["instance"] = ins
+		fs = append(fs, fser)
+	}
+	is["modality"] = modalities
+	is["numberOfSeries"] = len(series)
+	is["numberOfInstances"] = total
+	is["series"] = fs
+	res, err := a.parse(is)
+	if err != nil {
+		return fmt.Errorf("reindex %s: %w", study, err)
+	}
+	_, _, err = tx.Put(ctx, res, 0)
+	return err
+}
+
+func setOrDelete(m map[string]any, k, v string) {
+	if v == "" {
+		delete(m, k)
+		return
+	}
+	m[k] = v
+}
+
+// fhirDateTime turns DICOM DA and TM into a FHIR dateTime at the precision
+// present: a date alone stays a date, a time gets the study's zone.
+func fhirDateTime(da, tm string, loc *time.Location) string {
+	if da == "" {
+		return ""
+	}
+	if tm != "" {
+		if t, _, err := dicomheader.CombineDateTime(da, tm, loc); err == nil {
+			return t.Format(time.RFC3339)
+		}
+	}
+	if t, _, err := dicomheader.ParseDate(da); err == nil {
+		return t.Format("2006-01-02")
+	}
+	return ""
+}
+
+// BodyPartExamined defined terms (PS3.16 Annex L) mapped to SNOMED CT.
+var bodyParts = map[string][2]string{
+	"ABDOMEN": {"818983003", "Abdomen"}, "ANKLE": {"70258002", "Ankle joint"}, "BRAIN": {"12738006", "Brain"},
+	"BREAST": {"76752008", "Breast"}, "CHEST": {"51185008", "Thorax"}, "CSPINE": {"122494005", "Cervical spine"},
+	"ELBOW": {"16953009", "Elbow joint"}, "EXTREMITY": {"66019005", "Limb"}, "FOOT": {"56459004", "Foot"},
+	"HAND": {"85562004", "Hand"}, "HEAD": {"69536005", "Head"}, "HEART": {"80891009", "Heart"},
+	"HIP": {"24136001", "Hip joint"}, "KNEE": {"72696002", "Knee"}, "LIVER": {"10200004", "Liver"},
+	"LSPINE": {"122496007", "Lumbar spine"}, "NECK": {"45048000", "Neck"}, "PELVIS": {"12921003", "Pelvis"},
+	"SHOULDER": {"16982005", "Shoulder"}, "SKULL": {"89546000", "Skull"}, "SPINE": {"421060004", "Spine"},
+	"TSPINE": {"122495006", "Thoracic spine"}, "WHOLEBODY": {"38266002", "Entire body as a whole"},
+	"WRIST": {"74670003", "Wrist joint"}, "KIDNEY": {"64033007", "Kidney"}, "PROSTATE": {"41216001", "Prostate"},
+	"ABDOMENPELVIS": {"818982008", "Abdomen and Pelvis"}, "CHESTABDOMEN": {"416550000", "Chest and abdomen"},
+}
+
+func bodySite(part string) map[string]any {
+	p := strings.ToUpper(strings.TrimSpace(part))
+	if p == "" {
+		return nil
+	}
+	if c, ok := bodyParts[p]; ok {
+		return map[string]any{"system": SystemSNOMED, "code": c[0], "display": c[1]}
+	}
+	return map[string]any{"display": part}
+}
+
+func laterality(l string) map[string]any {
+	switch strings.ToUpper(l) {
+	case "L":
+		return map[string]any{"system": SystemSNOMED, "code": "7771000", "display": "Left"}
+	case "R":
+		return map[string]any{"system": SystemSNOMED, "code": "24028007", "display": "Right"}
+	}
+	return nil
+}
+
+// StudyFHIRID returns the ImagingStudy id of a stored study.
+func (a *Archive) StudyFHIRID(ctx context.Context, study string) (string, error) {
+	var id string
+	err := a.store.Pool().QueryRow(ctx, `SELECT imaging_study_id FROM dicom_study WHERE study_uid = $1`, study).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("study %s: %w", study, err)
+	}
+	return id, nil
+}
+
+// DeleteStudy removes a study: its ImagingStudy (FHIR delete, history kept),
+// its index rows and, once that has committed, its blobs.
+func (a *Archive) DeleteStudy(ctx context.Context, study string) error {
+	id, err := a.StudyFHIRID(ctx, study)
+	if err != nil {
+		return err
+	}
+	return a.store.InTx(ctx, func(tx *postgres.Tx) error {
+		_, err := tx.Delete(ctx, "ImagingStudy", id, 0)
+		return err
+	})
+}
+
+// onImagingStudyDelete removes the archive's part of a study when its
+// ImagingStudy is deleted through FHIR or DICOMweb.
+func (a *Archive) onImagingStudyDelete(ctx context.Context, tx *postgres.Tx, id string) error {
+	db := tx.PgxTx()
+	var study string
+	err := db.QueryRow(ctx, `SELECT study_uid FROM dicom_study WHERE imaging_study_id = $1 FOR UPDATE`, id).Scan(&study)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // an ImagingStudy of a remote study: nothing local
+	}
+	if err != nil {
+		return fmt.Errorf("delete study: %w", err)
+	}
+	rows, err := db.Query(ctx, `SELECT blob_key FROM dicom_instance WHERE study_uid = $1`, study)
+	if err != nil {
+		return fmt.Errorf("delete study: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("delete study: %w", err)
+	}
+	if _, err := db.Exec(ctx, `DELETE FROM dicom_study WHERE study_uid = $1`, study); err != nil {
+		return fmt.Errorf("delete study: %w", err)
+	}
+	tx.AfterCommit(func() { a.removeBlobs(keys) })
+	return nil
+}

@@ -1,0 +1,303 @@
+package archive
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/priorflow/priorflow/archive/dicomheader"
+	"github.com/priorflow/priorflow/archive/dicomjson"
+	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/postgres"
+)
+
+// Result is the outcome of storing one object.
+type Result struct {
+	SOPClassUID    string
+	SOPInstanceUID string
+	StudyUID       string
+	SeriesUID      string
+	// Existed is true when the identical object was already stored
+	// (re-sending is idempotent).
+	Existed bool
+	Err     error
+}
+
+// Store stores objects and indexes them. Objects of one study are committed
+// together with that study's ImagingStudy in one transaction; a study whose
+// transaction fails leaves no trace (its new blobs are removed). expectStudy,
+// when set, is the StudyInstanceUID the request was addressed to.
+func (a *Archive) Store(ctx context.Context, objs []*Object, expectStudy string) []Result {
+	results := make([]Result, len(objs))
+	groups := map[string][]int{}
+	for i, o := range objs {
+		r := &results[i]
+		if o.Err != nil {
+			r.Err = o.Err
+			continue
+		}
+		h := o.Header
+		r.SOPClassUID, r.SOPInstanceUID, r.StudyUID, r.SeriesUID = h.SOPClassUID, h.SOPInstanceUID, h.StudyInstanceUID, h.SeriesInstanceUID
+		switch {
+		case expectStudy != "" && h.StudyInstanceUID != expectStudy:
+			r.Err = ErrStudyMismatch
+		case h.PatientID == "":
+			r.Err = ErrNoPatientID
+		default:
+			groups[h.StudyInstanceUID] = append(groups[h.StudyInstanceUID], i)
+		}
+	}
+	studies := make([]string, 0, len(groups))
+	for s := range groups {
+		studies = append(studies, s)
+	}
+	sort.Strings(studies) // a fixed lock order across concurrent requests
+	for _, study := range studies {
+		a.storeStudy(ctx, study, objs, groups[study], results)
+	}
+	return results
+}
+
+// storeStudy stores the objects idx of one study.
+func (a *Archive) storeStudy(ctx context.Context, study string, objs []*Object, idx []int, results []Result) {
+	// Upload first, outside the transaction: blobs are keyed by content, so
+	// an upload never overwrites another object, and a failed transaction
+	// only has to remove what it added.
+	var uploaded []string
+	var pending []int
+	for _, i := range idx {
+		o := objs[i]
+		key := blobKey(o.Header, o.SHA256)
+		exists, err := a.bucket.Exists(ctx, key)
+		if err == nil && !exists {
+			err = a.upload(ctx, o.Path, key)
+			if err == nil {
+				uploaded = append(uploaded, key)
+			}
+		}
+		if err != nil {
+			results[i].Err = fmt.Errorf("store blob: %w", err)
+			continue
+		}
+		pending = append(pending, i)
+	}
+	if len(pending) == 0 {
+		return
+	}
+	err := a.store.InTx(ctx, func(tx *postgres.Tx) error {
+		return a.indexObjects(ctx, tx, study, objs, pending, results)
+	})
+	if err != nil {
+		for _, i := range pending {
+			if results[i].Err == nil {
+				results[i].Err = err
+			}
+		}
+		a.removeBlobs(uploaded)
+		return
+	}
+	// Objects refused inside the transaction (conflicts) leave their blob.
+	var stale []string
+	for _, i := range pending {
+		if results[i].Err != nil {
+			if key := blobKey(objs[i].Header, objs[i].SHA256); contains(uploaded, key) {
+				stale = append(stale, key)
+			}
+		}
+	}
+	a.removeBlobs(stale)
+}
+
+func (a *Archive) upload(ctx context.Context, path, key string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w, err := a.bucket.NewWriter(ctx, key, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := w.ReadFrom(f); err != nil {
+		_ = w.Close()
+		return err
+	}
+	return w.Close()
+}
+
+func (a *Archive) removeBlobs(keys []string) {
+	for _, k := range keys {
+		// A fresh context: this cleanup must happen even when the request's
+		// context is what failed.
+		if err := a.bucket.Delete(context.Background(), k); err != nil {
+			a.log.Warn("could not remove blob", "key", k, "err", err)
+		}
+	}
+}
+
+// indexObjects writes the instance rows of one study and rebuilds its
+// ImagingStudy, all inside tx. The study is locked first so that concurrent
+// STOWs of one study serialize and end with exact counts.
+func (a *Archive) indexObjects(ctx context.Context, tx *postgres.Tx, study string, objs []*Object, idx []int, results []Result) error {
+	if err := tx.Lock(ctx, "dicom-study:"+study); err != nil {
+		return err
+	}
+	db := tx.PgxTx()
+	var curPatient, curIssuer string
+	err := db.QueryRow(ctx, `SELECT patient_id, issuer FROM dicom_study WHERE study_uid = $1`, study).Scan(&curPatient, &curIssuer)
+	exists := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("index study: %w", err)
+	}
+	var added []int
+	for _, i := range idx {
+		h, r := objs[i].Header, &results[i]
+		if exists && (h.PatientID != curPatient || h.IssuerOfPatientID != curIssuer) {
+			r.Err = ErrPatientMismatch
+			continue
+		}
+		var sha string
+		err := db.QueryRow(ctx, `SELECT sha256 FROM dicom_instance WHERE sop_uid = $1`, h.SOPInstanceUID).Scan(&sha)
+		switch {
+		case err == nil && sha == objs[i].SHA256:
+			r.Existed = true
+			continue
+		case err == nil:
+			r.Err = ErrConflict
+			continue
+		case !errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("index instance: %w", err)
+		}
+		if !exists {
+			if err := a.insertStudy(ctx, tx, h); err != nil {
+				return err
+			}
+			exists, curPatient, curIssuer = true, h.PatientID, h.IssuerOfPatientID
+		}
+		if err := a.insertInstance(ctx, tx, objs[i]); err != nil {
+			return err
+		}
+		added = append(added, i)
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	return a.reindex(ctx, tx, study)
+}
+
+func (a *Archive) insertStudy(ctx context.Context, tx *postgres.Tx, h *dicomheader.Header) error {
+	patientID, err := a.findOrCreatePatient(ctx, tx, h)
+	if err != nil {
+		return err
+	}
+	isID, err := a.existingImagingStudy(ctx, tx, h.StudyInstanceUID, patientID)
+	if err != nil {
+		return err
+	}
+	_, err = tx.PgxTx().Exec(ctx, `
+		INSERT INTO dicom_study (study_uid, patient_id, issuer, patient_name, patient_name_norm, patient_birth_date, patient_sex,
+			study_date, study_time, timezone_offset, accession_number, study_id, study_description,
+			referring_physician, referring_norm, specific_charset, imaging_study_id, patient_fhir_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, COALESCE($18, gen_random_uuid()::text), $17)`,
+		h.StudyInstanceUID, h.PatientID, h.IssuerOfPatientID, h.PatientName.Raw, fhir.NormalizeString(h.PatientName.Raw),
+		h.PatientBirthDate, h.PatientSex, h.StudyDate, h.StudyTime, h.TimezoneOffsetFromUTC, h.AccessionNumber, h.StudyID,
+		h.StudyDescription, h.ReferringPhysicianName.Raw, fhir.NormalizeString(h.ReferringPhysicianName.Raw),
+		joinCharset(h.SpecificCharacterSet), patientID, isID)
+	if err != nil {
+		return fmt.Errorf("index study: %w", err)
+	}
+	return nil
+}
+
+func (a *Archive) insertInstance(ctx context.Context, tx *postgres.Tx, o *Object) error {
+	h := o.Header
+	meta, err := dicomjson.Marshal(h.Dataset, dicomjson.Options{BulkDataURI: relativeBulkURI(h)})
+	if err != nil {
+		return fmt.Errorf("index instance: metadata: %w", err)
+	}
+	db := tx.PgxTx()
+	_, err = db.Exec(ctx, `
+		INSERT INTO dicom_series (series_uid, study_uid, modality, series_number, series_description, body_part, laterality, series_date, series_time)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (series_uid) DO NOTHING`,
+		h.SeriesInstanceUID, h.StudyInstanceUID, h.Modality, h.SeriesNumber, h.SeriesDescription, h.BodyPartExamined,
+		h.Laterality, h.SeriesDate, h.SeriesTime)
+	if err != nil {
+		return fmt.Errorf("index series: %w", err)
+	}
+	var seriesStudy string
+	if err := db.QueryRow(ctx, `SELECT study_uid FROM dicom_series WHERE series_uid = $1`, h.SeriesInstanceUID).Scan(&seriesStudy); err != nil {
+		return fmt.Errorf("index series: %w", err)
+	}
+	if seriesStudy != h.StudyInstanceUID {
+		return fmt.Errorf("%w: series %s belongs to another study", ErrInvalidObject, h.SeriesInstanceUID)
+	}
+	_, err = db.Exec(ctx, `
+		INSERT INTO dicom_instance (sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax, instance_number,
+			number_of_frames, size, sha256, blob_key, metadata)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		h.SOPInstanceUID, h.SeriesInstanceUID, h.StudyInstanceUID, h.SOPClassUID, h.TransferSyntaxUID, h.InstanceNumber,
+		h.NumberOfFrames, o.Size, o.SHA256, blobKey(h, o.SHA256), string(meta))
+	if err != nil {
+		return fmt.Errorf("index instance: %w", err)
+	}
+	return nil
+}
+
+// existingImagingStudy finds an ImagingStudy already describing the study
+// (one the network search listed before its images arrived) so the archive
+// completes it rather than creating a second one. It must name the same
+// patient.
+func (a *Archive) existingImagingStudy(ctx context.Context, tx *postgres.Tx, study, patientID string) (*string, error) {
+	tok := StudyIdentifier(study)
+	if err := tx.Lock(ctx, lockKey("ImagingStudy", "identifier", tok)); err != nil {
+		return nil, err
+	}
+	res, err := tx.Search(ctx, a.tokenQuery("ImagingStudy", "identifier", tok))
+	if err != nil {
+		return nil, err
+	}
+	switch len(res.Matches) {
+	case 0:
+		return nil, nil
+	case 1:
+		var is struct {
+			Subject struct {
+				Reference string `json:"reference"`
+			} `json:"subject"`
+		}
+		if err := json.Unmarshal(res.Matches[0].Body, &is); err != nil {
+			return nil, fmt.Errorf("existing ImagingStudy: %w", err)
+		}
+		if is.Subject.Reference != "Patient/"+patientID {
+			return nil, fmt.Errorf("%w: ImagingStudy/%s names %s", ErrPatientMismatch, res.Matches[0].ID, is.Subject.Reference)
+		}
+		return &res.Matches[0].ID, nil
+	}
+	return nil, fmt.Errorf("%w: several ImagingStudy resources carry StudyInstanceUID %s", ErrPatientMismatch, study)
+}
+
+func joinCharset(cs []string) string {
+	out := ""
+	for i, c := range cs {
+		if i > 0 {
+			out += `\`
+		}
+		out += c
+	}
+	return out
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
