@@ -101,7 +101,53 @@ func (c *Codec) Parse(body []byte) (proto.Message, string, error) {
 	if res == nil {
 		return nil, typ, Errorf(KindUnprocessable, "the body holds no resource")
 	}
+	if path, ok := emptyPrimitive(res.ProtoReflect(), name); ok {
+		return nil, typ, Errorf(KindUnprocessable, "invalid %s: a value is empty", typ).At(path)
+	}
 	return res, name, nil
+}
+
+// emptyPrimitive finds a string or code element with neither a value nor an
+// extension, as jsonformat lets `"status": ""` through. R4 forbids it (JSON
+// 2.6.2: a string value is never empty; ele-1), and printing drops it, so a
+// required element would vanish from the stored JSON. It returns the path.
+func emptyPrimitive(m protoreflect.Message, path string) (string, bool) {
+	if fd := m.Descriptor().Fields().ByName("value"); fd != nil && fd.Message() == nil {
+		switch fd.Kind() {
+		case protoreflect.StringKind, protoreflect.EnumKind, protoreflect.BytesKind:
+			empty := true
+			m.Range(func(protoreflect.FieldDescriptor, protoreflect.Value) bool {
+				empty = false
+				return false
+			})
+			return path, empty
+		}
+	}
+	var found string
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil {
+			return true
+		}
+		p := path + "." + fd.JSONName()
+		if fd.ContainingOneof() != nil {
+			p = path // a choice or reference variant is part of its parent
+		}
+		if fd.IsList() {
+			for i, l := 0, v.List(); i < l.Len(); i++ {
+				if f, ok := emptyPrimitive(l.Get(i).Message(), fmt.Sprintf("%s[%d]", p, i)); ok {
+					found = f
+					return false
+				}
+			}
+			return true
+		}
+		if f, ok := emptyPrimitive(v.Message(), p); ok {
+			found = f
+			return false
+		}
+		return true
+	})
+	return found, found != ""
 }
 
 func invalidResource(typ string, err error) error {
@@ -111,9 +157,12 @@ func invalidResource(typ string, err error) error {
 		fe.Kind, fe.Message = KindInvalid, "the body is not valid JSON"
 		return fe
 	}
-	// jsonformat reports every problem, one per line; name them all.
+	// jsonformat reports every problem, one per line, in no fixed order;
+	// name them all, sorted.
+	lines := strings.Split(err.Error(), "\n")
+	slices.Sort(lines)
 	var details []string
-	for _, line := range strings.Split(err.Error(), "\n") {
+	for _, line := range lines {
 		detail := line
 		if m := errAt.FindStringSubmatch(line); m != nil {
 			path, uerr := strconv.Unquote(`"` + m[1] + `"`)
@@ -133,9 +182,12 @@ func invalidResource(typ string, err error) error {
 	return fe
 }
 
-// Marshal prints a typed resource as compact R4 JSON.
+// Marshal prints a typed resource as compact R4 JSON. res is not changed.
 func (c *Codec) Marshal(res proto.Message) ([]byte, error) {
-	b, err := c.m.MarshalResource(res)
+	// jsonformat rewrites the references of what it prints in place
+	// (Patient/1 from the typed patient_id back into uri); print a copy so
+	// that res stays as parsed and can be printed concurrently.
+	b, err := c.m.MarshalResource(proto.Clone(res))
 	if err != nil {
 		return nil, fmt.Errorf("marshal %s: %w", res.ProtoReflect().Descriptor().Name(), err)
 	}

@@ -40,7 +40,14 @@ func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
 			case fhir.ParamDate:
 				b.date = append(b.date, []any{rid, rt.Name, p.Name, v.Date.Start, v.Date.End})
 			case fhir.ParamReference:
-				b.ref = append(b.ref, []any{rid, rt.Name, p.Name, v.Ref.Type, v.Ref.ID, v.Ref.URL})
+				// An absolute URL points at another server: index it by URL
+				// only, or patient=Patient/1 would match another site's
+				// Patient/1.
+				typ, id := v.Ref.Type, v.Ref.ID
+				if v.Ref.URL != "" {
+					typ, id = "", ""
+				}
+				b.ref = append(b.ref, []any{rid, rt.Name, p.Name, typ, id, v.Ref.URL})
 			case fhir.ParamNumber:
 				b.num = append(b.num, []any{rid, rt.Name, p.Name, v.Number})
 			}

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/priorflow/priorflow/fhir/search"
 )
 
 // Every bad request gets an OperationOutcome with the right status, and
@@ -43,6 +45,8 @@ func TestBadInput_OperationOutcomeAndNothingStored(t *testing.T) {
 		{"bad _sort", "GET", "/Patient?_sort=shoe", "", nil, 400, "invalid", "_sort"},
 		{"bad _include", "GET", "/ImagingStudy?_include=ImagingStudy:shoe", "", nil, 400, "invalid", "_include"},
 		{"damaged cursor", "GET", "/Patient?_cursor=!!!", "", nil, 400, "invalid", "_cursor"},
+		{"tampered cursor", "GET", "/Patient?_sort=_lastUpdated&_cursor=" + search.EncodeCursor(&search.Cursor{Key: []string{"not a time"}, RID: 1}), "", nil, 400, "invalid", "_cursor"},
+		{"cursor of another search", "GET", "/Patient?_cursor=" + search.EncodeCursor(&search.Cursor{Key: []string{"a", "b"}, RID: 1}), "", nil, 400, "invalid", "_cursor"},
 		{"SQL in a parameter name", "GET", "/Patient?name%3B%20DROP%20TABLE%20resource=1", "", nil, 400, "invalid", ""},
 		{"bad If-Match", "PUT", "/Patient/p1", strings.Replace(patient("P1", "Doe"), `"Patient",`, `"Patient","id":"p1",`, 1), []string{"If-Match", "yesterday"}, 400, "invalid", ""},
 		{"method not allowed", "PATCH", "/Patient/p1", `{}`, nil, 405, "not-supported", ""},

@@ -1,0 +1,4 @@
+package render
+
+// EncodeRLE exposes the test RLE encoder to the external tests.
+var EncodeRLE = encodeRLE

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/priorflow/priorflow/internal/database/dbtest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dbtest.DropTemplates()
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startAPI runs the api in-process on a fresh database and returns its base
+// URL and a function that stops it and returns run's error.
+func startAPI(t *testing.T) (string, func() error) {
+	t.Helper()
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	logf, err := os.CreateTemp(t.TempDir(), "api-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		errc <- run(ctx, []string{"-database-url", dbtest.NewDatabase(t), "-http-addr", addr, "-data-dir", t.TempDir()}, logf)
+	}()
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("api exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("api did not come up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var stopped bool
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-errc
+	}
+	t.Cleanup(func() { _ = stop() })
+	return base, stop
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAPI_HealthReadinessMetrics(t *testing.T) {
+	t.Parallel()
+	base, stop := startAPI(t)
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	if code, _ := get(t, base+"/readyz"); code != 200 {
+		t.Errorf("/readyz: %d", code)
+	}
+	if code, body := get(t, base+"/fhir/metadata"); code != 200 || !strings.Contains(body, "CapabilityStatement") {
+		t.Errorf("/fhir/metadata: %d", code)
+	}
+	code, body := get(t, base+"/metrics")
+	if code != 200 || !strings.Contains(body, `priorflow_http_request_duration_seconds_count{method="GET",route="/fhir/metadata",status="200"}`) {
+		t.Errorf("/metrics: %d, no request metric for /fhir/metadata", code)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("still serving after shutdown")
+	}
+}
+
+// A request in flight when the shutdown starts is finished, not dropped.
+// The request body is held half-sent while the shutdown begins, so the
+// request is provably in flight without relying on timing.
+func TestAPI_GracefulShutdownFinishesInFlightRequests(t *testing.T) {
+	t.Parallel()
+	base, stop := startAPI(t)
+	var entries []string
+	for i := 0; i < 50; i++ {
+		entries = append(entries, fmt.Sprintf(`{"resource":{"resourceType":"Patient","identifier":[{"system":"urn:x","value":"G%d"}]},"request":{"method":"POST","url":"Patient"}}`, i))
+	}
+	body := `{"resourceType":"Bundle","type":"transaction","entry":[` + strings.Join(entries, ",") + `]}`
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", base+"/fhir", pr)
+		req.Header.Set("Content-Type", "application/fhir+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- -1
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	if _, err := io.WriteString(pw, body[:len(body)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// Connections are accepted in order: once a later connection has been
+	// served, the one carrying the half-sent request has been accepted.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := fresh.Get(base + "/healthz"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	for { // wait until the listener is closed: the shutdown has begun
+		resp, err := fresh.Get(base + "/healthz")
+		if err != nil {
+			break
+		}
+		resp.Body.Close()
+	}
+	if _, err := io.WriteString(pw, body[len(body)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if code := <-done; code != 200 {
+		t.Errorf("in-flight transaction: status %d, want 200", code)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+func TestConfig_ReportsEveryProblem(t *testing.T) {
+	_, err := loadConfig([]string{"-http-addr", "nonsense", "-log-level", "loud", "-base-url", "ftp://x", "-blob-url", "gs://b"})
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, want := range []string{"PRIORFLOW_HTTP_ADDR", "PRIORFLOW_LOG_LEVEL", "PRIORFLOW_BASE_URL", "PRIORFLOW_BLOB_URL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+}
