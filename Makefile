@@ -5,7 +5,7 @@ GOFLAGS  ?=
 PKGS     := ./...
 BIN      := bin
 
-.PHONY: all build run test testdata services vet fmt-check fuzz bench clean
+.PHONY: all build run test testdata services deps vet fmt-check fuzz bench clean
 
 all: build
 
@@ -21,6 +21,10 @@ services:
 testdata:
 	@scripts/fetch-r4-examples.sh .cache/r4-examples
 
+# Debian packages the interop tests need (Orthanc + DICOMweb, dcmtk, python3-hl7).
+deps:
+	@scripts/install-deps.sh
+
 vet:
 	$(GO) vet $(PKGS)
 
@@ -28,7 +32,7 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: services testdata fmt-check vet
+test: services deps testdata fmt-check vet
 	R4_EXAMPLES=$(CURDIR)/.cache/r4-examples $(GO) test -race -shuffle=on -count=1 -timeout 30m $(PKGS)
 
 # Each fuzz target for a short, bounded run (go test -fuzz takes one target

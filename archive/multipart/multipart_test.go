@@ -33,7 +33,9 @@ func TestParseSTOWContentType(t *testing.T) {
 		{in: `multipart/related; type="application/dicom+json"; boundary=XYZ`, wantErr: multipart.ErrUnsupportedType},
 		{in: `multipart/related; type="application/dicom"`, wantErr: multipart.ErrMissingBoundary},
 		{in: `multipart/related; type="application/dicom"; boundary=""`, wantErr: multipart.ErrMissingBoundary},
-		{in: `multipart/related; type="application/dicom"; boundary="` + strings.Repeat("x", 71) + `"`, wantErr: multipart.ErrMissingBoundary},
+		{in: `multipart/related; type="application/dicom"; boundary="` + strings.Repeat("x", 257) + `"`, wantErr: multipart.ErrMissingBoundary},
+		// Longer than RFC 2046's 70, as Orthanc's STOW-RS client sends.
+		{in: `multipart/related; type="application/dicom"; boundary=` + strings.Repeat("x", 73), want: multipart.ContentType{Type: "application/dicom", Boundary: strings.Repeat("x", 73)}},
 	}
 	for _, tt := range tests {
 		got, err := multipart.ParseSTOWContentType(tt.in)

@@ -1,0 +1,184 @@
+// Package orthanctest runs a real Orthanc (Debian's orthanc and
+// orthanc-dicomweb packages) per test, on free loopback ports with its own
+// storage, as the remote DICOMweb peer of interop tests.
+package orthanctest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Plugin is where Debian installs the DICOMweb plugin.
+const Plugin = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+// Orthanc is a running Orthanc.
+type Orthanc struct {
+	URL  string // REST root, e.g. http://127.0.0.1:8042
+	AET  string
+	Port int // DICOM port
+	http *http.Client
+}
+
+// Server is a DICOMweb server Orthanc is told about (DicomWeb.Servers).
+type Server struct {
+	Name, URL string
+}
+
+// Require fails the test when Orthanc is not installed: make test installs
+// it (scripts/install-deps.sh), so its absence is a setup error, not a skip.
+func Require(tb testing.TB) string {
+	tb.Helper()
+	bin, err := exec.LookPath("Orthanc")
+	if err != nil {
+		tb.Fatal("Orthanc is not installed: run make deps (apt-get install -y orthanc orthanc-dicomweb)")
+	}
+	if _, err := os.Stat(Plugin); err != nil {
+		tb.Fatalf("the Orthanc DICOMweb plugin is missing at %s: run make deps", Plugin)
+	}
+	return bin
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs Orthanc until the test ends.
+func Start(tb testing.TB, servers ...Server) *Orthanc {
+	tb.Helper()
+	bin := Require(tb)
+	dir := tb.TempDir()
+	httpPort, dicomPort := freePort(tb), freePort(tb)
+	dw := map[string]any{}
+	for _, s := range servers {
+		dw[s.Name] = map[string]any{"Url": s.URL, "HasDelete": true}
+	}
+	cfg := map[string]any{
+		"Name":                    "priorflow-test",
+		"StorageDirectory":        filepath.Join(dir, "storage"),
+		"IndexDirectory":          filepath.Join(dir, "index"),
+		"HttpPort":                httpPort,
+		"DicomPort":               dicomPort,
+		"DicomAet":                "ORTHANCTEST",
+		"RemoteAccessAllowed":     false,
+		"AuthenticationEnabled":   false,
+		"HttpCompressionEnabled":  false,
+		"StableAge":               1,
+		"ConcurrentJobs":          2,
+		"Plugins":                 []string{Plugin},
+		"DicomWeb":                map[string]any{"Enable": true, "Root": "/dicom-web/", "Servers": dw},
+		"SaveJobs":                false,
+		"StorageCompression":      false,
+		"OverwriteInstances":      false,
+		"LimitFindResults":        0,
+		"HttpRequestTimeout":      60,
+		"HttpTimeout":             60,
+		"DicomScpTimeout":         30,
+		"UnknownSopClassAccepted": true,
+		"DeidentifyLogs":          true,
+		"KeepAlive":               true,
+		"TcpNoDelay":              true,
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	cfgPath := filepath.Join(dir, "orthanc.json")
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "orthanc.log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--logdir="+dir, cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start Orthanc: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		logf.Close()
+	})
+	o := &Orthanc{URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), AET: "ORTHANCTEST", Port: dicomPort,
+		http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DisableCompression: true}}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := o.http.Get(o.URL + "/system")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return o
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "orthanc.log"))
+			tb.Fatalf("Orthanc did not start: %v\n%s", err, tail(log, 2000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// Do sends a request to Orthanc's REST API and returns status and body.
+func (o *Orthanc) Do(tb testing.TB, method, path string, body any) (int, []byte) {
+	tb.Helper()
+	var rd io.Reader
+	switch v := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(v)
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, o.URL+path, rd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp, err := o.http.Do(req)
+	if err != nil {
+		tb.Fatalf("Orthanc %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.StatusCode, out
+}
+
+// Upload stores a Part 10 file in Orthanc and returns its instance id.
+func (o *Orthanc) Upload(tb testing.TB, dcm []byte) string {
+	tb.Helper()
+	code, body := o.Do(tb, "POST", "/instances", dcm)
+	if code != 200 {
+		tb.Fatalf("Orthanc upload: %d %s", code, body)
+	}
+	var r struct{ ID, ParentStudy string }
+	if err := json.Unmarshal(body, &r); err != nil {
+		tb.Fatal(err)
+	}
+	return r.ID
+}
