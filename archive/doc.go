@@ -19,4 +19,9 @@
 //   - dicomjson encodes and decodes the DICOM JSON Model (PS3.18 Annex F.2).
 //   - multipart reads and writes multipart/related bodies (PS3.18 8.6, RFC 2387).
 //   - dicomtest builds test studies from real TCIA files.
+//   - frames extracts frames (native or encapsulated) without reading whole
+//     objects; render decodes and renders them for /rendered and /thumbnail.
+//   - dicomweb serves STOW-RS, QIDO-RS and WADO-RS over this package.
+//   - cdimport reads CDs (DICOMDIR), folders and zips for `priorflow import`.
+//   - archivetest wires an archive on a test database.
 package archive
