@@ -6,7 +6,6 @@
 package dicomheader
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/dicomio"
 	"github.com/suyashkumar/dicom/pkg/tag"
+	"github.com/suyashkumar/dicom/pkg/uid"
 )
 
 // preambleLen is the length of the File Preamble plus the "DICM" prefix
@@ -94,6 +94,19 @@ type Header struct {
 // Transfer Syntax UID are present and valid (*AttributeError wrapping
 // ErrMissingAttribute or ErrInvalidUID). Parse never panics: a panic inside
 // the DICOM library is returned as ErrMalformed.
+//
+// Before the DICOM library reads anything, Parse walks the element headers
+// (PS3.5 7) and rejects, with ErrTruncated or ErrMalformed, any length that
+// overruns the stream or its enclosing item or sequence, sequences nested
+// deeper than 32, more than about a million elements, and deflated data
+// sets that inflate to more than 256 MiB. Memory use is thus bounded by
+// the bytes actually present. When r is also an io.ReaderAt and an
+// io.Seeker, as *os.File, *bytes.Reader and *io.SectionReader are, Parse
+// reads from its current offset, seeks over values, and checks the whole
+// stream, fragments of encapsulated Pixel Data (PS3.5 A.4) included; a
+// negative size then means up to the end. Other readers are checked, and
+// held in memory, up to the top-level Pixel Data element only, and with a
+// negative size each length is checked by reading that far.
 func Parse(r io.Reader, size int64) (*Header, error) {
 	ds, err := parseDataset(r, size)
 	if err != nil {
@@ -106,7 +119,9 @@ func Parse(r io.Reader, size int64) (*Header, error) {
 	return h, nil
 }
 
-// parseDataset reads the data set up to the Pixel Data element.
+// parseDataset reads the data set up to the Pixel Data element. The guard
+// checks the stream's structure first, so that the library only ever
+// allocates for lengths the stream can hold.
 func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -117,30 +132,27 @@ func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 	if size >= 0 && size < preambleLen {
 		return ds, fmt.Errorf("%w: %d bytes is shorter than the preamble", ErrTruncated, size)
 	}
-	pre := make([]byte, preambleLen)
-	if _, err := io.ReadFull(r, pre); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return ds, fmt.Errorf("%w: reading preamble: %v", ErrTruncated, err)
-		}
-		return ds, fmt.Errorf("reading preamble: %w", err)
-	}
-	if string(pre[128:]) != "DICM" {
-		return ds, ErrNotPart10
+	in, err := guard(r, size)
+	if err != nil {
+		return ds, err
 	}
 
 	limit := size
 	if size < 0 {
 		limit = dicomio.LimitReadUntilEOF
 	}
-	in := io.MultiReader(bytes.NewReader(pre), r)
 	p, err := dicom.NewParser(in, limit, nil, dicom.SkipPixelData())
 	if err != nil {
 		return ds, classify(err, size, "reading file meta information")
 	}
 	meta := p.GetMetadata()
-	if _, err := meta.FindElementByTag(tag.TransferSyntaxUID); err != nil {
+	ts, err := meta.FindElementByTag(tag.TransferSyntaxUID)
+	if err != nil {
 		return ds, &AttributeError{Keyword: "TransferSyntaxUID", Tag: tag.TransferSyntaxUID, Err: ErrMissingAttribute}
 	}
+	// A deflated data set is read until the inflated stream ends, whatever
+	// the size (PS3.5 A.5).
+	untilEOF := size < 0 || firstString(ts) == uid.DeflatedExplicitVRLittleEndian
 
 	var elems []*dicom.Element
 	for {
@@ -149,8 +161,8 @@ func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 			break
 		}
 		if err != nil {
-			if size < 0 && errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-				// Without a known size, EOF between elements is the end.
+			if untilEOF && errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				// EOF between elements is the end.
 				break
 			}
 			return ds, classify(err, size, "reading data set")
