@@ -23,5 +23,6 @@
 //     objects; render decodes and renders them for /rendered and /thumbnail.
 //   - dicomweb serves STOW-RS, QIDO-RS and WADO-RS over this package.
 //   - cdimport reads CDs (DICOMDIR), folders and zips for `priorflow import`.
+//   - bulkdata reads one element of a stored object for WADO-RS /bulkdata.
 //   - archivetest wires an archive on a test database.
 package archive

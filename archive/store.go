@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/suyashkumar/dicom/pkg/tag"
 
 	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/archive/dicomjson"
@@ -220,6 +221,9 @@ func (a *Archive) insertInstance(ctx context.Context, tx *postgres.Tx, o *Object
 	if err != nil {
 		return fmt.Errorf("index instance: metadata: %w", err)
 	}
+	if meta, err = withPixelDataURI(meta, h); err != nil {
+		return fmt.Errorf("index instance: metadata: %w", err)
+	}
 	db := tx.PgxTx()
 	_, err = db.Exec(ctx, `
 		INSERT INTO dicom_series (series_uid, study_uid, modality, series_number, series_description, body_part, laterality, series_date, series_time)
@@ -280,6 +284,35 @@ func (a *Archive) existingImagingStudy(ctx context.Context, tx *postgres.Tx, stu
 		return &res.Matches[0].ID, nil
 	}
 	return nil, fmt.Errorf("%w: several ImagingStudy resources carry StudyInstanceUID %s", ErrPatientMismatch, study)
+}
+
+// withPixelDataURI adds the Pixel Data BulkDataURI to an image's metadata
+// (PS3.18 F.2.6): the header the archive parses stops before Pixel Data, but
+// clients discover the pixels through /metadata.
+func withPixelDataURI(meta []byte, h *dicomheader.Header) ([]byte, error) {
+	if h.Rows == 0 || h.Columns == 0 {
+		return meta, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(meta, &obj); err != nil {
+		return nil, err
+	}
+	vr := "OW"
+	if h.BitsAllocated <= 8 || !nativeSyntax(h.TransferSyntaxUID) {
+		vr = "OB"
+	}
+	uri := relativeBulkURI(h)(dicomjson.Path{{Tag: tag.PixelData, Item: -1}})
+	obj["7FE00010"], _ = json.Marshal(map[string]string{"vr": vr, "BulkDataURI": uri})
+	return json.Marshal(obj) // encoding/json sorts keys: tags stay in order
+}
+
+// nativeSyntax reports an uncompressed transfer syntax (PS3.5 A.1-A.3).
+func nativeSyntax(ts string) bool {
+	switch ts {
+	case "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99":
+		return true
+	}
+	return false
 }
 
 func joinCharset(cs []string) string {

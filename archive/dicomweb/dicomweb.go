@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/render"
 )
 
 // Handler serves DICOMweb for one archive.
@@ -23,6 +24,7 @@ type Handler struct {
 	base string
 	// maxRequest bounds a STOW-RS body.
 	maxRequest int64
+	renderer   *render.Renderer
 }
 
 // New returns a DICOMweb handler.
@@ -33,7 +35,7 @@ func New(a *archive.Archive, log *slog.Logger, maxRequest int64) (*Handler, erro
 	if maxRequest <= 0 {
 		maxRequest = 16 << 30
 	}
-	return &Handler{a: a, log: log, base: a.Config().DICOMwebURL, maxRequest: maxRequest}, nil
+	return &Handler{a: a, log: log, base: a.Config().DICOMwebURL, maxRequest: maxRequest, renderer: render.New()}, nil
 }
 
 // Routes returns the DICOMweb API (mount it at the DICOMweb root, /dicomweb).
@@ -44,6 +46,7 @@ func (h *Handler) Routes() http.Handler {
 	r.Delete("/studies/{study}", h.deleteStudy)
 	h.qidoRoutes(r)
 	h.wadoRoutes(r)
+	h.renderRoutes(r)
 	return r
 }
 
