@@ -99,17 +99,32 @@ func TestWADO_RetrieveIsByteIdentical(t *testing.T) {
 			if len(got) != len(tt.want) {
 				t.Fatalf("%d parts, want %d", len(got), len(tt.want))
 			}
-			// Series and instances come in series and instance number order.
-			for i, in := range tt.want {
-				p := got[i]
-				if p.location != s.instanceURL(in) {
-					t.Errorf("part %d Content-Location %q, want %q", i, p.location, s.instanceURL(in))
+			// Series come in series number order (the two series of the
+			// mixed study share number 1, so their order is by UID) and
+			// instances in instance number order; match parts by location.
+			byLoc := map[string]int{}
+			for i, p := range got {
+				byLoc[p.location] = i
+			}
+			last := -1
+			for _, in := range tt.want {
+				i, ok := byLoc[s.instanceURL(in)]
+				if !ok {
+					t.Errorf("no part for %s", s.instanceURL(in))
+					continue
 				}
+				p := got[i]
 				if want := "application/dicom; transfer-syntax=" + in.TransferSyntaxUID; p.contentType != want {
 					t.Errorf("part %d Content-Type %q, want %q", i, p.contentType, want)
 				}
 				if !bytes.Equal(p.body, in.Bytes) {
 					t.Errorf("part %d: %d bytes differ from the %d stored", i, len(p.body), len(in.Bytes))
+				}
+				if tt.name != "study of two transfer syntaxes" {
+					if i < last {
+						t.Errorf("part for %s comes before an earlier instance", in.SOPInstanceUID)
+					}
+					last = i
 				}
 			}
 		})
