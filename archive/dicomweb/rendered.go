@@ -221,31 +221,40 @@ func (h *Handler) renderParams(w http.ResponseWriter, r *http.Request) (render.P
 	return p, true
 }
 
+// startRender reads what the rendered and thumbnail resources share: the
+// target, the rendering parameters, the one frame a frame-level URL names
+// (0 when none) and the target's instances. It answers the request itself
+// when it returns false.
+func (h *Handler) startRender(w http.ResponseWriter, r *http.Request) (t target, params render.Params, frame int, ins []archive.StoredInstance, ok bool) {
+	if t, ok = h.parseTarget(w, r); !ok {
+		return
+	}
+	if params, ok = h.renderParams(w, r); !ok {
+		return
+	}
+	if fl := chi.URLParam(r, "frames"); fl != "" {
+		list, err := parseFrameList(fl)
+		if err != nil || len(list) != 1 {
+			h.fail(w, r, http.StatusBadRequest, "a rendered frame or frame thumbnail takes one frame number")
+			return t, params, 0, nil, false
+		}
+		frame = list[0]
+	}
+	ins, ok = h.instances(w, r, t)
+	return
+}
+
 // rendered serves the Rendered resources (PS3.18 10.4.1.1.3): one image for
 // an instance or frame (its first frame unless a frame is named), and for a
 // series or study a multipart/related of the rendered first frames of its
 // instances.
 func (h *Handler) rendered(w http.ResponseWriter, r *http.Request) {
-	t, ok := h.parseTarget(w, r)
+	t, params, frame, ins, ok := h.startRender(w, r)
 	if !ok {
 		return
 	}
-	params, ok := h.renderParams(w, r)
-	if !ok {
-		return
-	}
-	frame := 1
-	if fl := chi.URLParam(r, "frames"); fl != "" {
-		list, err := parseFrameList(fl)
-		if err != nil || len(list) != 1 {
-			h.fail(w, r, http.StatusBadRequest, "rendered frames take one frame number")
-			return
-		}
-		frame = list[0]
-	}
-	ins, ok := h.instances(w, r, t)
-	if !ok {
-		return
+	if frame == 0 {
+		frame = 1
 	}
 	if t.instance != "" {
 		px, err := h.openPixels(r.Context(), ins[0])
@@ -302,26 +311,9 @@ func (h *Handler) rendered(w http.ResponseWriter, r *http.Request) {
 // frame — for a study or series the middle image of its first series with
 // pixel data.
 func (h *Handler) thumbnail(w http.ResponseWriter, r *http.Request) {
-	t, ok := h.parseTarget(w, r)
+	t, params, frame, ins, ok := h.startRender(w, r) // frame 0: the middle frame
 	if !ok {
 		return
-	}
-	params, ok := h.renderParams(w, r)
-	if !ok {
-		return
-	}
-	ins, ok := h.instances(w, r, t)
-	if !ok {
-		return
-	}
-	frame := 0 // the middle frame
-	if fl := chi.URLParam(r, "frames"); fl != "" {
-		list, err := parseFrameList(fl)
-		if err != nil || len(list) != 1 {
-			h.fail(w, r, http.StatusBadRequest, "a frame thumbnail takes one frame number")
-			return
-		}
-		frame = list[0]
 	}
 	if t.instance == "" {
 		ins = representative(ins)
