@@ -30,9 +30,34 @@ type Store struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	// onDelete hooks run inside the deleting transaction; they are set
-	// while wiring, before the store serves requests.
+	// onDelete and onWrite hooks run inside the writing transaction; they
+	// are set while wiring, before the store serves requests.
 	onDelete map[string]DeleteHook
+	onWrite  map[string][]WriteHook
+}
+
+// WriteHook runs inside the transaction of every create, update and delete
+// of its type, after the new version is written: prev is the version
+// replaced (nil on create; Deleted when it was a deletion), next the new one
+// (Deleted on delete). Care-event intake uses it to write an outbox row in
+// the same commit as the resource, so no event is lost between the two.
+type WriteHook func(ctx context.Context, tx *Tx, prev, next *fhir.Resource) error
+
+// OnWrite registers h for writes of typ. Call it before serving.
+func (s *Store) OnWrite(typ string, h WriteHook) {
+	if s.onWrite == nil {
+		s.onWrite = map[string][]WriteHook{}
+	}
+	s.onWrite[typ] = append(s.onWrite[typ], h)
+}
+
+func (t *Tx) runWriteHooks(ctx context.Context, typ string, prev, next *fhir.Resource) error {
+	for _, h := range t.s.onWrite[typ] {
+		if err := h(ctx, t, prev, next); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteHook runs inside the transaction that deletes a resource of the type
@@ -288,6 +313,9 @@ func (t *Tx) insert(ctx context.Context, res proto.Message, typ, id, method stri
 		return nil, fmt.Errorf("create %s: %w", typ, err)
 	}
 	t.ix.add(t.s.reg.Type(typ), r.RID, res)
+	if err := t.runWriteHooks(ctx, typ, nil, r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -332,6 +360,7 @@ func (t *Tx) Put(ctx context.Context, res proto.Message, ifMatch int) (r *fhir.R
 
 // current is the locked current row of a resource.
 type current struct {
+	id          string
 	rid         int64
 	version     int
 	lastUpdated time.Time
@@ -341,7 +370,7 @@ type current struct {
 }
 
 func (t *Tx) lockCurrent(ctx context.Context, typ, id string) (*current, error) {
-	c := &current{}
+	c := &current{id: id}
 	err := t.tx.QueryRow(ctx, `
 		SELECT rid, version, last_updated, deleted, method, body
 		FROM resource WHERE type = $1 AND id = $2 FOR UPDATE`, typ, id).
@@ -364,7 +393,7 @@ func (t *Tx) replace(ctx context.Context, rt *fhir.ResourceType, cur *current, r
 		// of replicas disagree slightly.
 		now = cur.lastUpdated.Add(time.Microsecond)
 	}
-	r := &fhir.Resource{Type: rt.Name, RID: cur.rid, Version: cur.version + 1, LastUpdated: now, Method: method}
+	r := &fhir.Resource{Type: rt.Name, ID: cur.id, RID: cur.rid, Version: cur.version + 1, LastUpdated: now, Method: method}
 	var body string
 	if res != nil {
 		r.ID = fhir.ID(res)
@@ -393,6 +422,16 @@ func (t *Tx) replace(ctx context.Context, rt *fhir.ResourceType, cur *current, r
 	t.ix.drop(cur.rid)
 	if res != nil {
 		t.ix.add(rt, cur.rid, res)
+	}
+	if len(t.s.onWrite[rt.Name]) > 0 {
+		prev := &fhir.Resource{Type: rt.Name, ID: cur.id, RID: cur.rid, Version: cur.version, LastUpdated: cur.lastUpdated,
+			Deleted: cur.deleted, Method: cur.method}
+		if !cur.deleted {
+			prev.Body = []byte(cur.body)
+		}
+		if err := t.runWriteHooks(ctx, rt.Name, prev, r); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
@@ -426,12 +465,7 @@ func (t *Tx) Delete(ctx context.Context, typ, id string, ifMatch int) (*fhir.Res
 			return nil, err
 		}
 	}
-	r, err := t.replace(ctx, rt, cur, nil, "DELETE")
-	if err != nil {
-		return nil, err
-	}
-	r.ID = id
-	return r, nil
+	return t.replace(ctx, rt, cur, nil, "DELETE")
 }
 
 // Search runs a search inside the transaction (for conditional operations).

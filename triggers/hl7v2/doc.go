@@ -21,6 +21,10 @@
 // The typed helpers on [Message] cover the header (MSH) and the patient
 // identifier list (PID-3) that Priorflow needs to find prior images.
 //
+// [ToCareEvent] maps SIU, ADT, ORM, OMI and OMG messages to a
+// triggers.CareEvent, and [Intake] (an mllp.Handler) stores and publishes
+// them before acknowledging.
+//
 // Message, Segment and the value types deliberately do not implement
 // fmt.Stringer for whole messages: messages carry patient data and must not
 // end up in logs by accident.
