@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,17 @@ type config struct {
 	LogLevel    string
 	MaxBody     int64
 	Grace       time.Duration
+
+	MLLPAddr    string
+	HL7TimeZone string
+
+	// NATSURL is an external NATS server or cluster; empty embeds one.
+	NATSURL         string
+	NATSListen      string
+	NATSMaxMemory   int64
+	NATSMaxStore    int64
+	StreamReplicas  int
+	DuplicateWindow time.Duration
 }
 
 func loadConfig(args []string) (*config, error) {
@@ -36,6 +48,14 @@ func loadConfig(args []string) (*config, error) {
 	fs.StringVar(&c.DataDir, "data-dir", env("PRIORFLOW_DATA_DIR", "./data"), "data directory (PRIORFLOW_DATA_DIR)")
 	fs.StringVar(&c.BlobURL, "blob-url", env("PRIORFLOW_BLOB_URL", ""), "blob store for DICOM objects (PRIORFLOW_BLOB_URL): file:///path or s3://bucket?region=...; default file://<data-dir>/blobs")
 	fs.StringVar(&c.LogLevel, "log-level", env("PRIORFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (PRIORFLOW_LOG_LEVEL)")
+	fs.StringVar(&c.MLLPAddr, "mllp-addr", env("PRIORFLOW_MLLP_ADDR", ":2575"), "HL7 v2 MLLP listen address (PRIORFLOW_MLLP_ADDR)")
+	fs.StringVar(&c.HL7TimeZone, "hl7-timezone", env("PRIORFLOW_HL7_TIMEZONE", "Local"), "IANA zone of HL7 v2 times sent without an offset (PRIORFLOW_HL7_TIMEZONE)")
+	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", ""), "NATS server or cluster (NATS_URL); empty runs JetStream embedded in this process")
+	fs.StringVar(&c.NATSListen, "nats-listen", env("PRIORFLOW_NATS_LISTEN", "127.0.0.1:4223"), "loopback address of the embedded NATS server, for other processes on this machine (PRIORFLOW_NATS_LISTEN)")
+	fs.Int64Var(&c.NATSMaxMemory, "nats-max-memory", envInt("PRIORFLOW_NATS_MAX_MEMORY", 256<<20), "embedded JetStream memory limit in bytes (PRIORFLOW_NATS_MAX_MEMORY)")
+	fs.Int64Var(&c.NATSMaxStore, "nats-max-store", envInt("PRIORFLOW_NATS_MAX_STORE", 10<<30), "embedded JetStream file store limit in bytes (PRIORFLOW_NATS_MAX_STORE)")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", int(envInt("PRIORFLOW_STREAM_REPLICAS", 1)), "replicas of the JetStream streams in a cluster (PRIORFLOW_STREAM_REPLICAS)")
+	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", time.Hour, "how long a care event id is remembered to drop resends")
 	fs.Int64Var(&c.MaxBody, "max-body", 64<<20, "largest accepted FHIR request body in bytes")
 	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long shutdown waits for in-flight requests")
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +90,22 @@ func (c *config) validate() error {
 	if c.DatabaseURL == "" {
 		errs = append(errs, errors.New("DATABASE_URL is empty"))
 	}
+	if _, _, err := net.SplitHostPort(c.MLLPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_MLLP_ADDR %q: %w", c.MLLPAddr, err))
+	}
+	if c.NATSURL == "" {
+		if host, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			errs = append(errs, fmt.Errorf("PRIORFLOW_NATS_LISTEN %q: %w", c.NATSListen, err))
+		} else if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			errs = append(errs, fmt.Errorf("PRIORFLOW_NATS_LISTEN %q must be a loopback address: the embedded server has no authentication", c.NATSListen))
+		}
+	}
+	if _, err := time.LoadLocation(c.HL7TimeZone); err != nil {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_HL7_TIMEZONE %q: %w", c.HL7TimeZone, err))
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_STREAM_REPLICAS %d must be 1 to 5", c.StreamReplicas))
+	}
 	if c.MaxBody < 1024 {
 		errs = append(errs, errors.New("max-body must be at least 1024 bytes"))
 	}
@@ -90,6 +126,15 @@ func deriveBaseURL(addr string) string {
 		host = "localhost"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+func envInt(name string, def int64) int64 {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return n
+		}
+	}
+	return def
 }
 
 func env(name, def string) string {

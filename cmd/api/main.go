@@ -1,6 +1,8 @@
-// Command api serves Priorflow's HTTP API: FHIR R4 at /fhir, the local DICOM
-// archive over DICOMweb at /dicomweb, health at /healthz and /readyz,
-// Prometheus metrics at /metrics.
+// Command api serves Priorflow's network entry points: FHIR R4 at /fhir, the
+// local DICOM archive over DICOMweb at /dicomweb, HL7 v2 over MLLP, health at
+// /healthz and /readyz, and Prometheus metrics at /metrics. Care events from
+// HL7 v2 and FHIR go onto NATS JetStream (embedded in this process when
+// NATS_URL is empty).
 //
 // Usage:
 //
@@ -24,6 +26,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	njs "github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,12 +38,17 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomweb"
-
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/fhir/rest"
 	"github.com/priorflow/priorflow/internal/database"
 	"github.com/priorflow/priorflow/internal/httpserver"
+	"github.com/priorflow/priorflow/internal/natsjs"
+	"github.com/priorflow/priorflow/triggers/fhirintake"
+	"github.com/priorflow/priorflow/triggers/hl7v2"
+	"github.com/priorflow/priorflow/triggers/jetstream"
+	"github.com/priorflow/priorflow/triggers/mllp"
+	tpostgres "github.com/priorflow/priorflow/triggers/postgres"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -81,28 +90,73 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		return nil
 	}
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	bus, err := openBus(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+		return err
 	}
+	defer bus.close()
+
 	spool := filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(spool, 0o750); err != nil {
-		ln.Close()
 		return fmt.Errorf("spool dir: %w", err)
 	}
 	bucket, err := blob.OpenBucket(ctx, cfg.BlobURL)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("open blob store: %w", err)
 	}
 	defer bucket.Close()
-	h, err := newHandler(cfg, pool, bucket, spool, log)
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	h, err := newHandler(cfg, pool, bucket, spool, promReg, log)
 	if err != nil {
-		ln.Close()
 		return err
 	}
-	log.Info("api listening", "addr", ln.Addr().String(), "fhir", cfg.BaseURL+"/fhir", "version", version)
-	return httpserver.Serve(ctx, ln, h, cfg.Grace, log)
+	pub, err := jetstream.NewPublisher(bus.js)
+	if err != nil {
+		return err
+	}
+	relay, err := tpostgres.NewRelay(pool, pub, log, tpostgres.RelayConfig{Registerer: promReg})
+	if err != nil {
+		return err
+	}
+	intake, err := newIntake(cfg, pool, bus.js, promReg, log)
+	if err != nil {
+		return err
+	}
+
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	mllpLn, err := net.Listen("tcp", cfg.MLLPAddr)
+	if err != nil {
+		httpLn.Close()
+		return fmt.Errorf("listen MLLP %s: %w", cfg.MLLPAddr, err)
+	}
+	log.Info("api listening", "http", httpLn.Addr().String(), "mllp", mllpLn.Addr().String(),
+		"fhir", cfg.BaseURL+"/fhir", "dicomweb", cfg.BaseURL+"/dicomweb", "nats", bus.url, "version", version)
+
+	// The servers stop on ctx: each finishes what it has in flight (an HL7
+	// message read is acknowledged, an HTTP request answered). The outbox
+	// relay stops with them; rows it has not published stay in the outbox
+	// for the next start or another replica. The bus and the database close
+	// behind them. A server that fails stops the others.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() { errc <- httpserver.Serve(ctx, httpLn, h, cfg.Grace, log) }()
+	go func() { errc <- serveMLLP(ctx, intake, mllpLn, cfg.Grace, log) }()
+	go func() { errc <- relay.Run(ctx) }()
+	var errs []error
+	for i := 0; i < 3; i++ {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+			cancel()
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func newLogger(level string, w *os.File) *slog.Logger {
@@ -111,12 +165,104 @@ func newLogger(level string, w *os.File) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// Registry returns the resource types cmd/api serves.
-func registry() (*fhir.Registry, error) {
-	return fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint())
+// bus is the NATS connection, with the embedded server when there is one.
+type bus struct {
+	url      string
+	nc       *nats.Conn
+	js       njs.JetStream
+	embedded *natsjs.Embedded
+	cancel   context.CancelFunc
 }
 
-func newHandler(cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool string, log *slog.Logger) (http.Handler, error) {
+func openBus(ctx context.Context, cfg *config, log *slog.Logger) (*bus, error) {
+	b := &bus{url: cfg.NATSURL}
+	if b.url == "" {
+		e, err := natsjs.StartEmbedded(natsjs.EmbeddedConfig{
+			StoreDir: filepath.Join(cfg.DataDir, "nats"), Addr: cfg.NATSListen,
+			MaxMemory: cfg.NATSMaxMemory, MaxStore: cfg.NATSMaxStore}, log)
+		if err != nil {
+			return nil, err
+		}
+		b.embedded, b.url = e, e.URL()
+	}
+	nc, js, err := natsjs.Connect(ctx, b.url, "priorflow-api", log)
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	b.nc, b.js = nc, js
+	if err := jetstream.EnsureStream(ctx, js, jetstream.StreamConfig{Replicas: cfg.StreamReplicas, DuplicateWindow: cfg.DuplicateWindow}); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// close drains the connection (publishes in flight complete) and then stops
+// the embedded server, which flushes its store.
+func (b *bus) close() {
+	if b.nc != nil {
+		_ = b.nc.Drain()
+		for i := 0; i < 50 && !b.nc.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if b.embedded != nil {
+		b.embedded.Shutdown()
+	}
+}
+
+func newIntake(cfg *config, pool *pgxpool.Pool, js njs.JetStream, reg prometheus.Registerer, log *slog.Logger) (*mllp.Server, error) {
+	raw, err := tpostgres.NewRawStore(pool)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := jetstream.NewPublisher(js)
+	if err != nil {
+		return nil, err
+	}
+	tz, err := time.LoadLocation(cfg.HL7TimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("PRIORFLOW_HL7_TIMEZONE: %w", err)
+	}
+	in, err := hl7v2.NewIntake(raw, pub, log, hl7v2.IntakeConfig{
+		Map:             hl7v2.MapOptions{TimeZone: tz},
+		DuplicateWindow: cfg.DuplicateWindow,
+		Registerer:      reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mllp.NewServer(in, log, mllp.Config{})
+}
+
+func serveMLLP(ctx context.Context, srv *mllp.Server, ln net.Listener, grace time.Duration, log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("mllp serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("mllp server shutting down", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("mllp shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, mllp.ErrServerClosed) {
+		return fmt.Errorf("mllp serve: %w", err)
+	}
+	return nil
+}
+
+// registry returns the resource types cmd/api serves.
+func registry() (*fhir.Registry, error) {
+	return fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint(),
+		fhir.Appointment(), fhir.Encounter(), fhir.ServiceRequest())
+}
+
+func newHandler(cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool string, promReg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
 	reg, err := registry()
 	if err != nil {
 		return nil, err
@@ -127,6 +273,11 @@ func newHandler(cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool stri
 	}
 	store, err := postgres.New(pool, reg, codec, log)
 	if err != nil {
+		return nil, err
+	}
+	// Care events from FHIR writes go to the outbox in the writing
+	// transaction; the relay publishes them.
+	if err := fhirintake.Register(store, log); err != nil {
 		return nil, err
 	}
 	api, err := rest.New(store, codec, log, rest.Config{BaseURL: cfg.BaseURL + "/fhir", MaxBody: cfg.MaxBody, Software: "Priorflow", Version: version})
@@ -141,8 +292,6 @@ func newHandler(cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool stri
 	if err != nil {
 		return nil, err
 	}
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := httpserver.NewMetrics(promReg)
 
 	r := chi.NewRouter()

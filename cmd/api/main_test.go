@@ -11,7 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	njs "github.com/nats-io/nats.go/jetstream"
+
 	"github.com/priorflow/priorflow/internal/database/dbtest"
+	"github.com/priorflow/priorflow/triggers/jetstream"
+	"github.com/priorflow/priorflow/triggers/mllp"
 )
 
 func TestMain(m *testing.M) {
@@ -33,8 +38,19 @@ func freeAddr(t *testing.T) string {
 // startAPI runs the api in-process on a fresh database and returns its base
 // URL and a function that stops it and returns run's error.
 func startAPI(t *testing.T) (string, func() error) {
+	a := startAPIFull(t)
+	return a.base, a.stop
+}
+
+type apiProcess struct {
+	base, mllp, nats string
+	stop             func() error
+}
+
+// startAPIFull is startAPI that also returns the MLLP and NATS addresses.
+func startAPIFull(t *testing.T) apiProcess {
 	t.Helper()
-	addr := freeAddr(t)
+	addr, mllpAddr, natsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	logf, err := os.CreateTemp(t.TempDir(), "api-*.log")
@@ -42,7 +58,8 @@ func startAPI(t *testing.T) (string, func() error) {
 		t.Fatal(err)
 	}
 	go func() {
-		errc <- run(ctx, []string{"-database-url", dbtest.NewDatabase(t), "-http-addr", addr, "-data-dir", t.TempDir()}, logf)
+		errc <- run(ctx, []string{"-database-url", dbtest.NewDatabase(t), "-http-addr", addr, "-data-dir", t.TempDir(),
+			"-mllp-addr", mllpAddr, "-nats-listen", natsAddr}, logf)
 	}()
 	base := "http://" + addr
 	deadline := time.Now().Add(20 * time.Second)
@@ -72,7 +89,7 @@ func startAPI(t *testing.T) (string, func() error) {
 		return <-errc
 	}
 	t.Cleanup(func() { _ = stop() })
-	return base, stop
+	return apiProcess{base: base, mllp: mllpAddr, nats: "nats://" + natsAddr, stop: stop}
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -176,5 +193,79 @@ func TestConfig_ReportsEveryProblem(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
+	}
+}
+
+// Care events reach JetStream from both doors: an HL7 SIU^S12 over MLLP is
+// acknowledged AA, and a FHIR Appointment write goes out through the outbox.
+func TestAPI_CareEventsFromMLLPAndFHIR(t *testing.T) {
+	t.Parallel()
+	a := startAPIFull(t)
+	siu, err := os.ReadFile("../../triggers/hl7v2/testdata/SIU-S12-01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, a.mllp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ack, err := c.Send(ctx, siu)
+	if err != nil || !strings.Contains(string(ack), "MSA|AA|") {
+		t.Fatalf("SIU^S12: ack %q, err %v", ack, err)
+	}
+
+	patient := `{"resourceType":"Patient","id":"p1","identifier":[{"system":"urn:oid:1.2.3","value":"MRN1"}]}`
+	put(t, a.base+"/fhir/Patient/p1", patient)
+	appt := `{"resourceType":"Appointment","status":"booked","start":"2030-01-02T09:00:00Z","end":"2030-01-02T09:30:00Z",
+	  "participant":[{"actor":{"reference":"Patient/p1"},"status":"accepted"}]}`
+	resp, err := http.Post(a.base+"/fhir/Appointment", "application/fhir+json", strings.NewReader(appt))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("POST Appointment: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	nc, err := nats.Connect(a.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := njs.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, jetstream.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var booked uint64
+	for booked < 2 && ctx.Err() == nil { // the relay publishes asynchronously
+		info, err := stream.Info(ctx, njs.WithSubjectFilter("priorflow.events.appointment-booked"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		booked = info.State.Msgs
+		if booked < 2 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if booked != 2 {
+		t.Errorf("%d appointment-booked events, want 2 (one from HL7, one from FHIR)", booked)
+	}
+}
+
+func put(t *testing.T, url, body string) {
+	t.Helper()
+	req, _ := http.NewRequest("PUT", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/fhir+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT %s: %d", url, resp.StatusCode)
 	}
 }
