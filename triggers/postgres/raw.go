@@ -1,6 +1,7 @@
-// Package postgres is the PostgreSQL adapter of the triggers domain: among
-// other things it keeps the raw HL7 v2 messages behind care events (table
-// hl7_message, migration 004).
+// Package postgres is the PostgreSQL adapter of the triggers domain: it keeps
+// the raw HL7 v2 messages behind care events (table hl7_message, migration
+// 004) and the outbox of care events derived from FHIR writes, with the relay
+// that publishes them to JetStream (table event_outbox, migration 005).
 package postgres
 
 import (
