@@ -13,7 +13,7 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 run: build services
-	$(BIN)/api
+	scripts/run.sh
 
 services:
 	@scripts/ensure-services.sh

@@ -259,7 +259,7 @@ func serveMLLP(ctx context.Context, srv *mllp.Server, ln net.Listener, grace tim
 // registry returns the resource types cmd/api serves.
 func registry() (*fhir.Registry, error) {
 	return fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint(),
-		fhir.Appointment(), fhir.Encounter(), fhir.ServiceRequest())
+		fhir.Appointment(), fhir.Encounter(), fhir.ServiceRequest(), fhir.Task())
 }
 
 func newHandler(cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool string, promReg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {

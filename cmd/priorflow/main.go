@@ -5,6 +5,8 @@
 // Usage:
 //
 //	priorflow import [flags] PATH   import a folder, a CD's DICOMDIR or a .zip
+//	priorflow rules explain [flags] EVENT.json|MESSAGE.hl7
+//	                                show which prefetch rules match an event, and why
 //	priorflow version               print the version
 //	priorflow help [COMMAND]        explain the commands
 //
@@ -59,6 +61,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"import", "[flags] PATH", "import a folder, a CD (DICOMDIR) or a .zip file into Priorflow", runImport},
+		{"rules", "explain [flags] EVENT.json|MESSAGE.hl7", "show which prefetch rules an event matches and why", runRules},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "explain the commands, or one command", runHelp},
 	}

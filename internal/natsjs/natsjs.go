@@ -96,7 +96,7 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Con
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 	)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect nats %s: %w", redact(url), err)
+		return nil, nil, fmt.Errorf("connect nats %s: %w", Redact(url), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -106,8 +106,8 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*nats.Con
 	return nc, js, nil
 }
 
-// redact keeps credentials in a URL out of errors and logs.
-func redact(u string) string {
+// Redact hides the credentials of a NATS URL, for logs.
+func Redact(u string) string {
 	if i := indexAt(u); i >= 0 {
 		if j := indexScheme(u); j >= 0 && j < i {
 			return u[:j+3] + "***" + u[i:]

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/priorflow/priorflow/internal/database/dbtest"
+	"github.com/priorflow/priorflow/internal/natsjs/natstest"
+	"github.com/priorflow/priorflow/triggers"
+	"github.com/priorflow/priorflow/triggers/jetstream"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dbtest.DropTemplates()
+	os.Exit(code)
+}
+
+func TestRun_InvalidRulesStopStartupWithTheLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte("rules:\n  - name: x\n    on: [appointment-booked]\n    leadTime: soon\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"-config", path, "-database-url", "postgres://nobody@127.0.0.1:1/x"}, os.Stderr)
+	if err == nil || !strings.Contains(err.Error(), ":4:") {
+		t.Errorf("err = %v, want one naming line 4", err)
+	}
+}
+
+// A care event published on CARE_EVENTS becomes a prefetch job with its
+// Task, planned by the running prefetcher, which stops cleanly.
+func TestRun_PlansJobsFromCareEvents(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t, "")
+	_, js := srv.Connect(t)
+	dbURL := dbtest.NewDatabase(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	logf, _ := os.Create(filepath.Join(t.TempDir(), "prefetcher.log"))
+	go func() {
+		errc <- run(ctx, []string{"-config", "../../config/priorflow.yaml", "-database-url", dbURL, "-nats-url", srv.URL(), "-http-addr", "127.0.0.1:0"}, logf)
+	}()
+
+	if err := jetstream.EnsureStream(ctx, js, jetstream.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := jetstream.NewPublisher(js)
+	start := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+	ev := &triggers.CareEvent{SchemaVersion: triggers.SchemaVersion, ID: "ev-1", Kind: triggers.AppointmentBooked,
+		OccurredAt: time.Now().UTC(), ScheduledStart: &start, Priority: triggers.PriorityRoutine, Modality: "CT",
+		Patient:      triggers.Patient{Identifiers: []triggers.Identifier{{System: "urn:oid:1.2.3", Value: "MRN9", Type: "MR"}}},
+		SourceSystem: "test", Placer: "appt-1", Origin: triggers.Origin{Reference: "hl7v2:ev-1"}}
+	if _, err := pub.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var jobs, tasks int
+	var due time.Time
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		_ = pool.QueryRow(ctx, `SELECT count(*), max(due_at) FROM prefetch_job`).Scan(&jobs, &due)
+		if jobs > 0 {
+			break
+		}
+	}
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM resource WHERE type = 'Task' AND NOT deleted`).Scan(&tasks)
+	if jobs != 1 || tasks != 1 {
+		t.Fatalf("%d jobs and %d Tasks, want 1 each", jobs, tasks)
+	}
+	if want := start.Add(-12 * time.Hour); !due.Equal(want) {
+		t.Errorf("due %v, want start - leadTime 12h = %v", due, want)
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("prefetcher did not stop")
+	}
+}
