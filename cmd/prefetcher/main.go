@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -65,7 +66,7 @@ func loadConfig(args []string) (*config, error) {
 	fs.StringVar(&c.RulesFile, "config", env("PRIORFLOW_CONFIG", "config/priorflow.yaml"), "prefetch rules and sources (PRIORFLOW_CONFIG)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", env("PRIORFLOW_PREFETCHER_HTTP_ADDR", "127.0.0.1:9091"), "address of /healthz and /metrics (PRIORFLOW_PREFETCHER_HTTP_ADDR)")
 	fs.StringVar(&c.LogLevel, "log-level", env("PRIORFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (PRIORFLOW_LOG_LEVEL)")
-	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "replicas of the JetStream streams in a cluster")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", envInt("PRIORFLOW_STREAM_REPLICAS", 1), "replicas of the JetStream streams in a cluster; the same as the api's (PRIORFLOW_STREAM_REPLICAS)")
 	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long shutdown waits for in-flight work")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -86,6 +87,15 @@ func loadConfig(args []string) (*config, error) {
 		errs = append(errs, fmt.Errorf("PRIORFLOW_LOG_LEVEL %q is not debug, info, warn or error", c.LogLevel))
 	}
 	return c, errors.Join(errs...)
+}
+
+func envInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
 }
 
 func env(name, def string) string {
@@ -138,7 +148,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
-	pl, err := planner.New(planner.Config{Rules: rs, Store: store, JetStream: js, Logger: log})
+	pl, err := planner.New(planner.Config{Rules: rs, Store: store, JetStream: js, Logger: log, StreamReplicas: cfg.StreamReplicas})
 	if err != nil {
 		return err
 	}

@@ -94,6 +94,9 @@ type Config struct {
 	BatchSize int
 	// SweepEvery is how often unpublished jobs are republished.
 	SweepEvery time.Duration
+	// StreamReplicas is the replica count of PREFETCH_JOBS in a cluster
+	// (the same PRIORFLOW_STREAM_REPLICAS the api gives CARE_EVENTS).
+	StreamReplicas int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -155,6 +158,7 @@ func (p *Planner) EnsureStreams(ctx context.Context) error {
 		Subjects:    []string{SubjectStat, SubjectRoutine},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.WorkQueuePolicy,
+		Replicas:    max(p.cfg.StreamReplicas, 1),
 		// Long enough to cover a sweeper republishing after a crash.
 		Duplicates: time.Hour,
 	})
