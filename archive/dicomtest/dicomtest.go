@@ -168,6 +168,7 @@ type config struct {
 	series, instances              int
 	studyUID                       string
 	studyDescription               string
+	extra                          []Edition
 }
 
 // WithPatient sets Patient ID, Issuer of Patient ID and Patient's Name (a PN
@@ -203,6 +204,10 @@ func WithStudyInstanceUID(uid string) Option { return func(c *config) { c.studyU
 
 // WithStudyDescription sets Study Description.
 func WithStudyDescription(d string) Option { return func(c *config) { c.studyDescription = d } }
+
+// WithEdits applies further editions to every instance, after the
+// generated attributes: PatientBirthDate, PatientSex, BodyPartExamined …
+func WithEdits(eds ...Edition) Option { return func(c *config) { c.extra = append(c.extra, eds...) } }
 
 // NewStudy generates a study, failing the test on error.
 func NewStudy(tb testing.TB, opts ...Option) *Study {
@@ -340,6 +345,7 @@ func studyEdits(c config, se *Series, in *Instance, frameOfReference string) []E
 	if c.studyDescription != "" {
 		eds = append(eds, Set(tag.StudyDescription, c.studyDescription))
 	}
+	eds = append(eds, c.extra...)
 	if !ascii(c.patientID + c.issuer + c.patientName + c.accession + c.studyDescription) {
 		// The writer stores Go strings as UTF-8 (PS3.5 6.1.2.3, ISO_IR 192).
 		eds = append(eds, Set(tag.SpecificCharacterSet, "ISO_IR 192"))

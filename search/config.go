@@ -1,0 +1,376 @@
+package search
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// SourceConfig is one entry of the `sources:` list of the Priorflow YAML
+// config (PRIORFLOW_CONFIG). Secrets are never inline: Auth names files or
+// environment variables that hold them.
+type SourceConfig struct {
+	Name        string
+	Kind        Kind
+	URL         string
+	Issuer      string
+	Match       Match
+	Mode        Mode
+	Timeout     time.Duration
+	Concurrency int
+	// Retries is how many times a failed query is retried within Timeout.
+	Retries int
+	Auth    Auth
+	Line    int
+}
+
+// Info returns the SourceInfo of the configuration.
+func (c *SourceConfig) Info() SourceInfo {
+	return SourceInfo{Name: c.Name, Kind: c.Kind, URL: c.URL, Issuer: c.Issuer, Match: c.Match, Mode: c.Mode}
+}
+
+// Auth says how to authenticate to a source. At most one of bearer, basic
+// and mTLS is set (mTLS may be combined with either of the others).
+type Auth struct {
+	BearerTokenFile string
+	BearerTokenEnv  string
+	Basic           *BasicAuth
+	MTLS            *MTLS
+}
+
+// BasicAuth is HTTP basic authentication; the password comes from a file
+// or an environment variable.
+type BasicAuth struct {
+	Username     string
+	PasswordFile string
+	PasswordEnv  string
+}
+
+// MTLS is a client certificate, and the CA that signs the server's.
+type MTLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
+// Source defaults.
+const (
+	DefaultTimeout     = 10 * time.Second
+	DefaultConcurrency = 4
+	DefaultRetries     = 2
+)
+
+// ConfigProblem is one error in the file.
+type ConfigProblem struct {
+	Line, Column int
+	Msg          string
+}
+
+// ConfigError lists every problem found in the sources of a config file.
+type ConfigError struct {
+	File     string
+	Problems []ConfigProblem
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%s:%d:%d: %s", e.File, p.Line, p.Column, p.Msg)
+	}
+	return b.String()
+}
+
+// LoadSources reads the `sources:` of the YAML config file at path.
+func LoadSources(path string) ([]*SourceConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load sources: %w", err)
+	}
+	return ParseSources(path, data)
+}
+
+// ParseSources reads the `sources:` key of a Priorflow YAML config; other
+// top-level keys (rules: …) belong to other packages and are ignored. Every
+// problem is reported at once, each with its line. A file without sources
+// yields none.
+func ParseSources(name string, data []byte) ([]*SourceConfig, error) {
+	p := &cfgParser{err: &ConfigError{File: name}}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		line, msg := 0, err.Error()
+		if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			msg = m[2]
+		}
+		p.err.Problems = append(p.err.Problems, ConfigProblem{Line: line, Msg: msg})
+		return nil, p.err
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, nil
+	}
+	root := doc.Content[0]
+	var out []*SourceConfig
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "sources" {
+			out = p.sources(root.Content[i+1])
+		}
+	}
+	if len(p.err.Problems) > 0 {
+		slices.SortStableFunc(p.err.Problems, func(a, b ConfigProblem) int { return a.Line - b.Line })
+		return nil, p.err
+	}
+	return out, nil
+}
+
+var (
+	yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)
+
+type cfgParser struct{ err *ConfigError }
+
+func (p *cfgParser) add(n *yaml.Node, format string, args ...any) {
+	p.err.Problems = append(p.err.Problems, ConfigProblem{Line: n.Line, Column: n.Column, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *cfgParser) sources(n *yaml.Node) []*SourceConfig {
+	if n.Kind != yaml.SequenceNode {
+		p.add(n, "sources: must be a list of sources")
+		return nil
+	}
+	var out []*SourceConfig
+	seen := map[string]int{}
+	for _, item := range n.Content {
+		s := p.source(item)
+		if s == nil {
+			continue
+		}
+		if first, dup := seen[s.Name]; dup && s.Name != "" {
+			p.add(item, "duplicate source name %q (first at line %d)", s.Name, first)
+			continue
+		}
+		seen[s.Name] = s.Line
+		out = append(out, s)
+	}
+	return out
+}
+
+func (p *cfgParser) scalar(n *yaml.Node, key string) (string, bool) {
+	if n.Kind != yaml.ScalarNode || n.Value == "" {
+		p.add(n, "%s: want a single value", key)
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
+	if n.Kind != yaml.MappingNode {
+		p.add(n, "a source must be a mapping")
+		return nil
+	}
+	s := &SourceConfig{Line: n.Line, Match: MatchIdentifier, Mode: ModeImport, Timeout: DefaultTimeout,
+		Concurrency: DefaultConcurrency, Retries: DefaultRetries}
+	keys := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if keys[k.Value] {
+			p.add(k, "key %s: given twice", k.Value)
+			continue
+		}
+		keys[k.Value] = true
+		switch k.Value {
+		case "name":
+			if x, ok := p.scalar(v, "name"); ok {
+				if !sourceName.MatchString(x) {
+					p.add(v, "name %q: use letters, digits, '.', '_' or '-' (at most 64)", x)
+				}
+				s.Name = x
+			}
+		case "kind":
+			if x, ok := p.scalar(v, "kind"); ok {
+				switch Kind(x) {
+				case KindDICOMweb, KindFHIR, KindPriorflow:
+					s.Kind = Kind(x)
+				case KindDIMSE:
+					p.add(v, "kind dimse: not yet supported (use dicomweb, fhir or priorflow)")
+				default:
+					p.add(v, "kind %q: want dicomweb, fhir or priorflow", x)
+				}
+			}
+		case "url":
+			if x, ok := p.scalar(v, "url"); ok {
+				u, err := url.Parse(x)
+				switch {
+				case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+					p.add(v, "url: want an absolute http or https URL")
+				case u.User != nil:
+					p.add(v, "url: credentials must not be written in the URL; use auth: with a file")
+				default:
+					s.URL = strings.TrimSuffix(x, "/")
+				}
+			}
+		case "issuer":
+			if x, ok := p.scalar(v, "issuer"); ok {
+				s.Issuer = x
+			}
+		case "match":
+			if x, ok := p.scalar(v, "match"); ok {
+				if m := Match(x); m == MatchIdentifier || m == MatchDemographics {
+					s.Match = m
+				} else {
+					p.add(v, "match %q: want identifier or demographics", x)
+				}
+			}
+		case "mode":
+			if x, ok := p.scalar(v, "mode"); ok {
+				if m := Mode(x); m == ModeImport || m == ModeRemoteView {
+					s.Mode = m
+				} else {
+					p.add(v, "mode %q: want import or remote-view", x)
+				}
+			}
+		case "timeout":
+			if x, ok := p.scalar(v, "timeout"); ok {
+				d, err := time.ParseDuration(x)
+				if err != nil || d <= 0 || d > 10*time.Minute {
+					p.add(v, "timeout %q: want a duration such as 10s, at most 10m", x)
+				} else {
+					s.Timeout = d
+				}
+			}
+		case "concurrency":
+			s.Concurrency = p.intIn(v, "concurrency", 1, 64, s.Concurrency)
+		case "retries":
+			s.Retries = p.intIn(v, "retries", 0, 10, s.Retries)
+		case "auth":
+			s.Auth = p.auth(v)
+		default:
+			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, concurrency, retries, auth)", k.Value)
+		}
+	}
+	if s.Name == "" {
+		p.add(n, "source has no name")
+	}
+	if !keys["kind"] {
+		p.add(n, "source %s has no kind (dicomweb, fhir or priorflow)", s.Name)
+	}
+	if !keys["url"] {
+		p.add(n, "source %s has no url", s.Name)
+	}
+	if s.Match == MatchIdentifier && s.Issuer == "" && keys["kind"] {
+		p.add(n, "source %s: match identifier needs issuer: the assigning authority of its patient IDs", s.Name)
+	}
+	return s
+}
+
+func (p *cfgParser) intIn(v *yaml.Node, key string, lo, hi, def int) int {
+	x, ok := p.scalar(v, key)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(x)
+	if err != nil || n < lo || n > hi {
+		p.add(v, "%s %q: want a whole number from %d to %d", key, x, lo, hi)
+		return def
+	}
+	return n
+}
+
+// secretKeys are keys that would put a secret in the file.
+var secretKeys = map[string]bool{"bearerToken": true, "token": true, "password": true, "key": true, "secret": true}
+
+func (p *cfgParser) auth(n *yaml.Node) Auth {
+	var a Auth
+	if n.Kind != yaml.MappingNode {
+		p.add(n, "auth: want a mapping such as {bearerTokenFile: /run/secrets/token}")
+		return a
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case secretKeys[k.Value]:
+			// The value is not echoed: it may be the secret itself.
+			p.add(k, "auth.%s: secrets are not written in the config; use a file (…File) or an environment variable (…Env)", k.Value)
+		case k.Value == "bearerTokenFile":
+			a.BearerTokenFile, _ = p.scalar(v, "auth.bearerTokenFile")
+		case k.Value == "bearerTokenEnv":
+			a.BearerTokenEnv, _ = p.scalar(v, "auth.bearerTokenEnv")
+		case k.Value == "basic":
+			a.Basic = p.basic(v)
+		case k.Value == "mTLS" || k.Value == "mtls":
+			a.MTLS = p.mtls(v)
+		default:
+			p.add(k, "unknown key %q in auth (known: bearerTokenFile, bearerTokenEnv, basic, mTLS)", k.Value)
+		}
+	}
+	if (a.BearerTokenFile != "" || a.BearerTokenEnv != "") && a.Basic != nil {
+		p.add(n, "auth: choose a bearer token or basic, not both")
+	}
+	if a.BearerTokenFile != "" && a.BearerTokenEnv != "" {
+		p.add(n, "auth: choose bearerTokenFile or bearerTokenEnv, not both")
+	}
+	return a
+}
+
+func (p *cfgParser) basic(n *yaml.Node) *BasicAuth {
+	b := &BasicAuth{}
+	if n.Kind != yaml.MappingNode {
+		p.add(n, "auth.basic: want {username, passwordFile}")
+		return b
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case secretKeys[k.Value]:
+			p.add(k, "auth.basic.%s: secrets are not written in the config; use passwordFile or passwordEnv", k.Value)
+		case k.Value == "username":
+			b.Username, _ = p.scalar(v, "auth.basic.username")
+		case k.Value == "passwordFile":
+			b.PasswordFile, _ = p.scalar(v, "auth.basic.passwordFile")
+		case k.Value == "passwordEnv":
+			b.PasswordEnv, _ = p.scalar(v, "auth.basic.passwordEnv")
+		default:
+			p.add(k, "unknown key %q in auth.basic (known: username, passwordFile, passwordEnv)", k.Value)
+		}
+	}
+	if b.Username == "" {
+		p.add(n, "auth.basic: username is missing")
+	}
+	if (b.PasswordFile == "") == (b.PasswordEnv == "") {
+		p.add(n, "auth.basic: give exactly one of passwordFile and passwordEnv")
+	}
+	return b
+}
+
+func (p *cfgParser) mtls(n *yaml.Node) *MTLS {
+	m := &MTLS{}
+	if n.Kind != yaml.MappingNode {
+		p.add(n, "auth.mTLS: want {certFile, keyFile, caFile}")
+		return m
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "certFile":
+			m.CertFile, _ = p.scalar(v, "auth.mTLS.certFile")
+		case "keyFile":
+			m.KeyFile, _ = p.scalar(v, "auth.mTLS.keyFile")
+		case "caFile":
+			m.CAFile, _ = p.scalar(v, "auth.mTLS.caFile")
+		default:
+			p.add(k, "unknown key %q in auth.mTLS (known: certFile, keyFile, caFile)", k.Value)
+		}
+	}
+	if (m.CertFile == "") != (m.KeyFile == "") {
+		p.add(n, "auth.mTLS: certFile and keyFile go together")
+	}
+	return m
+}

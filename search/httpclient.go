@@ -1,0 +1,167 @@
+package search
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// NewHTTPClient returns the HTTP client for a source: no transparent
+// compression (DICOMweb servers differ in how they compress JSON, and a
+// truncated gzip stream hides where an answer broke), the configured mTLS
+// and bearer or basic credentials read from their files or environment
+// variables. Errors name the file or variable, never its content.
+func NewHTTPClient(c *SourceConfig) (*http.Client, error) {
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DisableCompression:    true,
+		MaxIdleConnsPerHost:   max(c.Concurrency, 2),
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: c.Timeout,
+	}
+	if m := c.Auth.MTLS; m != nil {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if m.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("source %s: client certificate %s: %w", c.Name, m.CertFile, err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		if m.CAFile != "" {
+			pem, err := os.ReadFile(m.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("source %s: CA file: %w", c.Name, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("source %s: CA file %s holds no PEM certificate", c.Name, m.CAFile)
+			}
+			cfg.RootCAs = pool
+		}
+		tr.TLSClientConfig = cfg
+	}
+	var rt http.RoundTripper = tr
+	a := c.Auth
+	switch {
+	case a.BearerTokenFile != "" || a.BearerTokenEnv != "":
+		tok, err := secret(a.BearerTokenFile, a.BearerTokenEnv)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: bearer token: %w", c.Name, err)
+		}
+		rt = &authTransport{next: tr, header: "Bearer " + tok}
+	case a.Basic != nil:
+		pw, err := secret(a.Basic.PasswordFile, a.Basic.PasswordEnv)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: basic password: %w", c.Name, err)
+		}
+		rt = &authTransport{next: tr, user: a.Basic.Username, pass: pw}
+	}
+	return &http.Client{Transport: rt}, nil
+}
+
+// secret reads a secret from a file or an environment variable, trimmed.
+func secret(file, env string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			// The path is configuration, not a secret; os errors carry it.
+			return "", err
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "" {
+			return "", fmt.Errorf("%s is empty", file)
+		}
+		return s, nil
+	}
+	s := strings.TrimSpace(os.Getenv(env))
+	if s == "" {
+		return "", fmt.Errorf("environment variable %s is empty", env)
+	}
+	return s, nil
+}
+
+// authTransport adds credentials to every request. It does not implement
+// String or fmt verbs beyond the default, and its fields are unexported so
+// that %v of a client never prints them through a config dump.
+type authTransport struct {
+	next       http.RoundTripper
+	header     string
+	user, pass string
+}
+
+func (t *authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if t.header != "" {
+		r.Header.Set("Authorization", t.header)
+	} else {
+		r.SetBasicAuth(t.user, t.pass)
+	}
+	return t.next.RoundTrip(r)
+}
+
+// String hides the credentials.
+func (t *authTransport) String() string { return "authTransport{redacted}" }
+
+// MaxResponse bounds one response body a source may send.
+const MaxResponse = 64 << 20
+
+// Get fetches url with the given Accept header and returns the body of a
+// 200 answer (nil for 204). Errors wrap ErrUnavailable (network errors,
+// timeouts, 408, 429, 5xx), ErrRejected (other 4xx) or ErrBadResponse (a
+// body cut short); the URL in errors has no query string, which may carry
+// patient identifiers.
+func Get(ctx context.Context, c *http.Client, url, accept string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	req.Header.Set("Accept", accept)
+	where := req.URL.Scheme + "://" + req.URL.Host + req.URL.Path
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w: %v", where, ErrUnavailable, stripURL(err))
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNoContent:
+		return nil, nil
+	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return nil, fmt.Errorf("GET %s: %w: status %d", where, ErrUnavailable, resp.StatusCode)
+	default:
+		return nil, fmt.Errorf("GET %s: %w: status %d", where, ErrRejected, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponse+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("GET %s: %w: %v", where, ErrUnavailable, ctx.Err())
+		}
+		return nil, fmt.Errorf("GET %s: %w: body: %v", where, ErrBadResponse, stripURL(err))
+	}
+	if len(body) > MaxResponse {
+		return nil, fmt.Errorf("GET %s: %w: body over %d bytes", where, ErrBadResponse, MaxResponse)
+	}
+	return body, nil
+}
+
+// stripURL drops the URL (and its query) from a *url.Error.
+func stripURL(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) && strings.HasPrefix(err.Error(), "Get ") {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
