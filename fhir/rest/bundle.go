@@ -98,7 +98,7 @@ func (h *Handler) bundle(w http.ResponseWriter, r *http.Request) {
 	for _, o := range ops {
 		out.Entry = append(out.Entry, h.entryResponse(r, o, minimal))
 	}
-	writeJSON(w, http.StatusOK, mustJSON(out))
+	writeJSON(w, http.StatusOK, out.encode())
 }
 
 func entryErr(i int, err error) error {
@@ -331,7 +331,7 @@ func (h *Handler) get(ctx context.Context, tx *postgres.Tx, o *op) error {
 	for _, m := range append(res.Matches, res.Included...) {
 		b.Entry = append(b.Entry, bundleEntry{FullURL: h.cfg.BaseURL + "/" + m.Type + "/" + m.ID, Resource: m.Body})
 	}
-	o.status, o.body = http.StatusOK, mustJSON(b)
+	o.status, o.body = http.StatusOK, b.encode()
 	return nil
 }
 

@@ -313,7 +313,7 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		e.Response = &entryResponse{Status: status, Etag: etag(v.Version), LastModified: v.LastUpdated.UTC().Format(time.RFC3339Nano)}
 		b.Entry = append(b.Entry, e)
 	}
-	writeJSON(w, http.StatusOK, mustJSON(b))
+	writeJSON(w, http.StatusOK, b.encode())
 }
 
 func queryString(r *http.Request) string {

@@ -62,6 +62,48 @@ type entryResponse struct {
 	Outcome      json.RawMessage `json:"outcome,omitempty"`
 }
 
+// encode prints the Bundle. Entry resources are stored JSON that this
+// server printed itself, so they are copied in as they are: encoding/json
+// would re-validate every byte of every resource (a third of a search's CPU
+// at 100 entries a page).
+func (b *bundle) encode() []byte {
+	entries := b.Entry
+	b.Entry = nil
+	head := mustJSON(b)
+	b.Entry = entries
+	size := len(head) + 16
+	for _, e := range entries {
+		size += len(e.Resource) + 256
+	}
+	out := make([]byte, 0, size)
+	out = append(out, head[:len(head)-1]...)
+	if len(entries) > 0 {
+		out = append(out, `,"entry":[`...)
+		for i, e := range entries {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			res := e.Resource
+			e.Resource = nil
+			eb := mustJSON(e)
+			if len(res) == 0 {
+				out = append(out, eb...)
+				continue
+			}
+			out = append(out, `{"resource":`...)
+			out = append(out, res...)
+			if len(eb) > 2 { // more than "{}"
+				out = append(out, ',')
+				out = append(out, eb[1:]...)
+			} else {
+				out = append(out, '}')
+			}
+		}
+		out = append(out, ']')
+	}
+	return append(out, '}')
+}
+
 func newBundle(typ, self string) *bundle {
 	b := &bundle{ResourceType: "Bundle", ID: uuid.NewString(), Type: typ,
 		Meta: bundleMeta{LastUpdated: time.Now().UTC().Format(time.RFC3339Nano)}}
@@ -146,7 +188,7 @@ func (h *Handler) searchType(w http.ResponseWriter, r *http.Request) {
 			Resource: warningOutcome("parameters not supported and ignored: "+strings.Join(q.Ignored, ", "), q.Ignored),
 			Search:   &entrySearch{Mode: "outcome"}})
 	}
-	writeJSON(w, http.StatusOK, mustJSON(b))
+	writeJSON(w, http.StatusOK, b.encode())
 }
 
 // encodeSorted is url.Values.Encode, which already sorts by key.

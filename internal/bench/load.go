@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,11 +20,26 @@ import (
 type LoadOptions struct {
 	BundleStudies int // studies per transaction Bundle (whole patients, so a few more)
 	Clients       int // concurrent HTTP clients
+	// Analyze, when set, refreshes planner statistics as the archive grows
+	// (after 1,000 studies, then whenever it has doubled), standing in for
+	// autovacuum's analyze where autovacuum is off. Without it the server plans its
+	// conditional-create searches for the empty tables of the start.
+	Analyze func(context.Context) error
+	// Loaded, when set, resumes a load: it reports which of the given
+	// MRNs are already stored, and those patients are skipped with their
+	// studies. A patient and its studies always travel in one transaction
+	// Bundle, so a stored patient means its studies are stored too,
+	// whichever Bundles an interrupted load committed.
+	Loaded func(ctx context.Context, mrns []string) (map[string]bool, error)
 }
+
+// resumeBatch is how many patients one Loaded call checks.
+const resumeBatch = 2000
 
 // LoadResult is what the load measured.
 type LoadResult struct {
 	Studies, Patients, Bundles int
+	Skipped                    int // studies already loaded (a resumed load)
 	Bytes                      int64
 	Elapsed                    time.Duration
 	BundleLatency              Stats
@@ -34,8 +50,7 @@ func (r *LoadResult) StudiesPerSecond() float64 { return float64(r.Studies) / r.
 
 // Load posts the generator's archive to the FHIR base as transaction
 // Bundles from opt.Clients concurrent clients. It stops at the first failed
-// Bundle: a transaction either committed whole or not at all, but the
-// generator's sequence would no longer match the database.
+// Bundle (each committed whole or not at all; opt.Loaded resumes).
 func Load(ctx context.Context, c *Client, g *Generator, opt LoadOptions, log *slog.Logger) (*LoadResult, error) {
 	if opt.BundleStudies < 1 || opt.Clients < 1 {
 		return nil, fmt.Errorf("load: bundle size and clients must be positive")
@@ -45,6 +60,8 @@ func Load(ctx context.Context, c *Client, g *Generator, opt LoadOptions, log *sl
 		studies, patients int
 	}
 	jobs := make(chan job, opt.Clients)
+	res := &LoadResult{}
+	var studies, patients, bundles, nbytes, skipped atomic.Int64
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
 		defer close(jobs)
@@ -61,22 +78,55 @@ func Load(ctx context.Context, c *Client, g *Generator, opt LoadOptions, log *sl
 			}
 		}
 		ok := true
-		g.Walk(func(pd *PatientData) bool {
+		add := func(pd *PatientData) {
 			batch = append(batch, pd)
 			n += len(pd.Studies)
 			if n >= opt.BundleStudies {
 				ok = send()
 			}
+		}
+		var pending []*PatientData
+		var resumeErr error
+		flushPending := func() {
+			loaded, err := opt.Loaded(ctx, mrnsOf(pending))
+			if err != nil {
+				resumeErr, ok = err, false
+				return
+			}
+			for _, pd := range pending {
+				if !loaded[pd.MRN] {
+					add(pd)
+				} else {
+					skipped.Add(int64(len(pd.Studies)))
+				}
+				if !ok {
+					return
+				}
+			}
+			pending = pending[:0]
+		}
+		g.Walk(func(pd *PatientData) bool {
+			if opt.Loaded == nil {
+				add(pd)
+				return ok
+			}
+			if pending = append(pending, pd); len(pending) == resumeBatch {
+				flushPending()
+			}
 			return ok
 		})
+		if ok && len(pending) > 0 {
+			flushPending()
+		}
 		if ok && len(batch) > 0 {
 			send()
+		}
+		if resumeErr != nil {
+			return fmt.Errorf("resume: %w", resumeErr)
 		}
 		return ctx.Err()
 	})
 
-	res := &LoadResult{}
-	var studies, patients, bundles, nbytes atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
 	start := time.Now()
@@ -100,6 +150,8 @@ func Load(ctx context.Context, c *Client, g *Generator, opt LoadOptions, log *sl
 		})
 	}
 	done := make(chan struct{})
+	analyzed := make(chan error, 1)
+	go func() { analyzed <- analyzeWhileGrowing(ctx, done, &studies, opt.Analyze) }()
 	go func() {
 		tick := time.NewTicker(15 * time.Second)
 		defer tick.Stop()
@@ -116,14 +168,50 @@ func Load(ctx context.Context, c *Client, g *Generator, opt LoadOptions, log *sl
 	}()
 	err := eg.Wait()
 	close(done)
+	err = errors.Join(err, <-analyzed)
 	res.Elapsed = time.Since(start)
 	res.Studies, res.Patients, res.Bundles = int(studies.Load()), int(patients.Load()), int(bundles.Load())
 	res.Bytes = nbytes.Load()
+	res.Skipped = int(skipped.Load())
 	res.BundleLatency = Summarize(lat, res.Elapsed)
 	if err != nil {
 		return res, fmt.Errorf("load: %w", err)
 	}
 	return res, nil
+}
+
+func mrnsOf(pds []*PatientData) []string {
+	out := make([]string, len(pds))
+	for i, pd := range pds {
+		out[i] = pd.MRN
+	}
+	return out
+}
+
+// analyzeWhileGrowing runs analyze after 1,000 studies and then whenever
+// the count has doubled, until done is closed.
+func analyzeWhileGrowing(ctx context.Context, done <-chan struct{}, studies *atomic.Int64, analyze func(context.Context) error) error {
+	if analyze == nil {
+		return nil
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	next := int64(1000)
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if n := studies.Load(); n >= next {
+			if err := analyze(ctx); err != nil {
+				return fmt.Errorf("analyze: %w", err)
+			}
+			next = 2 * n
+		}
+	}
 }
 
 // postTransaction posts one transaction Bundle and checks that every entry

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -300,7 +301,9 @@ func (r *Runner) walkSQL(ctx context.Context, q *Query, s *Sample, pages int, ve
 	sql, args := q.SQL, q.Args(s)
 	for p := 0; p < pages && sql != ""; p++ {
 		t0 := time.Now()
-		rows, err := r.db.Query(ctx, sql, args...)
+		// As fhir/postgres runs a search: an unnamed statement, planned for
+		// its values (the description cached).
+		rows, err := r.db.Query(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
 		if err != nil {
 			return u, fmt.Errorf("%s: sql: %w", q.Name, err)
 		}

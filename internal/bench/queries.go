@@ -52,9 +52,9 @@ func Queries() []*Query {
 			Path:  func(s *Sample) string { return is + "?patient=Patient/" + url.QueryEscape(s.PatientID) },
 			Count: 50,
 			SQL: selectCols + ` FROM resource r WHERE r.type = $1 AND NOT r.deleted` +
-				` AND r.rid IN (SELECT x.rid FROM idx_ref x WHERE x.type = $2 AND x.param = $3 AND ((x.target_id = $4 AND x.target_type = $5)))` +
+				` AND r.rid IN (SELECT x.rid FROM idx_ref x WHERE x.type = $4 AND x.param = $5 AND ((x.target_id = $2 AND x.target_type = $3)))` +
 				` ORDER BY r.rid ASC LIMIT $6`,
-			Args: func(s *Sample) []any { return []any{is, is, "patient", s.PatientID, "Patient", 51} },
+			Args: func(s *Sample) []any { return []any{is, s.PatientID, "Patient", is, "patient", 51} },
 		},
 		{
 			Name: "identifier",
@@ -63,23 +63,25 @@ func Queries() []*Query {
 			},
 			Count: 50,
 			SQL: selectCols + ` FROM resource r WHERE r.type = $1 AND NOT r.deleted` +
-				` AND r.rid IN (SELECT x.rid FROM idx_token x WHERE x.type = $2 AND x.param = $3 AND ((x.code = $4 AND x.system = $5)))` +
+				` AND r.rid IN (SELECT x.rid FROM idx_token x WHERE x.type = $4 AND x.param = $5 AND ((x.code = $2 AND x.system = $3)))` +
 				` ORDER BY r.rid ASC LIMIT $6`,
-			Args: func(s *Sample) []any { return []any{is, is, "identifier", "urn:oid:" + s.StudyUID, SystemDICOMUID, 51} },
+			Args: func(s *Sample) []any { return []any{is, "urn:oid:" + s.StudyUID, SystemDICOMUID, is, "identifier", 51} },
 		},
 		{
 			// Clauses compile in parameter-name order: modality, patient, started.
-			Name:  "patient+modality+started",
-			Path:  func(s *Sample) string { return is + "?patient=" + url.QueryEscape(s.PatientID) + "&modality=CT&started=ge2020-01-01" },
+			Name: "patient+modality+started",
+			Path: func(s *Sample) string {
+				return is + "?patient=" + url.QueryEscape(s.PatientID) + "&modality=CT&started=ge2020-01-01"
+			},
 			Count: 50,
 			SQL: selectCols + ` FROM resource r WHERE r.type = $1 AND NOT r.deleted` +
-				` AND r.rid IN (SELECT x.rid FROM idx_token x WHERE x.type = $2 AND x.param = $3 AND (x.code = $4))` +
-				` AND r.rid IN (SELECT x.rid FROM idx_ref x WHERE x.type = $5 AND x.param = $6 AND ((x.target_id = $7 AND x.target_type = $8)))` +
-				` AND r.rid IN (SELECT x.rid FROM idx_date x WHERE x.type = $9 AND x.param = $10 AND ((x.lo >= $11 OR x.hi > $12)))` +
+				` AND r.rid IN (SELECT x.rid FROM idx_token x WHERE x.type = $3 AND x.param = $4 AND (x.code = $2))` +
+				` AND r.rid IN (SELECT x.rid FROM idx_ref x WHERE x.type = $7 AND x.param = $8 AND ((x.target_id = $5 AND x.target_type = $6)))` +
+				` AND r.rid IN (SELECT x.rid FROM idx_date x WHERE x.type = $11 AND x.param = $12 AND ((x.lo >= $9 OR x.hi > $10)))` +
 				` ORDER BY r.rid ASC LIMIT $13`,
 			Args: func(s *Sample) []any {
-				return []any{is, is, "modality", "CT", is, "patient", s.PatientID, "Patient",
-					is, "started", since2020, day(since2020), 51}
+				return []any{is, "CT", is, "modality", s.PatientID, "Patient", is, "patient",
+					since2020, day(since2020), is, "started", 51}
 			},
 		},
 		{
@@ -87,12 +89,12 @@ func Queries() []*Query {
 			Path:  func(s *Sample) string { return is + "?patient.identifier=" + url.QueryEscape(SystemMRN+"|"+s.MRN) },
 			Count: 50,
 			SQL: selectCols + ` FROM resource r WHERE r.type = $1 AND NOT r.deleted` +
-				` AND r.rid IN (SELECT x.rid FROM idx_ref x WHERE x.type = $2 AND x.param = $3 AND x.target_type = $9 AND x.target_id IN` +
-				` (SELECT t.id FROM resource t WHERE t.type = $4 AND NOT t.deleted` +
-				` AND t.rid IN (SELECT x.rid FROM idx_token x WHERE x.type = $5 AND x.param = $6 AND ((x.code = $7 AND x.system = $8)))))` +
+				` AND r.rid IN (SELECT x.rid FROM idx_ref x WHERE x.type = $7 AND x.param = $8 AND x.target_type = $9 AND x.target_id IN` +
+				` (SELECT t.id FROM resource t WHERE t.type = $2 AND NOT t.deleted` +
+				` AND t.rid IN (SELECT x.rid FROM idx_token x WHERE x.type = $5 AND x.param = $6 AND ((x.code = $3 AND x.system = $4)))))` +
 				` ORDER BY r.rid ASC LIMIT $10`,
 			Args: func(s *Sample) []any {
-				return []any{is, is, "patient", "Patient", "Patient", "identifier", s.MRN, SystemMRN, "Patient", 51}
+				return []any{is, "Patient", s.MRN, SystemMRN, "Patient", "identifier", is, "patient", "Patient", 51}
 			},
 		},
 		{
@@ -103,19 +105,15 @@ func Queries() []*Query {
 			Count: 100,
 			Paged: true,
 			SQL: selectCols + `, (r.last_updated)::text FROM resource r WHERE r.type = $1 AND NOT r.deleted` +
-				` AND ((r.last_updated >= $2 OR r.last_updated + interval '1 microsecond' > $3))` +
-				` ORDER BY r.last_updated ASC, r.rid ASC LIMIT $4`,
-			Args: func(s *Sample) []any {
-				t := lastUpdated(s)
-				return []any{is, t, t.Add(time.Second), 101}
-			},
+				` AND (r.last_updated >= $2)` +
+				` ORDER BY r.last_updated ASC, r.rid ASC LIMIT $3`,
+			Args: func(s *Sample) []any { return []any{is, lastUpdated(s), 101} },
 			NextSQL: selectCols + `, (r.last_updated)::text FROM resource r WHERE r.type = $1 AND NOT r.deleted` +
-				` AND ((r.last_updated >= $2 OR r.last_updated + interval '1 microsecond' > $3))` +
-				` AND ((r.last_updated > $4::timestamptz) OR (r.last_updated = $5::timestamptz AND r.rid > $6))` +
+				` AND (r.last_updated >= $2)` +
+				` AND (r.last_updated >= $6::timestamptz AND ((r.last_updated > $3::timestamptz) OR (r.last_updated = $4::timestamptz AND r.rid > $5)))` +
 				` ORDER BY r.last_updated ASC, r.rid ASC LIMIT $7`,
 			NextArgs: func(s *Sample, key string, rid int64) []any {
-				t := lastUpdated(s)
-				return []any{is, t, t.Add(time.Second), key, key, rid, 101}
+				return []any{is, lastUpdated(s), key, key, rid, key, 101}
 			},
 		},
 	}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs the FHIR search benchmark (docs/performance.md): starts bin/api on its
+# own database and a loopback port, then bin/fhirbench loads the synthetic
+# archive through transaction Bundles (skipped when the database already holds
+# it) and measures the searches beside their raw SQL.
+#
+#   BENCH_STUDIES  ImagingStudy count (default 1000000; 20000 for a quick check)
+#   BENCH_DB       database (default priorflow_bench for 1000000 studies,
+#                  priorflow_bench_<studies> otherwise; must contain "bench")
+#   BENCH_PORT     loopback port of the API under test (default 8099; its
+#                  embedded NATS takes port+100 and its MLLP listener port+200)
+#   BENCH_RESET=1  drop the database first (a partial or different load)
+#   BENCH_OUT      Markdown report (default .cache/bench/report-<studies>.md)
+#   extra arguments go to fhirbench (see bin/fhirbench -h)
+#   BENCH_FHIR=0   skip the FHIR benchmark
+#
+# Then, as a second step, the DICOM archive benchmark beside Orthanc
+# (bin/dicombench; docs/performance.md, "DICOM archive beside Orthanc"): it
+# starts its own API on its own database and its own Orthanc.
+#   BENCH_DICOM=0            skip it
+#   BENCH_DICOM_INSTANCES    instances (default 20000; 1000 for a quick check);
+#                            the default size also updates docs/performance.md
+#   BENCH_DICOM_ARGS         extra arguments for dicombench (bin/dicombench -h)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+studies=${BENCH_STUDIES:-1000000}
+if [ "$studies" = 1000000 ]; then db=${BENCH_DB:-priorflow_bench}; else db=${BENCH_DB:-priorflow_bench_$studies}; fi
+port=${BENCH_PORT:-8099}
+out=${BENCH_OUT:-.cache/bench/report-$studies.md}
+pg="postgres://postgres@127.0.0.1:5432"
+
+case "$db" in
+  priorflow) echo "bench.sh: refusing to use the development database" >&2; exit 2 ;;
+  *bench*) ;;
+  *) echo "bench.sh: BENCH_DB must contain \"bench\"" >&2; exit 2 ;;
+esac
+
+mkdir -p bin .cache/bench "$(dirname "$out")"
+go build -o bin/ ./cmd/api ./cmd/fhirbench ./cmd/dicombench
+
+if [ "${BENCH_FHIR:-1}" != 0 ]; then
+if [ "${BENCH_RESET:-0}" = 1 ]; then
+  echo "bench.sh: dropping database $db"
+  dropdb -h 127.0.0.1 -U postgres --if-exists --force "$db"
+fi
+
+log=.cache/bench/api-$studies.log
+# Its own loopback ports (HTTP, MLLP, embedded NATS) and data directory, so
+# that it runs beside a development server or another benchmark's API.
+DATABASE_URL="$pg/$db?sslmode=disable" PRIORFLOW_HTTP_ADDR="127.0.0.1:$port" PRIORFLOW_LOG_LEVEL=warn \
+  PRIORFLOW_MLLP_ADDR="127.0.0.1:$((port + 200))" PRIORFLOW_NATS_LISTEN="127.0.0.1:$((port + 100))" \
+  PRIORFLOW_DATA_DIR=".cache/bench/data-$db" \
+  bin/api >"$log" 2>&1 &
+api=$!
+trap 'kill "$api" 2>/dev/null; wait "$api" 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 60); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$api" 2>/dev/null || { echo "bench.sh: the API exited; see $log" >&2; cat "$log" >&2; exit 1; }
+  sleep 1
+done
+curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null
+
+bin/fhirbench -studies "$studies" -fhir-base "http://127.0.0.1:$port/fhir" \
+  -database-url "$pg/$db?sslmode=disable" -out "$out" "$@"
+echo "bench.sh: report in $out"
+kill "$api" 2>/dev/null || true
+wait "$api" 2>/dev/null || true
+fi
+
+if [ "${BENCH_DICOM:-1}" != 0 ]; then
+  scripts/install-deps.sh
+  n=${BENCH_DICOM_INSTANCES:-20000}
+  dout=.cache/bench/dicom-$n.md
+  doc=()
+  [ "$n" = 20000 ] && doc=(-doc docs/performance.md)
+  # shellcheck disable=SC2086 # BENCH_DICOM_ARGS is a list of flags
+  bin/dicombench -instances "$n" -api-bin bin/api -out "$dout" "${doc[@]}" ${BENCH_DICOM_ARGS:-}
+  echo "bench.sh: DICOM report in $dout"
+fi
