@@ -169,3 +169,45 @@ func TestSTOW_BadRequests(t *testing.T) {
 		t.Errorf("%d blobs after bad requests, want 0 (no partial study)", n)
 	}
 }
+
+// DELETE /studies/{study} removes the study's index, ImagingStudy and blobs;
+// a second DELETE is 404.
+func TestDELETE_Study(t *testing.T) {
+	t.Parallel()
+	ts, env := stowServer(t)
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("D1", "", "DELETE^PAT"), dicomtest.WithInstancesPerSeries(2))
+	var parts [][]byte
+	for _, in := range st.Instances() {
+		parts = append(parts, in.Bytes)
+	}
+	ct, body := multipartBody(t, parts...)
+	if r := stow(t, ts.URL+"/dicomweb/studies", ct, body); r.status != 200 {
+		t.Fatalf("stow: %d %s", r.status, r.raw)
+	}
+	del := func() int {
+		req, _ := http.NewRequest("DELETE", ts.URL+"/dicomweb/studies/"+st.StudyInstanceUID, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := del(); code != http.StatusNoContent {
+		t.Fatalf("DELETE: %d, want 204", code)
+	}
+	if n := env.BlobCount(t); n != 0 {
+		t.Errorf("%d blobs after DELETE, want 0", n)
+	}
+	resp, err := http.Get(ts.URL + "/dicomweb/studies/" + st.StudyInstanceUID + "/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("metadata after DELETE: %d, want 404", resp.StatusCode)
+	}
+	if code := del(); code != http.StatusNotFound {
+		t.Errorf("second DELETE: %d, want 404", code)
+	}
+}

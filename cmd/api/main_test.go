@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	njs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/archive/multipart"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/triggers/jetstream"
 	"github.com/priorflow/priorflow/triggers/mllp"
@@ -267,5 +272,83 @@ func put(t *testing.T, url, body string) {
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("PUT %s: %d", url, resp.StatusCode)
+	}
+}
+
+// A study stored over STOW-RS is indexed as an ImagingStudy; deleting that
+// ImagingStudy through FHIR removes the study from DICOMweb too.
+func TestAPI_STOWIndexesAndFHIRDeleteRemoves(t *testing.T) {
+	t.Parallel()
+	a := startAPIFull(t)
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("E2E1", "HOSP-A", "DOE^JANE"))
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf, "application/dicom")
+	for _, in := range st.Instances() {
+		if err := mw.WritePart("application/dicom", "", bytes.NewReader(in.Bytes)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mw.Close()
+	resp, err := http.Post(a.base+"/dicomweb/studies", mw.ContentType(), &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("STOW-RS: %d", resp.StatusCode)
+	}
+	code, body := get(t, a.base+"/fhir/ImagingStudy?identifier=urn:dicom:uid|urn:oid:"+st.StudyInstanceUID+"&_include=ImagingStudy:patient")
+	var b struct {
+		Entry []struct {
+			Resource struct {
+				ResourceType, ID string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &b); err != nil || code != 200 || len(b.Entry) != 2 {
+		t.Fatalf("ImagingStudy search: %d %.300s", code, body)
+	}
+	id := b.Entry[0].Resource.ID
+	req, _ := http.NewRequest("DELETE", a.base+"/fhir/ImagingStudy/"+id, nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("FHIR DELETE: %d", resp.StatusCode)
+	}
+	if code, _ := get(t, a.base+"/dicomweb/studies/"+st.StudyInstanceUID+"/metadata"); code != http.StatusNotFound {
+		t.Errorf("DICOMweb metadata after FHIR delete: %d, want 404", code)
+	}
+	if code, _ := get(t, a.base+"/fhir/ImagingStudy/"+id); code != http.StatusGone {
+		t.Errorf("read after delete: %d, want 410", code)
+	}
+}
+
+// `api migrate` creates a missing database, migrates it and exits.
+func TestAPI_MigrateCreatesTheDatabase(t *testing.T) {
+	t.Parallel()
+	name := fmt.Sprintf("pf_migrate_%d", time.Now().UnixNano())
+	url := "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		admin, err := pgx.Connect(ctx, dbtest.AdminURL())
+		if err == nil {
+			_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			admin.Close(ctx)
+		}
+	})
+	if err := run(context.Background(), []string{"migrate", "-database-url", url}, os.Stderr); err != nil {
+		t.Fatalf("api migrate: %v", err)
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var version int
+	if err := conn.QueryRow(context.Background(), "SELECT version FROM schema_version").Scan(&version); err != nil || version < 7 {
+		t.Errorf("schema_version %d (err %v), want every migration applied", version, err)
 	}
 }

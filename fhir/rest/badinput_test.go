@@ -42,6 +42,7 @@ func TestBadInput_OperationOutcomeAndNothingStored(t *testing.T) {
 		{"bad modifier", "GET", "/Patient?birthdate:exact=1970", "", nil, 400, "invalid", "birthdate:exact"},
 		{"bad date parameter", "GET", "/Patient?birthdate=yesterday", "", nil, 400, "invalid", "birthdate"},
 		{"bad _count", "GET", "/Patient?_count=-1", "", nil, 400, "invalid", "_count"},
+		{"_summary=true is not claimed", "GET", "/Patient?_summary=true", "", nil, 400, "invalid", "_summary"},
 		{"bad _sort", "GET", "/Patient?_sort=shoe", "", nil, 400, "invalid", "_sort"},
 		{"bad _include", "GET", "/ImagingStudy?_include=ImagingStudy:shoe", "", nil, 400, "invalid", "_include"},
 		{"damaged cursor", "GET", "/Patient?_cursor=!!!", "", nil, 400, "invalid", "_cursor"},

@@ -201,8 +201,25 @@ func TestSearch_SortIncludeElementsSummary(t *testing.T) {
 		t.Errorf("_total=accurate&_count=1: total %v, %d entries, next %q", b["total"], len(ids(b)), link(b, "next"))
 	}
 
-	b = s.must(200, "GET", "/ImagingStudy?_id=s1&_elements=identifier,status", "")
+	// POST _search takes the same parameters as a form.
+	b = s.must(200, "POST", "/ImagingStudy/_search", "patient=pA&modality=CT", "Content-Type", "application/x-www-form-urlencoded")
+	if got := ids(b); !slices.Equal(got, []string{"s1"}) {
+		t.Errorf("POST _search patient=pA&modality=CT: %v, want [s1]", got)
+	}
+	if self := link(b, "self"); !strings.Contains(self, "modality=CT") {
+		t.Errorf("POST _search self link %q lacks the form parameters", self)
+	}
+
+	// _summary=data drops the narrative and says the resource is subsetted.
+	s.must(201, "PUT", "/Endpoint/e2", `{"resourceType":"Endpoint","id":"e2","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},"status":"off","connectionType":{"code":"x"},"payloadType":[{"text":"x"}],"address":"http://x"}`)
+	b = s.must(200, "GET", "/Endpoint?_id=e2&_summary=data", "")
 	res := b["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
+	if _, ok := res["text"]; ok || !strings.Contains(fmt.Sprint(res["meta"]), "SUBSETTED") {
+		t.Errorf("_summary=data: text kept or not tagged: %v", res)
+	}
+
+	b = s.must(200, "GET", "/ImagingStudy?_id=s1&_elements=identifier,status", "")
+	res = b["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
 	if _, ok := res["series"]; ok {
 		t.Error("_elements kept series")
 	}

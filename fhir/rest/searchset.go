@@ -176,7 +176,7 @@ func (h *Handler) searchType(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, m := range res.Matches {
 		b.Entry = append(b.Entry, bundleEntry{FullURL: h.cfg.BaseURL + "/" + m.Type + "/" + m.ID,
-			Resource: h.elementsOf(q.Elements, m.Body), Search: &entrySearch{Mode: "match"}})
+			Resource: summaryOf(q.Summary, h.elementsOf(q.Elements, m.Body)), Search: &entrySearch{Mode: "match"}})
 	}
 	for _, m := range res.Included {
 		b.Entry = append(b.Entry, bundleEntry{FullURL: h.cfg.BaseURL + "/" + m.Type + "/" + m.ID,
@@ -209,16 +209,31 @@ func (h *Handler) elementsOf(els []string, body []byte) []byte {
 	if len(els) == 0 {
 		return body
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil {
-		return body
-	}
 	keep := map[string]bool{"resourceType": true, "id": true, "meta": true}
 	for _, e := range els {
 		keep[strings.TrimSpace(e)] = true
 	}
+	return subset(body, func(k string) bool { return keep[k] })
+}
+
+// summaryOf applies _summary=data: everything but the narrative
+// (FHIR R4 3.1.1.5.8).
+func summaryOf(summary string, body []byte) []byte {
+	if summary != "data" {
+		return body
+	}
+	return subset(body, func(k string) bool { return k != "text" })
+}
+
+// subset keeps the top-level elements keep accepts and tags the resource
+// SUBSETTED.
+func subset(body []byte, keep func(string) bool) []byte {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil {
+		return body
+	}
 	for k := range obj {
-		if !keep[k] {
+		if k != "resourceType" && k != "id" && k != "meta" && !keep(k) {
 			delete(obj, k)
 		}
 	}

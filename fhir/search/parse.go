@@ -119,9 +119,13 @@ func (q *Query) parseResultParam(reg *fhir.Registry, key, raw string) (bool, err
 			return true, fhir.Errorf(fhir.KindInvalid, "_sort takes at most %d keys", maxSort).At("_sort")
 		}
 	case "_summary":
+		// true and text need each element's summary flag; rather than claim
+		// them and return full resources, they are refused.
 		switch raw {
-		case "count", "true", "false", "data", "text":
+		case "count", "false", "data":
 			q.Summary = raw
+		case "true", "text":
+			return true, fhir.Errorf(fhir.KindInvalid, "_summary=%s is not supported by this server; use count, data or false, or _elements", raw).At("_summary")
 		default:
 			return true, fhir.Errorf(fhir.KindInvalid, "_summary must be one of true, false, text, data, count").At("_summary")
 		}

@@ -451,7 +451,7 @@ func TestParse_ResultParams(t *testing.T) {
 		{"sort keys in order with direction", "ImagingStudy", "_sort=-started,identifier,_id,-_lastUpdated",
 			&search.Query{Count: search.DefaultCount, Sort: []search.Sort{{Param: "started", Desc: true}, {Param: "identifier"}, {Param: "_id"}, {Param: "_lastUpdated", Desc: true}}}},
 		{"summary count drops the page", "ImagingStudy", "_summary=count&_count=10", &search.Query{Summary: "count"}},
-		{"summary true", "ImagingStudy", "_summary=true", &search.Query{Count: search.DefaultCount, Summary: "true"}},
+		{"summary data", "ImagingStudy", "_summary=data", &search.Query{Count: search.DefaultCount, Summary: "data"}},
 		{"total", "ImagingStudy", "_total=accurate", &search.Query{Count: search.DefaultCount, Total: "accurate"}},
 		{"elements", "ImagingStudy", "_elements=identifier,+status,,series", &search.Query{Count: search.DefaultCount, Elements: []string{"identifier", "status", "series"}}},
 		{"format and pretty are left to HTTP", "ImagingStudy", "_format=json&_pretty=true", &search.Query{Count: search.DefaultCount}},
