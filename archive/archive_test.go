@@ -238,3 +238,56 @@ func TestDeleteStudy_RemovesIndexAndBlobs(t *testing.T) {
 		t.Errorf("second delete: %v, want ErrNotFound", err)
 	}
 }
+
+// One request carrying two studies commits once; a study that fails inside
+// the transaction fails alone and leaves no trace.
+func TestStore_OneFailingStudyDoesNotFailTheRequest(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	first := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN7", "", "DOE^JANE"))
+	storeAll(t, env.Archive, first)
+	intruder := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN8", "", "ROE^RICHARD"), dicomtest.WithStudyInstanceUID(first.StudyInstanceUID))
+	good := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN9", "", "POE^EDGAR"), dicomtest.WithInstancesPerSeries(2))
+	// A study whose second instance claims a series of another study: its
+	// first instance is written, then the savepoint rolls both back.
+	clash := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN10", "", "DOE^JOHN"), dicomtest.WithInstancesPerSeries(2))
+	clashBytes := [][]byte{clash.Instances()[0].Bytes, withTag(t, clash.Instances()[1].Bytes, tag.SeriesInstanceUID, first.Series[0].SeriesInstanceUID)}
+	var objs []*archive.Object
+	for _, in := range append(intruder.Instances(), good.Instances()...) {
+		objs = append(objs, spool(t, env.Archive, in.Bytes))
+	}
+	for _, b := range clashBytes {
+		objs = append(objs, spool(t, env.Archive, b))
+	}
+	blobsBefore := env.BlobCount(t)
+	res := env.Archive.Store(context.Background(), objs, "")
+	for _, r := range res {
+		want := r.StudyUID == good.StudyInstanceUID
+		if (r.Err == nil) != want {
+			t.Errorf("%s of study %s: err %v", r.SOPInstanceUID, r.StudyUID, r.Err)
+		}
+	}
+	if got := imagingStudy(t, env, good.StudyInstanceUID)["numberOfInstances"]; got != float64(len(good.Instances())) {
+		t.Errorf("good study: numberOfInstances %v", got)
+	}
+	if got, want := env.BlobCount(t), blobsBefore+len(good.Instances()); got != want {
+		t.Errorf("%d blobs, want %d (the refused studies' blobs removed)", got, want)
+	}
+	if _, err := env.Archive.StudyFHIRID(context.Background(), clash.StudyInstanceUID); !errors.Is(err, archive.ErrNotFound) {
+		t.Errorf("the rolled-back study left an index row: %v", err)
+	}
+}
+
+// withTag re-encodes a Part 10 file with one string attribute changed.
+func withTag(t *testing.T, b []byte, tg tag.Tag, v string) []byte {
+	t.Helper()
+	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := dicomtest.Encode(dicomtest.Edit(ds, dicomtest.Set(tg, v)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
