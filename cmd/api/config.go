@@ -30,6 +30,10 @@ type config struct {
 	MLLPAddr    string
 	HL7TimeZone string
 
+	// SubscriptionEndpoints are the URL prefixes rest-hook subscriptions
+	// may deliver to (comma-separated).
+	SubscriptionEndpoints string
+
 	// NATSURL is an external NATS server or cluster; empty embeds one.
 	NATSURL         string
 	NATSListen      string
@@ -50,6 +54,7 @@ func loadConfig(args []string) (*config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", env("PRIORFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (PRIORFLOW_LOG_LEVEL)")
 	fs.StringVar(&c.MLLPAddr, "mllp-addr", env("PRIORFLOW_MLLP_ADDR", ":2575"), "HL7 v2 MLLP listen address (PRIORFLOW_MLLP_ADDR)")
 	fs.StringVar(&c.HL7TimeZone, "hl7-timezone", env("PRIORFLOW_HL7_TIMEZONE", "Local"), "IANA zone of HL7 v2 times sent without an offset (PRIORFLOW_HL7_TIMEZONE)")
+	fs.StringVar(&c.SubscriptionEndpoints, "subscription-endpoints", env("PRIORFLOW_SUBSCRIPTION_ENDPOINTS", ""), "comma-separated URL prefixes rest-hook subscriptions may notify; private and loopback addresses only when listed (PRIORFLOW_SUBSCRIPTION_ENDPOINTS)")
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", ""), "NATS server or cluster (NATS_URL); empty runs JetStream embedded in this process")
 	fs.StringVar(&c.NATSListen, "nats-listen", env("PRIORFLOW_NATS_LISTEN", "127.0.0.1:4223"), "loopback address of the embedded NATS server, for other processes on this machine (PRIORFLOW_NATS_LISTEN)")
 	fs.Int64Var(&c.NATSMaxMemory, "nats-max-memory", envInt("PRIORFLOW_NATS_MAX_MEMORY", 256<<20), "embedded JetStream memory limit in bytes (PRIORFLOW_NATS_MAX_MEMORY)")

@@ -44,6 +44,8 @@ import (
 	"github.com/priorflow/priorflow/internal/database"
 	"github.com/priorflow/priorflow/internal/httpserver"
 	"github.com/priorflow/priorflow/internal/natsjs"
+	"github.com/priorflow/priorflow/subscriptions/resthook"
+	"github.com/priorflow/priorflow/subscriptions/service"
 	"github.com/priorflow/priorflow/triggers/fhirintake"
 	"github.com/priorflow/priorflow/triggers/hl7v2"
 	"github.com/priorflow/priorflow/triggers/jetstream"
@@ -109,7 +111,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	h, err := newHandler(cfg, pool, bucket, spool, promReg, log)
+	h, subs, err := newHandler(ctx, cfg, pool, bucket, spool, bus.js, promReg, log)
 	if err != nil {
 		return err
 	}
@@ -140,17 +142,18 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 
 	// The servers stop on ctx: each finishes what it has in flight (an HL7
 	// message read is acknowledged, an HTTP request answered). The outbox
-	// relay stops with them; rows it has not published stay in the outbox
+	// relay and the subscription dispatcher stop with them; rows it has not published stay in the outbox
 	// for the next start or another replica. The bus and the database close
 	// behind them. A server that fails stops the others.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- httpserver.Serve(ctx, httpLn, h, cfg.Grace, log) }()
 	go func() { errc <- serveMLLP(ctx, intake, mllpLn, cfg.Grace, log) }()
 	go func() { errc <- relay.Run(ctx) }()
+	go func() { errc <- subs.Run(ctx) }()
 	var errs []error
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		if err := <-errc; err != nil {
 			errs = append(errs, err)
 			cancel()
@@ -259,38 +262,50 @@ func serveMLLP(ctx context.Context, srv *mllp.Server, ln net.Listener, grace tim
 // registry returns the resource types cmd/api serves.
 func registry() (*fhir.Registry, error) {
 	return fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint(),
-		fhir.Appointment(), fhir.Encounter(), fhir.ServiceRequest(), fhir.Task())
+		fhir.Appointment(), fhir.Encounter(), fhir.ServiceRequest(), fhir.Task(),
+		fhir.Subscription(), fhir.Provenance(), fhir.AuditEvent())
 }
 
-func newHandler(cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool string, promReg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
+func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool string, js njs.JetStream,
+	promReg *prometheus.Registry, log *slog.Logger) (http.Handler, *service.Service, error) {
 	reg, err := registry()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	codec, err := fhir.NewCodec()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	store, err := postgres.New(pool, reg, codec, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Care events from FHIR writes go to the outbox in the writing
 	// transaction; the relay publishes them.
 	if err := fhirintake.Register(store, log); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	// Subscriptions validate their endpoint and keep their delivery state
+	// in the writing transaction; ImagingStudy changes feed them.
+	subs, err := service.New(ctx, store, js, service.Config{
+		BaseURL:          cfg.BaseURL + "/fhir",
+		AllowedEndpoints: resthook.ParseAllowList(cfg.SubscriptionEndpoints),
+		StreamReplicas:   cfg.StreamReplicas,
+	}, log)
+	if err != nil {
+		return nil, nil, err
 	}
 	api, err := rest.New(store, codec, log, rest.Config{BaseURL: cfg.BaseURL + "/fhir", MaxBody: cfg.MaxBody, Software: "Priorflow", Version: version})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dw, err := dicomweb.New(arch, log, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	metrics := httpserver.NewMetrics(promReg)
 
@@ -313,7 +328,11 @@ func newHandler(cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool stri
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	// The subscription operations are routed before the /fhir mount.
+	r.Get("/fhir/Subscription/{id}/$status", subs.StatusHandler().ServeHTTP)
+	r.Get("/fhir/Subscription/{id}/$events", subs.EventsHandler().ServeHTTP)
+	r.Handle("/fhir/subscription-ws", subs.WebsocketHandler())
 	r.Mount("/fhir", api.Routes())
 	r.Mount("/dicomweb", dw.Routes())
-	return r, nil
+	return r, subs, nil
 }

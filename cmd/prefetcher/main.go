@@ -1,9 +1,11 @@
-// Command prefetcher runs Priorflow's JetStream workers. Today that is the
-// planner: it consumes care events (stream CARE_EVENTS), matches them
-// against the prefetch rules of PRIORFLOW_CONFIG, and records prefetch jobs
-// (PostgreSQL, visible as FHIR Task) on the PREFETCH_JOBS stream, stat lane
-// before routine. Any number of replicas share the work through one durable
-// consumer.
+// Command prefetcher runs Priorflow's JetStream workers: the planner, which
+// consumes care events (stream CARE_EVENTS), matches them against the
+// prefetch rules of PRIORFLOW_CONFIG, and records prefetch jobs (PostgreSQL,
+// visible as FHIR Task) on the PREFETCH_JOBS stream; and the prefetch worker
+// (retrieve/worker), which runs those jobs, stat lane before routine: the
+// network search over the sources of PRIORFLOW_CONFIG, then WADO-RS pulls
+// into the local archive (the same blob store and database as the api).
+// Any number of replicas share the work through durable consumers.
 package main
 
 import (
@@ -16,19 +18,37 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	njs "github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/fileblob" // file:// blob URLs
+	_ "gocloud.dev/blob/memblob"  // mem:// blob URLs, for tests
+	_ "gocloud.dev/blob/s3blob"   // s3:// blob URLs (S3-compatible stores)
 
+	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/internal/database"
 	"github.com/priorflow/priorflow/internal/httpserver"
 	"github.com/priorflow/priorflow/internal/natsjs"
+	"github.com/priorflow/priorflow/retrieve"
+	"github.com/priorflow/priorflow/retrieve/worker"
+	"github.com/priorflow/priorflow/search"
+	"github.com/priorflow/priorflow/search/dicomweb"
+	"github.com/priorflow/priorflow/search/fhirsource"
+	"github.com/priorflow/priorflow/subscriptions"
+	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
+	subspg "github.com/priorflow/priorflow/subscriptions/postgres"
+	"github.com/priorflow/priorflow/subscriptions/resthook"
 	"github.com/priorflow/priorflow/triggers/jetstream"
 	"github.com/priorflow/priorflow/triggers/planner"
 	"github.com/priorflow/priorflow/triggers/rules"
@@ -56,6 +76,16 @@ type config struct {
 	LogLevel       string
 	StreamReplicas int
 	Grace          time.Duration
+
+	// The prefetch worker.
+	DataDir      string
+	BlobURL      string
+	BaseURL      string
+	Concurrency  int
+	AckWait      time.Duration
+	RetryTries   int
+	RetryInitial time.Duration
+	RetryMax     time.Duration
 }
 
 func loadConfig(args []string) (*config, error) {
@@ -68,10 +98,41 @@ func loadConfig(args []string) (*config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", env("PRIORFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (PRIORFLOW_LOG_LEVEL)")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", envInt("PRIORFLOW_STREAM_REPLICAS", 1), "replicas of the JetStream streams in a cluster; the same as the api's (PRIORFLOW_STREAM_REPLICAS)")
 	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long shutdown waits for in-flight work")
+	fs.StringVar(&c.DataDir, "data-dir", env("PRIORFLOW_DATA_DIR", "./data"), "data directory, shared with the api (PRIORFLOW_DATA_DIR)")
+	fs.StringVar(&c.BlobURL, "blob-url", env("PRIORFLOW_BLOB_URL", ""), "blob store of the archive, the api's (PRIORFLOW_BLOB_URL); default file://<data-dir>/blobs")
+	fs.StringVar(&c.BaseURL, "base-url", env("PRIORFLOW_BASE_URL", "http://localhost:8080"), "absolute URL of the api (PRIORFLOW_BASE_URL); <base-url>/dicomweb is the local Endpoint")
+	fs.IntVar(&c.Concurrency, "jobs", envInt("PRIORFLOW_PREFETCH_JOBS", 4), "prefetch jobs run at once; one slot is kept for stat (PRIORFLOW_PREFETCH_JOBS)")
+	fs.DurationVar(&c.AckWait, "ack-wait", envDuration("PRIORFLOW_PREFETCH_ACK_WAIT", 30*time.Second), "how soon a job held by a dead worker is redelivered (PRIORFLOW_PREFETCH_ACK_WAIT)")
+	fs.IntVar(&c.RetryTries, "retrieve-tries", envInt("PRIORFLOW_RETRIEVE_TRIES", 10), "attempts per study and per job before it fails (PRIORFLOW_RETRIEVE_TRIES)")
+	fs.DurationVar(&c.RetryInitial, "retrieve-backoff", envDuration("PRIORFLOW_RETRIEVE_BACKOFF", 30*time.Second), "first retry delay, doubled each time (PRIORFLOW_RETRIEVE_BACKOFF)")
+	fs.DurationVar(&c.RetryMax, "retrieve-backoff-max", envDuration("PRIORFLOW_RETRIEVE_BACKOFF_MAX", 10*time.Minute), "longest retry delay (PRIORFLOW_RETRIEVE_BACKOFF_MAX)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	var errs []error
+	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
+	if c.BlobURL == "" {
+		abs, err := filepath.Abs(filepath.Join(c.DataDir, "blobs"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PRIORFLOW_DATA_DIR %q: %w", c.DataDir, err))
+		}
+		c.BlobURL = "file://" + abs + "?create_dir=1&metadata=skip"
+	}
+	if !strings.HasPrefix(c.BaseURL, "http://") && !strings.HasPrefix(c.BaseURL, "https://") {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_BASE_URL %q must be an absolute http(s) URL", c.BaseURL))
+	}
+	if !strings.HasPrefix(c.BlobURL, "file://") && !strings.HasPrefix(c.BlobURL, "s3://") && !strings.HasPrefix(c.BlobURL, "mem://") {
+		errs = append(errs, errors.New("PRIORFLOW_BLOB_URL must be a file://, s3:// or mem:// URL"))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_PREFETCH_JOBS %d must be at least 1", c.Concurrency))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_PREFETCH_ACK_WAIT %s must be at least 1s", c.AckWait))
+	}
+	if c.RetryTries < 1 || c.RetryInitial <= 0 || c.RetryMax < c.RetryInitial {
+		errs = append(errs, errors.New("retrieve retries: want tries ≥ 1 and 0 < backoff ≤ backoff-max"))
+	}
 	if c.DatabaseURL == "" {
 		errs = append(errs, errors.New("DATABASE_URL is empty"))
 	}
@@ -98,6 +159,15 @@ func envInt(name string, def int) int {
 	return def
 }
 
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
 func env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok && v != "" {
 		return v
@@ -119,6 +189,10 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
+	sources, err := search.LoadSources(cfg.RulesFile)
+	if err != nil {
+		return err
+	}
 	pool, err := database.Open(ctx, cfg.DatabaseURL, log)
 	if err != nil {
 		return err
@@ -136,7 +210,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		return err
 	}
 	reg, err := fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint(),
-		fhir.Appointment(), fhir.Encounter(), fhir.ServiceRequest(), fhir.Task())
+		fhir.Appointment(), fhir.Encounter(), fhir.ServiceRequest(), fhir.Task(), fhir.AuditEvent(), fhir.Provenance())
 	if err != nil {
 		return err
 	}
@@ -146,6 +220,12 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	}
 	store, err := postgres.New(pool, reg, codec, log)
 	if err != nil {
+		return err
+	}
+	// ImagingStudy changes made here (priors arriving) feed subscriptions
+	// like the api's own writes: the hook writes them to the change outbox
+	// that the api's relay publishes.
+	if err := registerChangeFeed(pool, store, reg, codec, log); err != nil {
 		return err
 	}
 	pl, err := planner.New(planner.Config{Rules: rs, Store: store, JetStream: js, Logger: log, StreamReplicas: cfg.StreamReplicas})
@@ -158,6 +238,50 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := worker.NewMetrics(promReg)
+	promReg.MustRegister(worker.NewJobStates(pool))
+
+	spool := filepath.Join(cfg.DataDir, "spool")
+	if err := os.MkdirAll(spool, 0o750); err != nil {
+		return fmt.Errorf("spool dir: %w", err)
+	}
+	bucket, err := blob.OpenBucket(ctx, cfg.BlobURL)
+	if err != nil {
+		return fmt.Errorf("open blob store: %w", err)
+	}
+	defer bucket.Close()
+	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool})
+	if err != nil {
+		return err
+	}
+	entries, rsources, err := buildSources(sources)
+	if err != nil {
+		return err
+	}
+	searcher, err := search.NewSearcher(search.Config{Sources: entries, Store: store, Local: arch, Logger: log})
+	if err != nil {
+		return err
+	}
+	backoff := retrieve.Backoff{Tries: cfg.RetryTries, Initial: cfg.RetryInitial, Multiplier: 2, Max: cfg.RetryMax}
+	retriever, err := retrieve.New(retrieve.Config{Archive: arch, Sources: rsources, Logger: log, Quarantine: bucket, Retry: backoff, Observer: metrics})
+	if err != nil {
+		return err
+	}
+	if err := ensureEventStream(ctx, js, cfg.StreamReplicas); err != nil {
+		return err
+	}
+	pub, err := subjs.NewPublisher(js)
+	if err != nil {
+		return err
+	}
+	wk, err := worker.New(worker.Config{JetStream: js, Store: store, Archive: arch, Searcher: searcher, Retriever: retriever,
+		Publisher: pub, Metrics: metrics, Logger: log, Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, Grace: cfg.Grace, JobRetry: backoff})
+	if err != nil {
+		return err
+	}
+	if err := wk.EnsureConsumers(ctx); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
@@ -165,19 +289,78 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
-	log.Info("prefetcher running", "rules", len(rs.Rules), "nats", natsjs.Redact(cfg.NATSURL), "http", ln.Addr().String(), "version", version)
+	log.Info("prefetcher running", "rules", len(rs.Rules), "sources", len(sources), "nats", natsjs.Redact(cfg.NATSURL), "http", ln.Addr().String(), "version", version)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- httpserver.Serve(ctx, ln, mux, cfg.Grace, log) }()
 	go func() { errc <- pl.Run(ctx) }()
+	go func() { errc <- wk.Run(ctx) }()
 	var errs []error
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 3; i++ {
 		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, err)
 			cancel()
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// buildSources turns the configured sources into search entries and
+// retrieval clients; a source's client (credentials, TLS, no transparent
+// compression) serves both.
+func buildSources(cfgs []*search.SourceConfig) ([]search.Entry, []retrieve.Source, error) {
+	var entries []search.Entry
+	var rs []retrieve.Source
+	for _, c := range cfgs {
+		client, err := search.NewHTTPClient(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		var src search.Source
+		switch c.Kind {
+		case search.KindDICOMweb:
+			src, err = dicomweb.New(c.Info(), client)
+		case search.KindFHIR, search.KindPriorflow:
+			src, err = fhirsource.New(c.Info(), client)
+		default:
+			err = fmt.Errorf("source %s: kind %q is not supported", c.Name, c.Kind)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		entries = append(entries, search.Entry{Source: src, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency})
+		rs = append(rs, retrieve.Source{Name: c.Name, Client: client, Concurrency: c.Concurrency})
+	}
+	return entries, rs, nil
+}
+
+// ensureEventStream creates the stream imaging.study.available goes to
+// when the api has not yet; an existing stream is left as its owner set it.
+func ensureEventStream(ctx context.Context, js njs.JetStream, replicas int) error {
+	if _, err := js.Stream(ctx, subjs.StreamName); err == nil {
+		return nil
+	} else if !errors.Is(err, njs.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: %w", subjs.StreamName, err)
+	}
+	return subjs.EnsureStream(ctx, js, replicas, 0)
+}
+
+func registerChangeFeed(pool *pgxpool.Pool, store *postgres.Store, reg *fhir.Registry, codec *fhir.Codec, log *slog.Logger) error {
+	matcher, err := subscriptions.NewMatcher(reg, codec, "ImagingStudy")
+	if err != nil {
+		return err
+	}
+	// This process never writes Subscriptions, so its guard allows nothing.
+	guard, err := resthook.NewGuard(nil)
+	if err != nil {
+		return err
+	}
+	ss, err := subspg.New(pool, matcher, guard, log)
+	if err != nil {
+		return err
+	}
+	ss.Register(store, "ImagingStudy")
+	return nil
 }

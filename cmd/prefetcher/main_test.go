@@ -45,7 +45,7 @@ func TestRun_PlansJobsFromCareEvents(t *testing.T) {
 	errc := make(chan error, 1)
 	logf, _ := os.Create(filepath.Join(t.TempDir(), "prefetcher.log"))
 	go func() {
-		errc <- run(ctx, []string{"-config", "../../config/priorflow.yaml", "-database-url", dbURL, "-nats-url", srv.URL(), "-http-addr", "127.0.0.1:0"}, logf)
+		errc <- run(ctx, []string{"-config", "../../config/priorflow.yaml", "-database-url", dbURL, "-nats-url", srv.URL(), "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir()}, logf)
 	}()
 
 	if err := jetstream.EnsureStream(ctx, js, jetstream.StreamConfig{}); err != nil {

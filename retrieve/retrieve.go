@@ -1,0 +1,593 @@
+// Package retrieve pulls the studies a network search selected into the
+// local archive over WADO-RS (DICOM PS3.18 10.4): original bytes
+// (transfer-syntax=*), streamed part by part from the multipart/related
+// response through archive.Spool into archive.Store, so memory stays bounded
+// whatever the study's size and instances are indexed as they arrive.
+//
+// A study partly present locally is completed with series- or
+// instance-level requests for what the archive's index lacks, so a pull
+// interrupted by a crash resumes where it stopped. Every instance must carry
+// the StudyInstanceUID and patient identity the search selected; one that
+// does not is quarantined (kept apart, never indexed) and reported.
+//
+// The prefetch worker that drives retrievals from the job stream is
+// retrieve/worker.
+package retrieve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/suyashkumar/dicom/pkg/tag"
+	"gocloud.dev/blob"
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/dicomjson"
+	"github.com/priorflow/priorflow/archive/multipart"
+	"github.com/priorflow/priorflow/search"
+)
+
+// AcceptDICOM asks a WADO-RS server for the original Part 10 objects in
+// whatever transfer syntax they are stored (PS3.18 8.7.3.5.2).
+const AcceptDICOM = `multipart/related; type="application/dicom"; transfer-syntax=*`
+
+// Errors a retrieval reports (wrapped).
+var (
+	// ErrUnavailable: the source could not be reached, failed on its side,
+	// or broke off the response; the retrieval may be retried.
+	ErrUnavailable = errors.New("source unavailable")
+	// ErrRejected: the source refused the request (4xx other than 408 and
+	// 429); retrying does not help.
+	ErrRejected = errors.New("request rejected by source")
+	// ErrUnknownSource: the study names a source the retriever has no
+	// client for.
+	ErrUnknownSource = errors.New("unknown source")
+)
+
+// Source is a remote source studies are retrieved from.
+type Source struct {
+	Name string
+	// Client talks to the source: credentials and TLS of its config,
+	// DisableCompression set (search.NewHTTPClient).
+	Client *http.Client
+	// Concurrency bounds the WADO-RS requests in flight to the source
+	// (default 2).
+	Concurrency int
+}
+
+// Backoff is the retry policy of one study: Tries attempts in all, the
+// first retry after Initial, each next one Multiplier times later, at most
+// Max apart.
+type Backoff struct {
+	Tries      int
+	Initial    time.Duration
+	Multiplier float64
+	Max        time.Duration
+}
+
+// DefaultBackoff is 10 tries, 30 s first delay, ×2, at most 10 min apart.
+func DefaultBackoff() Backoff {
+	return Backoff{Tries: 10, Initial: 30 * time.Second, Multiplier: 2, Max: 10 * time.Minute}
+}
+
+// Delay returns the wait before attempt n+1 (n ≥ 1).
+func (b Backoff) Delay(n int) time.Duration {
+	d := float64(b.Initial)
+	for i := 1; i < n; i++ {
+		d *= b.Multiplier
+		if d >= float64(b.Max) {
+			return b.Max
+		}
+	}
+	return min(time.Duration(d), b.Max)
+}
+
+// Observer receives the retriever's counts (the worker's metrics).
+type Observer interface {
+	Received(source string, instances int, bytes int64)
+	Retried(source string)
+}
+
+// Config holds a Retriever's dependencies.
+type Config struct {
+	Archive *archive.Archive
+	Sources []Source
+	Logger  *slog.Logger
+	// Quarantine, when set, keeps the bytes of refused instances under
+	// QuarantinePrefix; otherwise they are dropped (and still reported).
+	Quarantine *blob.Bucket
+	Retry      Backoff
+	// BatchSize is how many objects one archive.Store call indexes
+	// (default 16): large enough to amortize the study's reindex, small
+	// enough that a crash loses little.
+	BatchSize int
+	// MaxPartSize bounds one instance (default 4 GiB).
+	MaxPartSize int64
+	Observer    Observer
+}
+
+// QuarantinePrefix is where quarantined objects are kept in the blob store.
+const QuarantinePrefix = "quarantine/"
+
+// Retriever pulls studies into the archive.
+type Retriever struct {
+	cfg     Config
+	log     *slog.Logger
+	sources map[string]*source
+}
+
+type source struct {
+	Source
+	sem chan struct{}
+}
+
+// New returns a Retriever; archive and logger are required.
+func New(cfg Config) (*Retriever, error) {
+	if cfg.Archive == nil || cfg.Logger == nil {
+		return nil, errors.New("retrieve: archive and logger are required")
+	}
+	if cfg.Retry.Tries <= 0 {
+		cfg.Retry = DefaultBackoff()
+	}
+	if cfg.Retry.Multiplier < 1 {
+		cfg.Retry.Multiplier = 2
+	}
+	if cfg.Retry.Max <= 0 {
+		cfg.Retry.Max = 10 * time.Minute
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 16
+	}
+	if cfg.MaxPartSize <= 0 {
+		cfg.MaxPartSize = 4 << 30
+	}
+	r := &Retriever{cfg: cfg, log: cfg.Logger, sources: map[string]*source{}}
+	for _, s := range cfg.Sources {
+		if s.Name == "" || s.Client == nil {
+			return nil, errors.New("retrieve: a source needs a name and an HTTP client")
+		}
+		if s.Concurrency <= 0 {
+			s.Concurrency = 2
+		}
+		r.sources[s.Name] = &source{Source: s, sem: make(chan struct{}, s.Concurrency)}
+	}
+	return r, nil
+}
+
+// Study is what to retrieve: a study the search selected.
+type Study struct {
+	StudyInstanceUID string
+	// Source names the source, Base is its WADO-RS root.
+	Source, Base string
+	// Patient is the identity the search accepted; every instance must
+	// carry it.
+	Patient search.PatientIdentity
+	// NumberOfInstances is the source's count, 0 when unknown.
+	NumberOfInstances int
+}
+
+// FromSelected returns the Study of a search selection.
+func FromSelected(sel search.Selected) Study {
+	st := sel.Study
+	return Study{StudyInstanceUID: st.StudyInstanceUID, Source: st.Source, Base: st.RetrieveBase, Patient: st.Patient,
+		NumberOfInstances: st.NumberOfInstances}
+}
+
+// Outcome is what retrieving one study did.
+type Outcome struct {
+	// Stored counts instances newly indexed, Existed those the archive
+	// already held (sent again), Bytes the bytes received.
+	Stored, Existed int
+	Bytes           int64
+	Quarantined     []Quarantined
+	// Attempts is how many pulls it took.
+	Attempts int
+	// Requests lists the WADO-RS paths asked for, relative to the base.
+	Requests []string
+}
+
+// Quarantined is an instance refused for safety.
+type Quarantined struct {
+	SOPInstanceUID string
+	Reason         string
+	// BlobKey is where its bytes are kept, "" when dropped.
+	BlobKey string
+}
+
+// Retrieve pulls what the archive lacks of st, retrying with the backoff
+// policy. progress is called as parts arrive and while waiting to retry
+// (the worker reports it to JetStream); it may be nil. The error wraps
+// ErrUnavailable or ErrRejected when the source is at fault, and the last
+// attempt's error after the tries are spent.
+func (r *Retriever) Retrieve(ctx context.Context, st Study, progress func()) (*Outcome, error) {
+	if progress == nil {
+		progress = func() {}
+	}
+	src, ok := r.sources[st.Source]
+	if !ok {
+		return nil, fmt.Errorf("retrieve %s: %w %q", st.StudyInstanceUID, ErrUnknownSource, st.Source)
+	}
+	if st.Base == "" {
+		return nil, fmt.Errorf("retrieve %s: %w: no WADO-RS base", st.StudyInstanceUID, ErrRejected)
+	}
+	st.Base = strings.TrimSuffix(st.Base, "/")
+	out := &Outcome{}
+	for {
+		out.Attempts++
+		err := r.pull(ctx, src, st, out, progress)
+		if err == nil {
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("retrieve %s: %w", st.StudyInstanceUID, ctx.Err())
+		}
+		if errors.Is(err, ErrRejected) || out.Attempts >= r.cfg.Retry.Tries {
+			return out, fmt.Errorf("retrieve %s after %d attempts: %w", st.StudyInstanceUID, out.Attempts, err)
+		}
+		delay := r.cfg.Retry.Delay(out.Attempts)
+		r.log.WarnContext(ctx, "retrieve: retrying", "study", st.StudyInstanceUID, "source", st.Source, "attempt", out.Attempts, "in", delay, "err", err)
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.Retried(st.Source)
+		}
+		if err := sleep(ctx, delay, progress); err != nil {
+			return out, fmt.Errorf("retrieve %s: %w", st.StudyInstanceUID, err)
+		}
+	}
+}
+
+// sleep waits d, calling progress every few seconds.
+func sleep(ctx context.Context, d time.Duration, progress func()) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		case <-tick.C:
+			progress()
+		}
+	}
+}
+
+// pull is one attempt: it asks only for what the index lacks.
+func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcome, progress func()) error {
+	have, err := r.local(ctx, st.StudyInstanceUID)
+	if err != nil {
+		return err
+	}
+	studyPath := "/studies/" + st.StudyInstanceUID
+	if len(have) == 0 {
+		return r.fetch(ctx, src, st, studyPath, out, progress)
+	}
+	if st.NumberOfInstances > 0 && len(have) >= st.NumberOfInstances {
+		return nil
+	}
+	remote, err := r.remoteInstances(ctx, src, st)
+	if err != nil {
+		return err
+	}
+	// Missing instances by series, in the source's order.
+	var order []string
+	missing := map[string][]string{}
+	present := map[string]int{}
+	for _, in := range remote {
+		if _, ok := have[in.sop]; ok {
+			present[in.series]++
+			continue
+		}
+		if _, ok := missing[in.series]; !ok {
+			order = append(order, in.series)
+		}
+		missing[in.series] = append(missing[in.series], in.sop)
+	}
+	for _, se := range order {
+		seriesPath := studyPath + "/series/" + se
+		if present[se] == 0 {
+			if err := r.fetch(ctx, src, st, seriesPath, out, progress); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, sop := range missing[se] {
+			if err := r.fetch(ctx, src, st, seriesPath+"/instances/"+sop, out, progress); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// local returns the SOP Instance UIDs the archive holds of a study.
+func (r *Retriever) local(ctx context.Context, study string) (map[string]bool, error) {
+	have := map[string]bool{}
+	for offset := 0; ; offset += archive.MaxSearchResults {
+		rows, more, err := r.cfg.Archive.SearchInstances(ctx, archive.Query{StudyInstanceUID: []string{study},
+			Limit: archive.MaxSearchResults, Offset: offset})
+		if err != nil {
+			return nil, fmt.Errorf("local index of %s: %w", study, err)
+		}
+		for _, row := range rows {
+			have[row.SOPInstanceUID] = true
+		}
+		if !more {
+			return have, nil
+		}
+	}
+}
+
+type remoteInstance struct{ series, sop string }
+
+// remoteInstances lists a study's instances at the source (QIDO-RS
+// /studies/{uid}/instances, PS3.18 10.6.1), page by page.
+func (r *Retriever) remoteInstances(ctx context.Context, src *source, st Study) ([]remoteInstance, error) {
+	const page = 1000
+	var out []remoteInstance
+	for offset := 0; ; offset += page {
+		v := url.Values{"limit": {strconv.Itoa(page)}, "offset": {strconv.Itoa(offset)}}
+		u := st.Base + "/studies/" + st.StudyInstanceUID + "/instances?" + v.Encode()
+		body, err := r.get(ctx, src, u)
+		if err != nil {
+			return nil, err
+		}
+		var objs []dicomjson.Object
+		if len(strings.TrimSpace(string(body))) > 0 {
+			if objs, err = dicomjson.Unmarshal(body); err != nil {
+				return nil, fmt.Errorf("list instances of %s: %w: %v", st.StudyInstanceUID, ErrUnavailable, err)
+			}
+		}
+		for _, o := range objs {
+			in := remoteInstance{series: o.String(tag.SeriesInstanceUID), sop: o.String(tag.SOPInstanceUID)}
+			if in.series != "" && in.sop != "" {
+				out = append(out, in)
+			}
+		}
+		if len(objs) < page {
+			return out, nil
+		}
+	}
+}
+
+func (r *Retriever) get(ctx context.Context, src *source, u string) ([]byte, error) {
+	release, err := acquire(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	req.Header.Set("Accept", "application/dicom+json")
+	resp, err := src.Client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, stripURL(err))
+	}
+	defer resp.Body.Close()
+	if err := statusError(resp); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return b, nil
+}
+
+func acquire(ctx context.Context, src *source) (func(), error) {
+	select {
+	case src.sem <- struct{}{}:
+		return func() { <-src.sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func statusError(resp *http.Response) error {
+	switch c := resp.StatusCode; {
+	case c == http.StatusOK || c == http.StatusPartialContent:
+		return nil
+	case c == http.StatusNoContent:
+		return nil
+	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
+		return fmt.Errorf("%w: HTTP %d", ErrUnavailable, c)
+	default:
+		return fmt.Errorf("%w: HTTP %d", ErrRejected, c)
+	}
+}
+
+// stripURL drops the URL from a client error (it may carry a query).
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// fetch asks for one study, series or instance and streams its parts into
+// the archive in batches.
+func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path string, out *Outcome, progress func()) error {
+	out.Requests = append(out.Requests, path)
+	release, err := acquire(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer release()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.Base+path, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	req.Header.Set("Accept", AcceptDICOM)
+	resp, err := src.Client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, stripURL(err))
+	}
+	defer resp.Body.Close()
+	if err := statusError(resp); err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	ct, err := multipart.ParseContentType(resp.Header.Get("Content-Type"), multipart.MediaTypeDICOM)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	mr := multipart.NewReader(resp.Body, ct.Boundary, multipart.Limits{MaxPartSize: r.cfg.MaxPartSize})
+	var batch []*archive.Object
+	defer func() {
+		for _, o := range batch {
+			o.Remove()
+		}
+	}()
+	flush := func() error {
+		err := r.store(ctx, st, batch, out)
+		batch = batch[:0]
+		return err
+	}
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		obj, err := r.cfg.Archive.Spool(part)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		out.Bytes += obj.Size
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.Received(st.Source, 1, obj.Size)
+		}
+		progress()
+		if why := check(obj, st); why != "" {
+			r.quarantine(ctx, st, obj, why, out)
+			obj.Remove()
+			continue
+		}
+		batch = append(batch, obj)
+		if len(batch) >= r.cfg.BatchSize {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// check returns why an object must not be indexed under the selected
+// patient and study, "" when it may.
+func check(o *archive.Object, st Study) string {
+	if o.Err != nil {
+		return "not a readable DICOM object: " + o.Err.Error()
+	}
+	h := o.Header
+	switch {
+	case h.StudyInstanceUID != st.StudyInstanceUID:
+		return fmt.Sprintf("StudyInstanceUID %s is not the selected %s", h.StudyInstanceUID, st.StudyInstanceUID)
+	case h.PatientID != st.Patient.ID:
+		return fmt.Sprintf("PatientID %q is not the selected %q", h.PatientID, st.Patient.ID)
+	case st.Patient.Issuer != "" && h.IssuerOfPatientID != st.Patient.Issuer:
+		return fmt.Sprintf("IssuerOfPatientID %q is not the selected %q", h.IssuerOfPatientID, st.Patient.Issuer)
+	case st.Patient.BirthDate != "" && h.PatientBirthDate != "" && isoDate(h.PatientBirthDate) != st.Patient.BirthDate:
+		return fmt.Sprintf("PatientBirthDate %s is not the selected %s", h.PatientBirthDate, st.Patient.BirthDate)
+	}
+	return ""
+}
+
+func isoDate(da string) string {
+	if len(da) == 8 {
+		return da[:4] + "-" + da[4:6] + "-" + da[6:]
+	}
+	return da
+}
+
+// store indexes a batch; objects the archive refuses for identity reasons
+// are quarantined, other failures make the attempt fail.
+func (r *Retriever) store(ctx context.Context, st Study, batch []*archive.Object, out *Outcome) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	defer func() {
+		for _, o := range batch {
+			o.Remove()
+		}
+	}()
+	var errs []error
+	for i, res := range r.cfg.Archive.Store(ctx, batch, st.StudyInstanceUID) {
+		switch {
+		case res.Err == nil && res.Existed:
+			out.Existed++
+		case res.Err == nil:
+			out.Stored++
+		case errors.Is(res.Err, archive.ErrPatientMismatch), errors.Is(res.Err, archive.ErrConflict),
+			errors.Is(res.Err, archive.ErrStudyMismatch), errors.Is(res.Err, archive.ErrNoPatientID):
+			r.quarantine(ctx, st, batch[i], res.Err.Error(), out)
+		default:
+			errs = append(errs, res.Err)
+		}
+	}
+	if len(errs) > 0 {
+		// The archive (database or blob store) failed: worth another try.
+		return fmt.Errorf("%w: store: %w", ErrUnavailable, errors.Join(errs...))
+	}
+	return nil
+}
+
+// quarantine keeps a refused object apart from the archive and records it.
+func (r *Retriever) quarantine(ctx context.Context, st Study, o *archive.Object, why string, out *Outcome) {
+	q := Quarantined{Reason: why}
+	name := o.SHA256
+	if o.Header != nil {
+		q.SOPInstanceUID = o.Header.SOPInstanceUID
+		name = o.Header.SOPInstanceUID + "." + o.SHA256[:16]
+	}
+	for _, x := range out.Quarantined {
+		if x.SOPInstanceUID == q.SOPInstanceUID && q.SOPInstanceUID != "" {
+			return // seen again on a retry
+		}
+	}
+	if r.cfg.Quarantine != nil {
+		key := QuarantinePrefix + st.StudyInstanceUID + "/" + name + ".dcm"
+		if err := copyToBucket(ctx, r.cfg.Quarantine, o.Path, key); err != nil {
+			r.log.ErrorContext(ctx, "retrieve: could not keep a quarantined object; dropped", "study", st.StudyInstanceUID, "err", err)
+		} else {
+			q.BlobKey = key
+		}
+	}
+	r.log.WarnContext(ctx, "retrieve: instance quarantined", "study", st.StudyInstanceUID, "source", st.Source,
+		"sop", q.SOPInstanceUID, "reason", why)
+	out.Quarantined = append(out.Quarantined, q)
+}
+
+func copyToBucket(ctx context.Context, b *blob.Bucket, path, key string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w, err := b.NewWriter(ctx, key, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := w.ReadFrom(f); err != nil {
+		_ = w.Close()
+		return err
+	}
+	return w.Close()
+}

@@ -1,0 +1,464 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	njs "github.com/nats-io/nats.go/jetstream"
+	"github.com/suyashkumar/dicom/pkg/tag"
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/fileblob"
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/postgres"
+	fsearch "github.com/priorflow/priorflow/fhir/search"
+	"github.com/priorflow/priorflow/internal/database/dbtest"
+	"github.com/priorflow/priorflow/internal/natsjs/natstest"
+	"github.com/priorflow/priorflow/retrieve"
+	"github.com/priorflow/priorflow/retrieve/worker"
+	"github.com/priorflow/priorflow/search"
+	"github.com/priorflow/priorflow/search/dicomweb"
+	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
+	"github.com/priorflow/priorflow/triggers"
+	cejs "github.com/priorflow/priorflow/triggers/jetstream"
+	"github.com/priorflow/priorflow/triggers/planner"
+	"github.com/priorflow/priorflow/triggers/rules"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dbtest.DropTemplates()
+	os.Exit(code)
+}
+
+const rulesYAML = `
+sources:
+  - name: hospital-b
+rules:
+  - name: ct-priors
+    on: [appointment-booked, ed-arrival]
+    leadTime: 12h
+    sources: [hospital-b]
+    lookback: 5y
+    maxPriors: 2
+    modalities: same
+    bodyRegion: any
+    exclude: {modality: [SR, KO, PR]}
+`
+
+// env is one Priorflow node (database, blob store, JetStream, planner and
+// worker) whose network has one remote source at sourceURL.
+type env struct {
+	t         *testing.T
+	pool      *pgxpool.Pool
+	store     *postgres.Store
+	archive   *archive.Archive
+	bucket    *blob.Bucket
+	js        njs.JetStream
+	searcher  *search.Searcher
+	sourceURL string
+	requests  *recorder
+	// observer, when set, sees every received instance (before the
+	// metrics).
+	observer func(n int)
+	metrics  *worker.Metrics
+	patient  string
+	// concurrency of the next worker started (default 2).
+	concurrency int
+}
+
+// recorder notes the paths a client asked for.
+type recorder struct {
+	mu    sync.Mutex
+	paths []string
+	next  http.RoundTripper
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.mu.Lock()
+	r.paths = append(r.paths, req.URL.Path)
+	r.mu.Unlock()
+	return r.next.RoundTrip(req)
+}
+
+func (r *recorder) wado() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, p := range r.paths {
+		_, rest, _ := strings.Cut(p, "/dicom-web")
+		if strings.HasPrefix(rest, "/studies/") && !strings.HasSuffix(rest, "/instances") && !strings.HasSuffix(rest, "/series") {
+			out = append(out, rest)
+		}
+	}
+	return out
+}
+
+func newEnv(t *testing.T, sourceURL, mrn, remoteID string) *env {
+	t.Helper()
+	ctx := context.Background()
+	pool := dbtest.NewPool(t)
+	reg, err := fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint(), fhir.Task(), fhir.AuditEvent(), fhir.Provenance())
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := fhir.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := postgres.New(pool, reg, codec, dbtest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, err := fileblob.OpenBucket(t.TempDir(), &fileblob.Options{Metadata: fileblob.MetadataDontWrite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bucket.Close() })
+	a, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://priorflow.test/dicomweb", SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t, "")
+	_, js := srv.Connect(t)
+	if err := cejs.EnsureStream(ctx, js, cejs.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := subjs.EnsureStream(ctx, js, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{next: &http.Transport{DisableCompression: true}}
+	src, err := dicomweb.New(search.SourceInfo{Name: "hospital-b", Kind: search.KindDICOMweb, URL: sourceURL, Issuer: "HOSP-B",
+		Match: search.MatchIdentifier, Mode: search.ModeImport}, &http.Client{Transport: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := search.NewSearcher(search.Config{Sources: []search.Entry{{Source: src, Timeout: 5 * time.Second, Retries: 0, Concurrency: 2}},
+		Store: store, Local: a, Logger: dbtest.Logger(), InitialBackoff: 10 * time.Millisecond, BreakerFailures: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, pool: pool, store: store, archive: a, bucket: bucket, js: js, searcher: s, sourceURL: sourceURL, requests: rec,
+		metrics: worker.NewMetrics(nil)}
+	e.patient = "Patient/" + e.put(map[string]any{"resourceType": "Patient",
+		"identifier": []any{map[string]any{"system": "urn:hosp-a:mrn", "value": mrn}, map[string]any{"system": "urn:priorflow:issuer:HOSP-B", "value": remoteID}},
+		"name":       []any{map[string]any{"family": "Doe", "given": []any{"Jane"}}}, "birthDate": "1980-01-01", "gender": "female"})
+
+	rs, err := rules.Parse("rules.yaml", []byte(rulesYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := planner.New(planner.Config{Rules: rs, Store: store, JetStream: js, Logger: dbtest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("planner: %v", err)
+		}
+	})
+	return e
+}
+
+func (e *env) put(v map[string]any) string {
+	e.t.Helper()
+	b, _ := json.Marshal(v)
+	msg, _, err := e.store.Codec().Parse(b)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var id string
+	err = e.store.InTx(context.Background(), func(tx *postgres.Tx) error {
+		r, err := tx.Create(context.Background(), msg)
+		if err == nil {
+			id = r.ID
+		}
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+// observer forwards to the env's hook and the metrics.
+type observer struct{ e *env }
+
+func (o observer) Received(source string, n int, b int64) {
+	if o.e.observer != nil {
+		o.e.observer(n)
+	}
+	o.e.metrics.Received(source, n, b)
+}
+
+func (o observer) Retried(source string) { o.e.metrics.Retried(source) }
+
+// startWorker runs a worker until the returned stop is called (or the test
+// ends); stop waits for it to return.
+func (e *env) startWorker() (stop func()) {
+	e.t.Helper()
+	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Quarantine: e.bucket,
+		Sources:  []retrieve.Source{{Name: "hospital-b", Client: &http.Client{Transport: e.requests}, Concurrency: 2}},
+		Retry:    retrieve.Backoff{Tries: 5, Initial: 50 * time.Millisecond, Multiplier: 2, Max: time.Second},
+		Observer: observer{e}, BatchSize: 4})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pub, err := subjs.NewPublisher(e.js)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	conc := e.concurrency
+	if conc == 0 {
+		conc = 2
+	}
+	w, err := worker.New(worker.Config{JetStream: e.js, Store: e.store, Archive: e.archive, Searcher: e.searcher, Retriever: r,
+		Publisher: pub, Metrics: e.metrics, Logger: dbtest.Logger(), Concurrency: conc, AckWait: 3 * time.Second,
+		JobRetry: retrieve.Backoff{Tries: 50, Initial: 100 * time.Millisecond, Multiplier: 1.5, Max: 500 * time.Millisecond}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := w.EnsureConsumers(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					e.t.Errorf("worker: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				e.t.Error("worker did not stop")
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// publishBooking publishes an appointment booked for now on CARE_EVENTS.
+func (e *env) publishBooking(id, mrn string) {
+	e.t.Helper()
+	pub, err := cejs.NewPublisher(e.js)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	start := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	ev := &triggers.CareEvent{SchemaVersion: triggers.SchemaVersion, ID: id, Kind: triggers.AppointmentBooked,
+		OccurredAt: time.Now().UTC(), ScheduledStart: &start, Priority: triggers.PriorityRoutine, Modality: "CT",
+		Patient:      triggers.Patient{Identifiers: []triggers.Identifier{{System: "urn:hosp-a:mrn", Value: mrn, Type: "MR"}}},
+		SourceSystem: "test", Placer: "appt-" + id, Origin: triggers.Origin{Reference: "hl7v2:" + id}}
+	if _, err := pub.Publish(context.Background(), ev); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// publishEDArrival publishes an ED arrival (stat lane, due at once).
+func (e *env) publishEDArrival(id, mrn string) {
+	e.t.Helper()
+	pub, err := cejs.NewPublisher(e.js)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ev := &triggers.CareEvent{SchemaVersion: triggers.SchemaVersion, ID: id, Kind: triggers.EDArrival,
+		OccurredAt: time.Now().UTC(), Priority: triggers.PriorityStat, Modality: "CT",
+		Patient:      triggers.Patient{Identifiers: []triggers.Identifier{{System: "urn:hosp-a:mrn", Value: mrn, Type: "MR"}}},
+		SourceSystem: "test", Origin: triggers.Origin{Reference: "hl7v2:" + id}}
+	if _, err := pub.Publish(context.Background(), ev); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// waitPublished waits until n jobs are on the job stream.
+func (e *env) waitPublished(n int) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var got int
+		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM prefetch_job WHERE published`).Scan(&got)
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%d jobs published, want %d", got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type jobRow struct {
+	ID, State, LastError, TaskID string
+	Attempts                     int
+}
+
+// waitJob waits for the only job to reach one of states.
+func (e *env) waitJob(timeout time.Duration, states ...string) jobRow {
+	e.t.Helper()
+	var j jobRow
+	deadline := time.Now().Add(timeout)
+	for {
+		err := e.pool.QueryRow(context.Background(), `SELECT id, state, last_error, task_id, attempts FROM prefetch_job`).
+			Scan(&j.ID, &j.State, &j.LastError, &j.TaskID, &j.Attempts)
+		if err == nil {
+			for _, s := range states {
+				if j.State == s {
+					return j
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("job %+v (err %v) did not reach %v within %s", j, err, states, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// search runs a FHIR search on the local store.
+func (e *env) search(typ, query string) []map[string]any {
+	e.t.Helper()
+	v, err := url.ParseQuery(query)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	reg := e.store.Registry()
+	q, err := fsearch.Parse(reg, reg.Type(typ), v, fsearch.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	res, err := e.store.Search(context.Background(), q)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, m := range res.Matches {
+		var x map[string]any
+		if err := json.Unmarshal(m.Body, &x); err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+func (e *env) read(typ, id string) map[string]any {
+	e.t.Helper()
+	r, err := e.store.Read(context.Background(), typ, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var x map[string]any
+	if err := json.Unmarshal(r.Body, &x); err != nil {
+		e.t.Fatal(err)
+	}
+	return x
+}
+
+// storeLocal stores instances in the local archive directly.
+func (e *env) storeLocal(ins ...*dicomtest.Instance) {
+	e.t.Helper()
+	var objs []*archive.Object
+	for _, in := range ins {
+		o, err := e.archive.Spool(bytes.NewReader(in.Bytes))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		objs = append(objs, o)
+	}
+	for _, r := range e.archive.Store(context.Background(), objs, "") {
+		if r.Err != nil {
+			e.t.Fatalf("local store: %v", r.Err)
+		}
+	}
+}
+
+// checkIdentical checks that the archive holds exactly the study's
+// instances, byte for byte.
+func (e *env) checkIdentical(st *dicomtest.Study) {
+	e.t.Helper()
+	ctx := context.Background()
+	stored, err := e.archive.Instances(ctx, st.StudyInstanceUID, "", "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if got, want := len(stored), len(st.Instances()); got != want {
+		e.t.Errorf("study %s: %d instances stored, want %d", st.StudyInstanceUID, got, want)
+	}
+	want := map[string][]byte{}
+	for _, in := range st.Instances() {
+		want[in.SOPInstanceUID] = in.Bytes
+	}
+	for _, s := range stored {
+		r, err := e.archive.Open(ctx, s.BlobKey)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if !bytes.Equal(b, want[s.SOPInstanceUID]) {
+			e.t.Errorf("instance %s: stored bytes differ from the source's (%d vs %d bytes)", s.SOPInstanceUID, len(b), len(want[s.SOPInstanceUID]))
+		}
+	}
+	var dup int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) - count(DISTINCT sop_uid) FROM dicom_instance`).Scan(&dup); err != nil || dup != 0 {
+		e.t.Errorf("duplicate instance rows: %d (%v)", dup, err)
+	}
+}
+
+// person is a patient as the remote archive files them.
+type person struct{ id, birth string }
+
+func study(t *testing.T, g *dicomtest.Generator, p person, date time.Time, series, perSeries int, opts ...dicomtest.Option) *dicomtest.Study {
+	t.Helper()
+	o := append([]dicomtest.Option{dicomtest.WithPatient(p.id, "HOSP-B", "DOE^JANE"), dicomtest.WithStudyDate(date),
+		dicomtest.WithModality("CT"), dicomtest.WithTemplate(dicomtest.FileMR), dicomtest.WithSeries(series), dicomtest.WithInstancesPerSeries(perSeries),
+		dicomtest.WithEdits(dicomtest.Set(tag.PatientBirthDate, p.birth), dicomtest.Set(tag.PatientSex, "F"), dicomtest.Set(tag.BodyPartExamined, "CHEST"))}, opts...)
+	st, err := g.Study(o...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func day(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 9, 0, 0, 0, time.UTC) }
+
+// streamMessages counts the messages of a stream subject.
+func (e *env) streamMessages(stream, subject string) uint64 {
+	e.t.Helper()
+	s, err := e.js.Stream(context.Background(), stream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), njs.WithSubjectFilter(subject))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Subjects[subject]
+}

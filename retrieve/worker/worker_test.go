@@ -1,0 +1,303 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/internal/orthanctest"
+	"github.com/priorflow/priorflow/retrieve"
+	"github.com/priorflow/priorflow/retrieve/worker"
+	"github.com/priorflow/priorflow/subscriptions"
+	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
+)
+
+// TestWorker runs prefetch jobs end to end against a real Orthanc holding
+// the remote studies: care event → planner → job stream → worker → search →
+// WADO-RS → local archive and FHIR index.
+func TestWorker(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.Start(t)
+	remote := o.URL + "/dicom-web"
+	g := dicomtest.NewGenerator(t)
+	upload := func(sts ...*dicomtest.Study) {
+		for _, st := range sts {
+			for _, in := range st.Instances() {
+				o.Upload(t, in.Bytes)
+			}
+		}
+	}
+	jane := person{"B100", "19800101"}
+	ct2025 := study(t, g, jane, day(2025, 6, 1), 2, 3)
+	ct2024 := study(t, g, jane, day(2024, 3, 1), 1, 2)
+	partial := study(t, g, person{"B200", "19800101"}, day(2025, 5, 1), 3, 2)
+	mixed := study(t, g, person{"B300", "19800101"}, day(2025, 4, 1), 1, 2)
+	// One instance filed under B300's study but of someone born elsewhen.
+	intruder := study(t, g, person{"B300", "19551111"}, day(2025, 4, 1), 1, 1, dicomtest.WithStudyInstanceUID(mixed.StudyInstanceUID))
+	flaky := study(t, g, person{"B400", "19800101"}, day(2025, 3, 1), 1, 2)
+	big := study(t, g, person{"B500", "19800101"}, day(2025, 2, 1), 2, 10)
+	// The intruder goes first: Orthanc reports the patient attributes of
+	// the last instance it received, so the search accepts the study and
+	// the intruder reaches the retrieval's own per-instance check.
+	upload(ct2025, ct2024, partial, intruder, mixed, flaky, big)
+
+	t.Run("care event to local prior with the local Endpoint", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, remote, "A1", "B100")
+		e.startWorker()
+		e.publishBooking("ev-1", "A1")
+		j := e.waitJob(60*time.Second, "completed", "failed")
+		if j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkIdentical(ct2025)
+		e.checkIdentical(ct2024)
+
+		studies := e.search("ImagingStudy", "patient="+e.patient)
+		if len(studies) != 2 {
+			t.Fatalf("ImagingStudy?patient=%s: %d, want 2", e.patient, len(studies))
+		}
+		var refs []string
+		for _, is := range studies {
+			refs = append(refs, "ImagingStudy/"+is["id"].(string))
+			if ep := is["endpoint"].([]any)[0].(map[string]any)["reference"]; ep != "Endpoint/"+archive.LocalEndpointID {
+				t.Errorf("ImagingStudy %v endpoint %v, want the local one", is["id"], ep)
+			}
+			if meta, _ := is["meta"].(map[string]any); meta["tag"] != nil {
+				t.Errorf("ImagingStudy %v still tagged %v", is["id"], meta["tag"])
+			}
+		}
+		task := e.read("Task", j.TaskID)
+		if task["status"] != "completed" {
+			t.Errorf("Task status %v", task["status"])
+		}
+		var outs []string
+		for _, o := range task["output"].([]any) {
+			outs = append(outs, o.(map[string]any)["valueReference"].(map[string]any)["reference"].(string))
+		}
+		slices.Sort(outs)
+		slices.Sort(refs)
+		if !slices.Equal(outs, refs) {
+			t.Errorf("Task outputs %v, want %v", outs, refs)
+		}
+		var timeline []string
+		for _, n := range task["note"].([]any) {
+			timeline = append(timeline, n.(map[string]any)["text"].(string))
+		}
+		joined := strings.Join(timeline, "\n")
+		for _, want := range []string{"event received: ev-1", "planned by rule ct-priors", "searching (attempt 1)", "searched:",
+			"study " + ct2025.StudyInstanceUID + ": retrieving", "study " + ct2025.StudyInstanceUID + ": complete", "completed"} {
+			if !strings.Contains(joined, want) {
+				t.Errorf("timeline lacks %q:\n%s", want, joined)
+			}
+		}
+		if n := len(e.search("Provenance", "target="+refs[0])); n != 1 {
+			t.Errorf("%d Provenance for %s, want 1", n, refs[0])
+		}
+		if n := len(e.search("AuditEvent", "type=http://dicom.nema.org/resources/ontology/DCM|110107")); n != 2 {
+			t.Errorf("%d import AuditEvents, want 2", n)
+		}
+		if n := e.streamMessages(subjs.StreamName, subscriptions.SubjectStudyAvailable); n != 2 {
+			t.Errorf("%d imaging.study.available events, want 2", n)
+		}
+	})
+
+	t.Run("stat before routine: an ED arrival overtakes a routine backlog", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, remote, "A6", "B600")
+		for i := range 4 {
+			e.publishBooking(fmt.Sprintf("ev-r%d", i), fmt.Sprintf("R%d", i))
+		}
+		e.publishEDArrival("ev-stat", "S1")
+		e.waitPublished(5)
+		e.concurrency = 1
+		e.startWorker()
+		var lanes []string
+		deadline := time.Now().Add(60 * time.Second)
+		for len(lanes) < 5 {
+			lanes = lanes[:0]
+			rows, err := e.pool.Query(context.Background(), `SELECT lane FROM prefetch_job WHERE state = 'completed' ORDER BY updated_at`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var l string
+				_ = rows.Scan(&l)
+				lanes = append(lanes, l)
+			}
+			rows.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("completed lanes %v, want 5 jobs", lanes)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if lanes[0] != "stat" {
+			t.Errorf("completion order %v, want the stat job first", lanes)
+		}
+	})
+
+	t.Run("a study partly present: only what is missing is fetched", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, remote, "A2", "B200")
+		// Series 1 complete, one instance of series 2, nothing of series 3.
+		e.storeLocal(partial.Series[0].Instances...)
+		e.storeLocal(partial.Series[1].Instances[0])
+		e.startWorker()
+		e.publishBooking("ev-2", "A2")
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkIdentical(partial)
+		base := "/studies/" + partial.StudyInstanceUID
+		want := []string{
+			base + "/series/" + partial.Series[1].SeriesInstanceUID + "/instances/" + partial.Series[1].Instances[1].SOPInstanceUID,
+			base + "/series/" + partial.Series[2].SeriesInstanceUID,
+		}
+		got := e.requests.wado()
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("WADO-RS requests %v, want %v", got, want)
+		}
+	})
+
+	t.Run("an instance of another patient is quarantined with a review Task", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, remote, "A3", "B300")
+		e.startWorker()
+		e.publishBooking("ev-3", "A3")
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkIdentical(mixed) // the two good ones, and nothing else
+		bad := intruder.Instances()[0].SOPInstanceUID
+		stored, _ := e.archive.Instances(context.Background(), mixed.StudyInstanceUID, "", "")
+		for _, s := range stored {
+			if s.SOPInstanceUID == bad {
+				t.Error("the intruder is indexed")
+			}
+		}
+		reviews := e.search("Task", "code=urn:priorflow:task|"+worker.TaskReviewQuarantine)
+		if len(reviews) != 1 {
+			t.Fatalf("%d review-quarantine Tasks, want 1", len(reviews))
+		}
+		if in := reviews[0]["input"].([]any); len(in) != 1 || !strings.Contains(in[0].(map[string]any)["valueString"].(string), bad) {
+			t.Errorf("review inputs %v, want the intruder %s", in, bad)
+		}
+		if ok, err := e.bucket.Exists(context.Background(), quarantineKey(t, e, mixed.StudyInstanceUID)); err != nil || !ok {
+			t.Errorf("quarantined bytes not kept (%v)", err)
+		}
+	})
+
+	t.Run("a source down for a while: the job succeeds once it returns", func(t *testing.T) {
+		t.Parallel()
+		target, _ := url.Parse(o.URL)
+		var down atomic.Bool
+		down.Store(true)
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() {
+				http.Error(w, "maintenance", http.StatusServiceUnavailable)
+				return
+			}
+			proxy.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		e := newEnv(t, srv.URL+"/dicom-web", "A4", "B400")
+		e.startWorker()
+		e.publishBooking("ev-4", "A4")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			j := e.waitJob(30*time.Second, "in-progress", "completed", "failed")
+			if j.State != "in-progress" {
+				t.Fatalf("job %+v while the source is down, want in progress", j)
+			}
+			if j.Attempts >= 3 {
+				if !strings.Contains(j.LastError, "hospital-b") {
+					t.Errorf("last error %q, want the unreachable source named", j.LastError)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job %+v: no retries", j)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		down.Store(false)
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkIdentical(flaky)
+	})
+
+	t.Run("shutdown mid-pull hands the job back; a new worker completes it", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, remote, "A5", "B500")
+		var received atomic.Int32
+		stopped := make(chan struct{})
+		var stop func()
+		e.observer = func(n int) {
+			if received.Add(int32(n)) == 7 {
+				go func() { stop(); close(stopped) }()
+				// Hold this part until the shutdown has begun.
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		stop = e.startWorker()
+		e.publishBooking("ev-5", "A5")
+		select {
+		case <-stopped:
+		case <-time.After(60 * time.Second):
+			t.Fatal("the pull never reached 7 instances")
+		}
+		e.observer = nil
+		var stored int
+		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM dicom_instance`).Scan(&stored)
+		if stored == 0 || stored >= len(big.Instances()) {
+			t.Fatalf("%d instances stored at shutdown, want part of %d", stored, len(big.Instances()))
+		}
+		if j := e.waitJob(time.Second, "in-progress"); j.State != "in-progress" {
+			t.Fatalf("job %+v after shutdown, want in progress", j)
+		}
+		before := len(e.requests.wado())
+		e.startWorker()
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkIdentical(big)
+		for _, p := range e.requests.wado()[before:] {
+			if p == "/studies/"+big.StudyInstanceUID {
+				t.Errorf("the resumed job asked for the whole study again")
+			}
+		}
+		is := e.search("ImagingStudy", "patient="+e.patient)
+		if len(is) != 1 || int(is[0]["numberOfInstances"].(float64)) != len(big.Instances()) {
+			t.Errorf("ImagingStudy %v, want one with %d instances", is, len(big.Instances()))
+		}
+	})
+}
+
+// quarantineKey finds the one quarantined object of a study.
+func quarantineKey(t *testing.T, e *env, study string) string {
+	t.Helper()
+	it := e.bucket.List(nil)
+	for {
+		obj, err := it.Next(context.Background())
+		if err != nil {
+			t.Fatalf("no quarantined object of %s", study)
+		}
+		if strings.HasPrefix(obj.Key, retrieve.QuarantinePrefix+study+"/") {
+			return obj.Key
+		}
+	}
+}
