@@ -58,71 +58,58 @@ func (a *Archive) Store(ctx context.Context, objs []*Object, expectStudy string)
 		studies = append(studies, s)
 	}
 	sort.Strings(studies) // a fixed lock order across concurrent requests
-	a.storeStudies(ctx, studies, groups, objs, results)
+	for _, study := range studies {
+		a.storeStudy(ctx, study, objs, groups[study], results)
+	}
 	return results
 }
 
-// storeStudies uploads the blobs of every study, then indexes all studies in
-// one transaction, each in a savepoint: one commit (one WAL flush) per
-// request rather than per study, while a study that fails still fails
-// alone. A failed study's new blobs are removed, and so are those of objects
-// refused inside the transaction.
-func (a *Archive) storeStudies(ctx context.Context, studies []string, groups map[string][]int, objs []*Object, results []Result) {
-	pending := map[string][]int{}
-	uploaded := map[string]bool{}
-	for _, study := range studies {
-		for _, i := range groups[study] {
-			o := objs[i]
-			key := blobKey(o.Header, o.SHA256)
-			// Blobs are keyed by content, so an upload never overwrites
-			// another object.
-			exists, err := a.bucket.Exists(ctx, key)
-			if err == nil && !exists {
-				if err = a.upload(ctx, o.Path, key); err == nil {
-					uploaded[key] = true
-				}
+// storeStudy stores the objects idx of one study in one transaction. A
+// transaction per study, not per request: transactions spanning several
+// studies would take study, patient and ImagingStudy locks in an order that
+// concurrent requests can interleave into deadlocks.
+func (a *Archive) storeStudy(ctx context.Context, study string, objs []*Object, idx []int, results []Result) {
+	// Upload first, outside the transaction: blobs are keyed by content, so
+	// an upload never overwrites another object, and a failed transaction
+	// only has to remove what it added.
+	var uploaded []string
+	var pending []int
+	for _, i := range idx {
+		o := objs[i]
+		key := blobKey(o.Header, o.SHA256)
+		exists, err := a.bucket.Exists(ctx, key)
+		if err == nil && !exists {
+			err = a.upload(ctx, o.Path, key)
+			if err == nil {
+				uploaded = append(uploaded, key)
 			}
-			if err != nil {
-				results[i].Err = fmt.Errorf("store blob: %w", err)
-				continue
-			}
-			pending[study] = append(pending[study], i)
 		}
+		if err != nil {
+			results[i].Err = fmt.Errorf("store blob: %w", err)
+			continue
+		}
+		pending = append(pending, i)
 	}
-	fail := func(idx []int, err error) {
-		for _, i := range idx {
+	if len(pending) == 0 {
+		return
+	}
+	err := a.store.InTx(ctx, func(tx *postgres.Tx) error {
+		return a.indexObjects(ctx, tx, study, objs, pending, results)
+	})
+	if err != nil {
+		for _, i := range pending {
 			if results[i].Err == nil {
 				results[i].Err = err
 			}
-			results[i].Existed = false
 		}
+		a.removeBlobs(uploaded)
+		return
 	}
-	err := a.store.InTx(ctx, func(tx *postgres.Tx) error {
-		for _, study := range studies {
-			idx := pending[study]
-			if len(idx) == 0 {
-				continue
-			}
-			if err := tx.Savepoint(ctx, func(tx *postgres.Tx) error {
-				return a.indexObjects(ctx, tx, study, objs, idx, results)
-			}); err != nil {
-				if ctx.Err() != nil {
-					return err
-				}
-				fail(idx, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		for _, study := range studies {
-			fail(pending[study], err)
-		}
-	}
+	// Objects refused inside the transaction (conflicts) leave their blob.
 	var stale []string
-	for _, study := range studies {
-		for _, i := range pending[study] {
-			if key := blobKey(objs[i].Header, objs[i].SHA256); results[i].Err != nil && uploaded[key] {
+	for _, i := range pending {
+		if results[i].Err != nil {
+			if key := blobKey(objs[i].Header, objs[i].SHA256); contains(uploaded, key) {
 				stale = append(stale, key)
 			}
 		}

@@ -125,40 +125,6 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 	return err
 }
 
-// Savepoint runs fn in a savepoint of the transaction: when fn fails, its
-// writes (rows, buffered index rows, after-commit actions) are undone and
-// the transaction goes on. It lets one commit carry several independent
-// units of work, such as the studies of one STOW-RS request, without one
-// failing unit failing the others.
-func (t *Tx) Savepoint(ctx context.Context, fn func(*Tx) error) error {
-	if err := t.flush(ctx); err != nil {
-		return err
-	}
-	outer, hooks := t.tx, len(t.afterCommit)
-	nested, err := outer.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
-	t.tx = nested
-	err = fn(t)
-	if err == nil {
-		err = t.flush(ctx)
-	}
-	if err == nil {
-		if cerr := nested.Commit(ctx); cerr != nil {
-			err = fmt.Errorf("release savepoint: %w", cerr)
-		}
-	}
-	t.tx = outer
-	if err != nil {
-		_ = nested.Rollback(ctx)
-		t.ix = indexBuffer{}
-		t.afterCommit = t.afterCommit[:hooks]
-		return err
-	}
-	return nil
-}
-
 // Pool exposes the pool to packages that share the database and must write
 // in the same transaction as the FHIR store (see PgxTx).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
