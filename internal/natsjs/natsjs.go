@@ -58,6 +58,11 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		JetStreamMaxStore:  cfg.MaxStore,
 		NoSigs:             true, // the process owns signals
 		NoLog:              true,
+		// One embedded server has no replicas to hold a message while the
+		// page cache is unflushed: flush every write before acknowledging,
+		// so that an HL7 AA survives a machine crash, not only a process
+		// crash.
+		SyncAlways: true,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
