@@ -83,7 +83,9 @@ func (a *Archive) findOrCreatePatient(ctx context.Context, tx *postgres.Tx, h *d
 		return res.Matches[0].ID, nil
 	case 0:
 	default:
-		return "", fmt.Errorf("%w: several Patient resources carry identifier %s|%s", ErrPatientMismatch, tok.System, tok.Code)
+		// The identifier value stays out of the error: errors reach logs.
+		return "", fmt.Errorf("%w: several Patient resources (%s and %s) carry the object's PatientID in system %s",
+			ErrPatientMismatch, res.Matches[0].ID, res.Matches[1].ID, tok.System)
 	}
 	p := map[string]any{
 		"resourceType": "Patient",

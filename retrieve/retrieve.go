@@ -570,9 +570,20 @@ func (r *Retriever) quarantine(ctx context.Context, st Study, o *archive.Object,
 			q.BlobKey = key
 		}
 	}
+	// The reason names identifiers and birth dates: it goes to the review
+	// Task, and only the attribute it is about goes to the log.
 	r.log.WarnContext(ctx, "retrieve: instance quarantined", "study", st.StudyInstanceUID, "source", st.Source,
-		"sop", q.SOPInstanceUID, "reason", why)
+		"sop", q.SOPInstanceUID, "about", reasonAttribute(why))
 	out.Quarantined = append(out.Quarantined, q)
+}
+
+// reasonAttribute is the first word of a quarantine reason (the attribute
+// that did not match, such as PatientID), free of patient data.
+func reasonAttribute(why string) string {
+	if f := strings.Fields(why); len(f) > 0 {
+		return strings.Trim(f[0], ":")
+	}
+	return ""
 }
 
 func copyToBucket(ctx context.Context, b *blob.Bucket, path, key string) error {

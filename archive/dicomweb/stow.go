@@ -103,7 +103,8 @@ func (h *Handler) stowResponse(w http.ResponseWriter, r *http.Request, study str
 		if res.Err != nil {
 			item["00081197"] = attr("US", failureReason(res.Err))
 			failed = append(failed, item)
-			h.log.InfoContext(r.Context(), "stow: instance refused", "reason", fmt.Sprintf("0x%04X", failureReason(res.Err)), "err", res.Err)
+			h.log.InfoContext(r.Context(), "stow: instance refused", "reason", fmt.Sprintf("0x%04X", failureReason(res.Err)),
+				"sop", res.SOPInstanceUID, "kind", refusalKind(res.Err))
 			continue
 		}
 		item["00081190"] = attr("UR", fmt.Sprintf("%s/studies/%s/series/%s/instances/%s", h.base, res.StudyUID, seriesOf(res), res.SOPInstanceUID))
@@ -154,6 +155,24 @@ func failureReason(err error) int {
 		return reasonProcessingFailure
 	}
 	return reasonOutOfResources
+}
+
+// refusalKind names why an instance was refused without the error's
+// details, which may quote attribute values (patient data stays out of logs).
+func refusalKind(err error) string {
+	for _, k := range []struct {
+		err  error
+		name string
+	}{
+		{archive.ErrConflict, "conflict"}, {archive.ErrPatientMismatch, "patient-mismatch"},
+		{archive.ErrNoPatientID, "no-patient-id"}, {archive.ErrStudyMismatch, "study-mismatch"},
+		{archive.ErrInvalidObject, "invalid-object"},
+	} {
+		if errors.Is(err, k.err) {
+			return k.name
+		}
+	}
+	return "storage-failure"
 }
 
 func allConflicts(rs []archive.Result) bool {
