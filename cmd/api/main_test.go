@@ -49,6 +49,7 @@ func startAPI(t *testing.T) (string, func() error) {
 
 type apiProcess struct {
 	base, mllp, nats string
+	logPath          string
 	stop             func() error
 }
 
@@ -64,7 +65,7 @@ func startAPIFull(t *testing.T) apiProcess {
 	}
 	go func() {
 		errc <- run(ctx, []string{"-database-url", dbtest.NewDatabase(t), "-http-addr", addr, "-data-dir", t.TempDir(),
-			"-mllp-addr", mllpAddr, "-nats-listen", natsAddr}, logf)
+			"-mllp-addr", mllpAddr, "-nats-listen", natsAddr, "-log-level", "debug"}, logf)
 	}()
 	base := "http://" + addr
 	deadline := time.Now().Add(20 * time.Second)
@@ -94,7 +95,7 @@ func startAPIFull(t *testing.T) apiProcess {
 		return <-errc
 	}
 	t.Cleanup(func() { _ = stop() })
-	return apiProcess{base: base, mllp: mllpAddr, nats: "nats://" + natsAddr, stop: stop}
+	return apiProcess{base: base, mllp: mllpAddr, nats: "nats://" + natsAddr, logPath: logf.Name(), stop: stop}
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -350,5 +351,69 @@ func TestAPI_MigrateCreatesTheDatabase(t *testing.T) {
 	var version int
 	if err := conn.QueryRow(context.Background(), "SELECT version FROM schema_version").Scan(&version); err != nil || version < 7 {
 		t.Errorf("schema_version %d (err %v), want every migration applied", version, err)
+	}
+}
+
+// The logs carry no patient data: a flow of HL7 (accepted and malformed),
+// FHIR writes, STOW-RS (stored and refused) and searches leaves none of the
+// test patients' names or identifiers in the log, at debug level.
+func TestAPI_LogsCarryNoPatientData(t *testing.T) {
+	t.Parallel()
+	a := startAPIFull(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	siu, err := os.ReadFile("../../triggers/hl7v2/testdata/SIU-S12-01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := mllp.Dial(ctx, a.mllp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, msg := range [][]byte{siu, []byte("MSH|^~\\&|X|Y|Z|W|20240101||ADT^A01|C1|P|2.5\rPID|1||\rPV1|1|E")} {
+		if _, err := c.Send(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(t, a.base+"/fhir/Patient/lp1", `{"resourceType":"Patient","id":"lp1","identifier":[{"system":"urn:oid:1.2.3","value":"LOGMRN77"}],"name":[{"family":"Zebulonski","given":["Quirinus"]}]}`)
+	get(t, a.base+"/fhir/Patient?family=Zebulonski")
+	get(t, a.base+"/fhir/Patient?identifier=bogus|LOGMRN77&shoe=1")
+
+	stow := func(st *dicomtest.Study) {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf, "application/dicom")
+		for _, in := range st.Instances() {
+			_ = mw.WritePart("application/dicom", "", bytes.NewReader(in.Bytes))
+		}
+		mw.Close()
+		resp, err := http.Post(a.base+"/dicomweb/studies", mw.ContentType(), &buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	first := dicomtest.NewStudy(t, dicomtest.WithPatient("LOGPID42", "HOSP-Q", "PLANTAGENET^ROSALIND"))
+	stow(first)
+	// The same study for another patient: refused, and the refusal is logged.
+	stow(dicomtest.NewStudy(t, dicomtest.WithPatient("LOGPID43", "HOSP-Q", "TUDOR^MARGERY"), dicomtest.WithStudyInstanceUID(first.StudyInstanceUID)))
+	get(t, a.base+"/dicomweb/studies?PatientID=LOGPID42")
+
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	logs, err := os.ReadFile(a.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(logs, []byte("stow: instance refused")) {
+		t.Fatalf("the refusal was not logged; the scan would prove nothing:\n%s", logs)
+	}
+	for _, secret := range []string{"PATID1234", "EVERYMAN", "ADAM", "123456789", "LOGMRN77", "Zebulonski", "Quirinus",
+		"LOGPID42", "LOGPID43", "PLANTAGENET", "ROSALIND", "TUDOR", "MARGERY"} {
+		if bytes.Contains(logs, []byte(secret)) {
+			t.Errorf("the log contains patient data %q", secret)
+		}
 	}
 }
