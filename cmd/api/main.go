@@ -154,7 +154,11 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	go func() { errc <- subs.Run(ctx) }()
 	var errs []error
 	for i := 0; i < 4; i++ {
-		if err := <-errc; err != nil {
+		err := <-errc
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			continue // a worker interrupted by the shutdown itself
+		}
+		if err != nil {
 			errs = append(errs, err)
 			cancel()
 		}
