@@ -7,6 +7,10 @@
 //	priorflow import [flags] PATH   import a folder, a CD's DICOMDIR or a .zip
 //	priorflow rules explain [flags] EVENT.json|MESSAGE.hl7
 //	                                show which prefetch rules match an event, and why
+//	priorflow hl7 send [flags] MESSAGE.hl7
+//	                                send an HL7 v2 message over MLLP, print the ACK
+//	priorflow demo seed [-url ROOT] store the demo network's sample studies in a
+//	                                remote site over STOW-RS
 //	priorflow version               print the version
 //	priorflow help [COMMAND]        explain the commands
 //
@@ -62,6 +66,8 @@ func commands() []command {
 	return []command{
 		{"import", "[flags] PATH", "import a folder, a CD (DICOMDIR) or a .zip file into Priorflow", runImport},
 		{"rules", "explain [flags] EVENT.json|MESSAGE.hl7", "show which prefetch rules an event matches and why", runRules},
+		{"hl7", "send [flags] MESSAGE.hl7", "send an HL7 v2 message over MLLP and print the ACK", runHL7},
+		{"demo", "seed [-url ROOT]", "store the demo network's sample studies in a remote site (STOW-RS)", runDemo},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "explain the commands, or one command", runHelp},
 	}

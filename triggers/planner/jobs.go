@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
@@ -113,7 +112,7 @@ func (o *Outcome) add(x Outcome) {
 
 // apply plans one event inside tx. It is idempotent: applying the same event
 // again changes nothing and returns the jobs still waiting to be published.
-func (p *Planner) apply(ctx context.Context, tx *postgres.Tx, ev *triggers.CareEvent, refs map[string]string, now time.Time) (Outcome, error) {
+func (p *Planner) apply(ctx context.Context, tx *postgres.Tx, rs *rules.Config, ev *triggers.CareEvent, refs map[string]string, now time.Time) (Outcome, error) {
 	var out Outcome
 	pk, trig := rules.PatientKey(ev.Patient), rules.Trigger(ev)
 	switch {
@@ -131,7 +130,7 @@ func (p *Planner) apply(ctx context.Context, tx *postgres.Tx, ev *triggers.CareE
 		out.add(moved)
 	}
 
-	for _, d := range p.rules().Plan(ev, now) {
+	for _, d := range rs.Plan(ev, now) {
 		if !d.Match {
 			continue
 		}
@@ -167,14 +166,8 @@ func (p *Planner) apply(ctx context.Context, tx *postgres.Tx, ev *triggers.CareE
 				continue
 			}
 		}
-		j := &Job{
-			ID: jobID(spec.Key), Key: spec.Key, Rule: spec.Rule, PatientKey: spec.PatientKey, Patient: ev.Patient.Identifiers,
-			PatientRef: patientRef(ev.Patient, refs), Trigger: spec.Trigger, Placer: ev.Placer, OriginRef: ev.Origin.Reference, EventID: ev.ID,
-			EventAt: ev.OccurredAt, Criteria: spec.Criteria, Lane: spec.Lane, Priority: spec.Priority, LeadTime: spec.LeadTime.String(),
-			NeedBy: spec.NeedBy, DueAt: spec.DueAt, State: StateRequested, Revision: 1, CreatedAt: now, UpdatedAt: now,
-		}
-		j.TaskID = j.ID
-		if err := p.insert(ctx, tx, j); err != nil {
+		j := newJob(ev, spec, refs, now)
+		if err := p.insertJobs(ctx, tx, []*Job{j}); err != nil {
 			return out, err
 		}
 		out.Created++
@@ -287,28 +280,6 @@ func (p *Planner) pending(ctx context.Context, tx *postgres.Tx, ev *triggers.Car
 		return nil, fmt.Errorf("pending jobs of %s: %w", trig, err)
 	}
 	return out, nil
-}
-
-func (p *Planner) insert(ctx context.Context, tx *postgres.Tx, j *Job) error {
-	patient, criteria, err := docs(j)
-	if err != nil {
-		return err
-	}
-	_, err = tx.PgxTx().Exec(ctx, `INSERT INTO prefetch_job (`+jobColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, false, $20, $20)`,
-		j.ID, j.Key, j.Rule, j.PatientKey, patient, j.Trigger, j.Placer, j.OriginRef, j.EventID, j.EventAt,
-		criteria, j.Lane, j.Priority, j.LeadTime, j.NeedBy, j.DueAt, j.State, j.TaskID, j.Revision, j.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("insert job %s: %w", j.ID, err)
-	}
-	task, err := p.task(j)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.CreateAs(ctx, task, j.TaskID); err != nil {
-		return fmt.Errorf("create Task of job %s: %w", j.ID, err)
-	}
-	return nil
 }
 
 // save writes a changed job as a new revision with its Task. A requested
@@ -461,92 +432,6 @@ func escape(s string) string {
 
 // taskStatus maps a job state to Task.status (they share the codes).
 func taskStatus(s State) string { return string(s) }
-
-// task builds the FHIR Task that mirrors job j.
-func (p *Planner) task(j *Job) (proto.Message, error) {
-	type coding struct {
-		System  string `json:"system,omitempty"`
-		Code    string `json:"code"`
-		Display string `json:"display,omitempty"`
-	}
-	type concept struct {
-		Coding []coding `json:"coding,omitempty"`
-		Text   string   `json:"text,omitempty"`
-	}
-	type identifier struct {
-		System string `json:"system,omitempty"`
-		Value  string `json:"value"`
-	}
-	type reference struct {
-		Reference  string      `json:"reference,omitempty"`
-		Identifier *identifier `json:"identifier,omitempty"`
-		Display    string      `json:"display,omitempty"`
-	}
-	type period struct {
-		Start string `json:"start,omitempty"`
-		End   string `json:"end,omitempty"`
-	}
-	type input struct {
-		Type        concept `json:"type"`
-		ValueString string  `json:"valueString"`
-	}
-	ts := func(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
-	crit, err := json.Marshal(j.Criteria)
-	if err != nil {
-		return nil, fmt.Errorf("task of job %s: %w", j.ID, err)
-	}
-	t := map[string]any{
-		"resourceType": "Task",
-		"id":           j.TaskID,
-		"identifier":   []identifier{{System: JobIdentifierSystem, Value: j.ID}},
-		"status":       taskStatus(j.State),
-		"intent":       "plan",
-		"priority":     string(j.Priority),
-		"code":         concept{Coding: []coding{{System: TaskCodeSystem, Code: TaskCode, Display: "Prefetch prior imaging studies"}}},
-		"description":  "Prefetch priors for rule " + j.Rule,
-		"authoredOn":   ts(j.CreatedAt),
-		"lastModified": ts(j.UpdatedAt),
-		"input": []input{
-			{Type: concept{Coding: []coding{{System: TaskCodeSystem, Code: "rule"}}}, ValueString: j.Rule},
-			{Type: concept{Coding: []coding{{System: TaskCodeSystem, Code: "criteria"}}}, ValueString: string(crit)},
-			{Type: concept{Coding: []coding{{System: TaskCodeSystem, Code: "lane"}}}, ValueString: string(j.Lane)},
-		},
-	}
-	restriction := period{Start: ts(j.DueAt)}
-	if j.NeedBy != nil && j.NeedBy.After(j.DueAt) {
-		restriction.End = ts(*j.NeedBy)
-	}
-	t["restriction"] = map[string]any{"period": restriction}
-	switch {
-	case j.PatientRef != "":
-		t["for"] = reference{Reference: j.PatientRef}
-	case len(j.Patient) > 0:
-		id := j.Patient[0]
-		for _, x := range j.Patient {
-			if x.Type == "MR" {
-				id = x
-				break
-			}
-		}
-		t["for"] = reference{Identifier: &identifier{System: id.System, Value: id.Value}}
-	}
-	if ref, ok := fhirReference(j.OriginRef); ok {
-		t["focus"] = reference{Reference: ref}
-		t["basedOn"] = []reference{{Reference: ref}}
-		if strings.HasPrefix(ref, "Encounter/") {
-			t["encounter"] = reference{Reference: ref}
-		}
-	}
-	body, err := json.Marshal(t)
-	if err != nil {
-		return nil, fmt.Errorf("task of job %s: %w", j.ID, err)
-	}
-	res, _, err := p.store.Codec().Parse(body)
-	if err != nil {
-		return nil, fmt.Errorf("task of job %s: %w", j.ID, err)
-	}
-	return res, nil
-}
 
 // fhirReference reports whether ref is a relative FHIR reference
 // ("Appointment/123", "Encounter/…", "ServiceRequest/…") rather than an

@@ -337,14 +337,33 @@ func (p *Planner) planAll(ctx context.Context, evs []*triggers.CareEvent) (Outco
 	if err != nil {
 		return Outcome{}, err
 	}
+	rs := p.rules()
 	err = p.store.InTx(ctx, func(tx *postgres.Tx) error {
 		out = Outcome{}
-		for _, ev := range evs {
-			o, err := p.apply(ctx, tx, ev, refs, now)
+		// Runs of events that only create jobs (bookings, arrivals,
+		// orders: the bulk of a burst) are planned together, a few
+		// statements per run; a reschedule, cancellation or merge is
+		// applied on its own, in order, and sees every earlier write.
+		for i := 0; i < len(evs); {
+			if !createsOnly(evs[i]) {
+				o, err := p.apply(ctx, tx, rs, evs[i], refs, now)
+				if err != nil {
+					return fmt.Errorf("plan event %s: %w", evs[i].ID, err)
+				}
+				out.add(o)
+				i++
+				continue
+			}
+			j := i + 1
+			for j < len(evs) && createsOnly(evs[j]) {
+				j++
+			}
+			o, err := p.planRun(ctx, tx, rs, evs[i:j], refs, now)
 			if err != nil {
-				return fmt.Errorf("plan event %s: %w", ev.ID, err)
+				return err
 			}
 			out.add(o)
+			i = j
 		}
 		return nil
 	})

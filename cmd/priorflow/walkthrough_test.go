@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/internal/database/dbtest"
+	"github.com/priorflow/priorflow/internal/demo"
+	"github.com/priorflow/priorflow/internal/orthanctest"
+)
+
+// The README walkthrough on real processes: a remote site (Orthanc) seeded
+// with `priorflow demo seed`, the api and the prefetcher as built binaries
+// with their own database, ports and data dir and the default rules plus a
+// dicomweb source, the sample SIU^S12 sent with `priorflow hl7 send`; the
+// priors appear under ImagingStudy?patient= with the local Endpoint, and
+// their thumbnails render.
+func TestWalkthrough_SIU_LoadsPriorsFromDemoRemote(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds the binaries and runs Orthanc")
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), "../api", "../prefetcher", ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	o := orthanctest.Start(t)
+	if out, err := exec.Command(filepath.Join(bin, "priorflow"), "demo", "seed", "-url", o.URL+"/dicom-web").CombinedOutput(); err != nil {
+		t.Fatalf("priorflow demo seed: %v\n%s", err, out)
+	} else {
+		t.Logf("priorflow demo seed:\n%s", out)
+	}
+
+	dir := t.TempDir()
+	rulesYAML, err := os.ReadFile("../../config/priorflow.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "priorflow.yaml")
+	cfg := string(rulesYAML) + fmt.Sprintf(`
+sources:
+  - name: demo-remote
+    kind: dicomweb
+    url: %s/dicom-web
+    issuer: %s
+`, o.URL, demo.SIUIssuer)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, mllpAddr, natsAddr, metricsAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	base := "http://" + httpAddr
+	env := append(os.Environ(),
+		"DATABASE_URL="+dbtest.NewDatabase(t),
+		"PRIORFLOW_CONFIG="+cfgPath,
+		"PRIORFLOW_DATA_DIR="+filepath.Join(dir, "data"),
+		"PRIORFLOW_HTTP_ADDR="+httpAddr,
+		"PRIORFLOW_BASE_URL="+base,
+		"PRIORFLOW_MLLP_ADDR="+mllpAddr,
+		"PRIORFLOW_NATS_LISTEN="+natsAddr,
+		"PRIORFLOW_PREFETCHER_HTTP_ADDR="+metricsAddr,
+		"PRIORFLOW_RETRIEVE_BACKOFF=200ms",
+		"PRIORFLOW_RETRIEVE_BACKOFF_MAX=2s",
+	)
+	start := func(name string, extra ...string) {
+		t.Helper()
+		logf, err := os.Create(filepath.Join(dir, name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(filepath.Join(bin, name))
+		cmd.Env = append(env, extra...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
+			logf.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(logf.Name())
+				t.Logf("%s log:\n%s", name, tailBytes(b, 4000))
+			}
+		})
+	}
+	start("api")
+	eventually(t, 60*time.Second, "the api to be ready", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	start("prefetcher", "NATS_URL=nats://"+natsAddr)
+
+	// The sample as shipped: its appointment (2021) is past, so the job is
+	// due at once; the 5-year lookback counts from the appointment, which
+	// the seeded dates (at most 4 years old) satisfy.
+	out, err := exec.Command(filepath.Join(bin, "priorflow"), "hl7", "send", "-addr", mllpAddr, "../../triggers/hl7v2/testdata/SIU-S12-01.hl7").CombinedOutput()
+	if err != nil {
+		t.Fatalf("priorflow hl7 send: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "MSA|AA") {
+		t.Fatalf("ACK %q, want MSA|AA", out)
+	}
+
+	var studies []map[string]any
+	eventually(t, 90*time.Second, "ImagingStudy?patient= to show the two priors", func() bool {
+		studies = nil
+		for _, p := range fhirSearch(t, base, "Patient?identifier="+demo.SIUPatientID) {
+			studies = append(studies, fhirSearch(t, base, "ImagingStudy?patient=Patient/"+p["id"].(string))...)
+		}
+		return len(studies) >= 2
+	})
+	if len(studies) != 2 {
+		t.Errorf("%d ImagingStudy resources, want 2 (maxPriors 2)", len(studies))
+	}
+	for _, is := range studies {
+		ep, _ := json.Marshal(is["endpoint"])
+		if !strings.Contains(string(ep), "Endpoint/"+archive.LocalEndpointID) {
+			t.Errorf("ImagingStudy %v endpoint %s, want Endpoint/%s", is["id"], ep, archive.LocalEndpointID)
+		}
+		uid := studyUID(is)
+		if uid == "" {
+			t.Fatalf("ImagingStudy %v has no DICOM UID identifier", is["id"])
+		}
+		req, _ := http.NewRequest(http.MethodGet, base+"/dicomweb/studies/"+uid+"/thumbnail", nil)
+		req.Header.Set("Accept", "image/jpeg")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(img, []byte{0xFF, 0xD8}) {
+			t.Errorf("thumbnail of %s: HTTP %d %s, %d bytes; want a JPEG", uid, resp.StatusCode, resp.Header.Get("Content-Type"), len(img))
+		}
+	}
+	var tasks map[string]any
+	getJSON(t, base+"/fhir/Task?code=prefetch", &tasks)
+	if n, _ := tasks["total"].(float64); n < 1 && len(entries(tasks)) == 0 {
+		t.Errorf("Task?code=prefetch shows no job: %v", tasks)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func eventually(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func getJSON(t *testing.T, u string, v any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: HTTP %d %s", u, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+}
+
+func entries(bundle map[string]any) []map[string]any {
+	var out []map[string]any
+	list, _ := bundle["entry"].([]any)
+	for _, e := range list {
+		if r, ok := e.(map[string]any)["resource"].(map[string]any); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func fhirSearch(t *testing.T, base, q string) []map[string]any {
+	t.Helper()
+	var b map[string]any
+	getJSON(t, base+"/fhir/"+q, &b)
+	return entries(b)
+}
+
+func studyUID(is map[string]any) string {
+	ids, _ := is["identifier"].([]any)
+	for _, x := range ids {
+		m, _ := x.(map[string]any)
+		if m["system"] == archive.SystemDICOMUID {
+			return strings.TrimPrefix(fmt.Sprint(m["value"]), "urn:oid:")
+		}
+	}
+	return ""
+}
+
+func tailBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
