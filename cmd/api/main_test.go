@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -54,7 +55,7 @@ type apiProcess struct {
 }
 
 // startAPIFull is startAPI that also returns the MLLP and NATS addresses.
-func startAPIFull(t *testing.T) apiProcess {
+func startAPIFull(t *testing.T, extra ...string) apiProcess {
 	t.Helper()
 	addr, mllpAddr, natsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -64,8 +65,8 @@ func startAPIFull(t *testing.T) apiProcess {
 		t.Fatal(err)
 	}
 	go func() {
-		errc <- run(ctx, []string{"-database-url", dbtest.NewDatabase(t), "-http-addr", addr, "-data-dir", t.TempDir(),
-			"-mllp-addr", mllpAddr, "-nats-listen", natsAddr, "-log-level", "debug"}, logf)
+		errc <- run(ctx, append([]string{"-database-url", dbtest.NewDatabase(t), "-http-addr", addr, "-data-dir", t.TempDir(),
+			"-mllp-addr", mllpAddr, "-nats-listen", natsAddr, "-log-level", "debug"}, extra...), logf)
 	}()
 	base := "http://" + addr
 	deadline := time.Now().Add(20 * time.Second)
@@ -414,6 +415,72 @@ func TestAPI_LogsCarryNoPatientData(t *testing.T) {
 		"LOGPID42", "LOGPID43", "PLANTAGENET", "ROSALIND", "TUDOR", "MARGERY"} {
 		if bytes.Contains(logs, []byte(secret)) {
 			t.Errorf("the log contains patient data %q", secret)
+		}
+	}
+}
+
+// A rest-hook Subscription made through the API is activated by a handshake
+// with its (allow-listed) endpoint, and a study stored over STOW-RS that
+// matches its criteria is notified to it.
+func TestAPI_SubscriptionNotifiedWhenAStudyArrives(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 16)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- string(b)
+	}))
+	defer rcv.Close()
+	a := startAPIFull(t, "-subscription-endpoints", rcv.URL+"/")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("SUB1", "HOSP-S", "DOE^JANE"))
+
+	sub := `{"resourceType":"Subscription","status":"requested","reason":"priors","criteria":"ImagingStudy?identifier=urn:dicom:uid|urn:oid:` + st.StudyInstanceUID + `",
+	  "channel":{"type":"rest-hook","endpoint":"` + rcv.URL + `/hook","payload":"application/fhir+json"}}`
+	resp, err := http.Post(a.base+"/fhir/Subscription", "application/fhir+json", strings.NewReader(sub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("POST Subscription: %d", resp.StatusCode)
+	}
+	outside := strings.Replace(sub, rcv.URL, "http://169.254.169.254", 1)
+	resp, err = http.Post(a.base+"/fhir/Subscription", "application/fhir+json", strings.NewReader(outside))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Errorf("Subscription to an address outside the allow-list: %d, want 422", resp.StatusCode)
+	}
+	wait := func(what string) string {
+		select {
+		case b := <-got:
+			return b
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s notification within 30 s", what)
+			return ""
+		}
+	}
+	wait("handshake")
+
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf, "application/dicom")
+	for _, in := range st.Instances() {
+		_ = mw.WritePart("application/dicom", "", bytes.NewReader(in.Bytes))
+	}
+	mw.Close()
+	resp, err = http.Post(a.base+"/dicomweb/studies", mw.ContentType(), &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("STOW-RS: %d", resp.StatusCode)
+	}
+	for {
+		b := wait("ImagingStudy")
+		if strings.Contains(b, `"resourceType":"ImagingStudy"`) && strings.Contains(b, st.StudyInstanceUID) {
+			break // the notification carries the new ImagingStudy
 		}
 	}
 }
