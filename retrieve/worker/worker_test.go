@@ -240,6 +240,46 @@ func TestWorker(t *testing.T) {
 		e.checkIdentical(flaky)
 	})
 
+	t.Run("two replicas share the jobs without pulling a study twice", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, remote, "A7", "B500")
+		// Jobs published before either replica runs, so both start with a
+		// backlog to share: one that pulls the big study, five that find
+		// nothing remotely.
+		e.publishBooking("ev-7", "A7")
+		for i := range 5 {
+			e.publishBooking(fmt.Sprintf("ev-7-%d", i), fmt.Sprintf("N%d", i))
+		}
+		e.waitPublished(6)
+		e.startWorker()
+		e.startWorker()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var done, total int
+			_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE state IN ('completed', 'failed')), count(*) FROM prefetch_job`).Scan(&done, &total)
+			if done == total && total == 6 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d jobs finished", done, total)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		var failed, extra int
+		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE state <> 'completed'), coalesce(sum(attempts - 1), 0) FROM prefetch_job`).Scan(&failed, &extra)
+		if failed != 0 || extra != 0 {
+			t.Errorf("%d jobs not completed, %d extra attempts; want every job done once", failed, extra)
+		}
+		e.checkIdentical(big)
+		seen := map[string]bool{}
+		for _, p := range e.requests.wado() {
+			if seen[p] {
+				t.Errorf("WADO-RS %s requested twice", p)
+			}
+			seen[p] = true
+		}
+	})
+
 	t.Run("shutdown mid-pull hands the job back; a new worker completes it", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, remote, "A5", "B500")
