@@ -53,7 +53,7 @@ DATABASE_URL="$pg/$db?sslmode=disable" PRIORFLOW_HTTP_ADDR="127.0.0.1:$port" PRI
   PRIORFLOW_DATA_DIR=".cache/bench/data-$db" \
   bin/api >"$log" 2>&1 &
 api=$!
-trap 'kill "$api" 2>/dev/null; wait "$api" 2>/dev/null || true' EXIT
+trap 'kill "$api" 2>/dev/null || true; wait "$api" 2>/dev/null || true' EXIT
 
 for _ in $(seq 1 60); do
   curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
