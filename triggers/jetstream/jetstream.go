@@ -22,6 +22,9 @@ const StreamName = "CARE_EVENTS"
 
 // StreamConfig tunes the care event stream.
 type StreamConfig struct {
+	// Name and SubjectPrefix default to StreamName and
+	// triggers.SubjectPrefix; tests on a shared NATS server set their own.
+	Name, SubjectPrefix string
 	// Replicas is the number of copies in a cluster (1 for a single server).
 	Replicas int
 	// DuplicateWindow is how long an event id is remembered for
@@ -33,6 +36,7 @@ type StreamConfig struct {
 
 // EnsureStream creates or updates the care event stream.
 func EnsureStream(ctx context.Context, js njs.JetStream, cfg StreamConfig) error {
+	cfg = cfg.withDefaults()
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
@@ -43,9 +47,9 @@ func EnsureStream(ctx context.Context, js njs.JetStream, cfg StreamConfig) error
 		cfg.MaxAge = 30 * 24 * time.Hour
 	}
 	_, err := js.CreateOrUpdateStream(ctx, njs.StreamConfig{
-		Name:        StreamName,
+		Name:        cfg.Name,
 		Description: "Priorflow care events (triggers.CareEvent JSON, schemaVersion 1)",
-		Subjects:    []string{triggers.SubjectPrefix + ">"},
+		Subjects:    []string{cfg.SubjectPrefix + ">"},
 		Storage:     njs.FileStorage,
 		Retention:   njs.LimitsPolicy,
 		Replicas:    cfg.Replicas,
@@ -53,22 +57,38 @@ func EnsureStream(ctx context.Context, js njs.JetStream, cfg StreamConfig) error
 		MaxAge:      cfg.MaxAge,
 	})
 	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", StreamName, err)
+		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
 	return nil
 }
 
-// Publisher publishes care events.
-type Publisher struct {
-	js njs.JetStream
+func (c StreamConfig) withDefaults() StreamConfig {
+	if c.Name == "" {
+		c.Name = StreamName
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = triggers.SubjectPrefix
+	}
+	return c
 }
 
-// NewPublisher returns a publisher on js.
+// Publisher publishes care events.
+type Publisher struct {
+	js  njs.JetStream
+	cfg StreamConfig
+}
+
+// NewPublisher returns a publisher on js, to the care event stream.
 func NewPublisher(js njs.JetStream) (*Publisher, error) {
+	return NewPublisherFor(js, StreamConfig{})
+}
+
+// NewPublisherFor returns a publisher to the stream cfg names.
+func NewPublisherFor(js njs.JetStream, cfg StreamConfig) (*Publisher, error) {
 	if js == nil {
 		return nil, errors.New("jetstream publisher: JetStream is required")
 	}
-	return &Publisher{js: js}, nil
+	return &Publisher{js: js, cfg: cfg.withDefaults()}, nil
 }
 
 // Publish stores ev in the stream and returns once JetStream has
@@ -82,7 +102,8 @@ func (p *Publisher) Publish(ctx context.Context, ev *triggers.CareEvent) (duplic
 	if err != nil {
 		return false, fmt.Errorf("publish care event: %w", err)
 	}
-	ack, err := p.js.Publish(ctx, ev.Subject(), data, njs.WithMsgID(ev.ID), njs.WithExpectStream(StreamName))
+	subject := p.cfg.SubjectPrefix + string(ev.Kind)
+	ack, err := p.js.Publish(ctx, subject, data, njs.WithMsgID(ev.ID), njs.WithExpectStream(p.cfg.Name))
 	if err != nil {
 		return false, fmt.Errorf("publish care event: %w", err)
 	}
