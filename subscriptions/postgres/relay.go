@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/priorflow/priorflow/internal/database"
 )
 
 // Publisher stores a message durably (subscriptions/jetstream.Publisher);
@@ -60,29 +62,11 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 func (r *Relay) session(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+	conn, err := database.Lead(ctx, r.pool, relayLockKey, r.poll, nil)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = conn.Close(cctx)
-	}()
-	for {
-		var leader bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, relayLockKey).Scan(&leader); err != nil {
-			return fmt.Errorf("take relay lock: %w", err)
-		}
-		if leader {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(r.poll):
-		}
-	}
+	defer database.CloseLeader(ctx, conn)
 	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/priorflow/priorflow/internal/database"
 	"github.com/priorflow/priorflow/triggers"
 )
 
@@ -107,30 +108,13 @@ func (r *Relay) Run(ctx context.Context) error {
 // session runs on one dedicated connection (outside the pool, so the
 // session lock and LISTEN end with it): wait to lead, then relay.
 func (r *Relay) session(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+	conn, err := database.Lead(ctx, r.pool, relayLockKey, r.cfg.PollInterval, func(conn *pgx.Conn) error {
+		return r.measure(ctx, conn) // followers keep the depth gauge current
+	})
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = conn.Close(cctx)
-	}()
-	for {
-		var leader bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, relayLockKey).Scan(&leader); err != nil {
-			return fmt.Errorf("take relay lock: %w", err)
-		}
-		if leader {
-			break
-		}
-		if err := r.measure(ctx, conn); err != nil {
-			return err
-		}
-		if !sleep(ctx, r.cfg.PollInterval) {
-			return ctx.Err()
-		}
-	}
+	defer database.CloseLeader(ctx, conn)
 	r.log.Info("outbox relay: leading")
 	if _, err := conn.Exec(ctx, "LISTEN "+OutboxChannel); err != nil {
 		return fmt.Errorf("listen: %w", err)
