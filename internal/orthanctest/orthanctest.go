@@ -58,9 +58,31 @@ func freePort(tb testing.TB) int {
 }
 
 // Start runs Orthanc until the test ends.
+//
+// Ports come from the kernel and are released before Orthanc binds them, so
+// another process may take one in between; Orthanc then exits at once. Such
+// an exit is retried on fresh ports rather than failing the test, and a slow
+// start on a loaded machine (CI runs many Orthancs beside the Go tests) is
+// waited for as long as the process lives.
 func Start(tb testing.TB, servers ...Server) *Orthanc {
 	tb.Helper()
 	bin := Require(tb)
+	var last string
+	for attempt := 0; attempt < 4; attempt++ {
+		o, log, ok := start(tb, bin, servers)
+		if ok {
+			return o
+		}
+		last = log
+	}
+	tb.Fatalf("Orthanc did not start after 4 attempts; its last log:\n%s", last)
+	return nil
+}
+
+// start runs one Orthanc; ok is false with its log when it exited before
+// answering.
+func start(tb testing.TB, bin string, servers []Server) (o *Orthanc, log string, ok bool) {
+	tb.Helper()
 	dir := tb.TempDir()
 	httpPort, dicomPort := freePort(tb), freePort(tb)
 	dw := map[string]any{}
@@ -98,7 +120,8 @@ func Start(tb testing.TB, servers ...Server) *Orthanc {
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "orthanc.log"))
+	logPath := filepath.Join(dir, "orthanc.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -107,27 +130,38 @@ func Start(tb testing.TB, servers ...Server) *Orthanc {
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start Orthanc: %v", err)
 	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	tb.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_, _ = cmd.Process.Wait()
+		<-exited
 		logf.Close()
 	})
-	o := &Orthanc{URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), AET: "ORTHANCTEST", Port: dicomPort,
+	o = &Orthanc{URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), AET: "ORTHANCTEST", Port: dicomPort,
 		http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DisableCompression: true}}}
-	deadline := time.Now().Add(30 * time.Second)
+	probe := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		resp, err := o.http.Get(o.URL + "/system")
+		resp, err := probe.Get(o.URL + "/system")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return o
+				return o, "", true
 			}
 		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "orthanc.log"))
-			tb.Fatalf("Orthanc did not start: %v\n%s", err, tail(log, 2000))
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logPath)
+			return nil, string(tail(b, 2000)), false
+		case <-time.After(100 * time.Millisecond):
 		}
-		time.Sleep(100 * time.Millisecond)
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			tb.Fatalf("Orthanc did not answer within 2 minutes: %v\n%s", err, tail(b, 2000))
+		}
 	}
 }
 
