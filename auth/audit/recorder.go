@@ -1,0 +1,503 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/postgres"
+)
+
+// Config tunes a Recorder. The zero value of each field picks its default.
+type Config struct {
+	// Observer names this server in the records (AuditEvent.source.observer
+	// and the server agent). Default "Priorflow".
+	Observer string
+	// QueueSize bounds the events waiting to be written (default 4096).
+	// When it is full, Record waits.
+	QueueSize int
+	// BatchSize is the most events written in one transaction (default 256).
+	BatchSize int
+	// MaxCapture bounds the JSON response (and request) bodies the
+	// middlewares read for patients (default 16 MiB). A larger body is
+	// recorded without the patients it holds.
+	MaxCapture int
+	// FHIRPath and DICOMwebPath are where the APIs are mounted (default
+	// "/fhir" and "/dicomweb"): the middlewares read the interaction from
+	// the path below them.
+	FHIRPath     string
+	DICOMwebPath string
+	// WriteTimeout bounds one attempt to write a batch (default 30 s).
+	WriteTimeout time.Duration
+	// RetryInitial and RetryMax bound the backoff between attempts
+	// (default 200 ms and 30 s). A batch is retried until it is written.
+	RetryInitial time.Duration
+	RetryMax     time.Duration
+	// DrainTimeout bounds the writing of the queue when Run is stopped
+	// (default 30 s); what is not written by then is reported lost.
+	DrainTimeout time.Duration
+	// Registerer, when set, receives the recorder's metrics.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	var errs []error
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"queue size", c.QueueSize}, {"batch size", c.BatchSize}, {"max capture", c.MaxCapture}} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d is negative", n.name, n.v))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"write timeout", c.WriteTimeout}, {"initial retry interval", c.RetryInitial}, {"max retry interval", c.RetryMax}, {"drain timeout", c.DrainTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
+		}
+	}
+	if c.RetryInitial > 0 && c.RetryMax > 0 && c.RetryMax < c.RetryInitial {
+		errs = append(errs, fmt.Errorf("max retry interval %s is below the initial one %s", c.RetryMax, c.RetryInitial))
+	}
+	for _, p := range []struct{ name, v string }{{"FHIR path", c.FHIRPath}, {"DICOMweb path", c.DICOMwebPath}} {
+		if p.v != "" && (p.v[0] != '/' || p.v[len(p.v)-1] == '/') {
+			errs = append(errs, fmt.Errorf("%s %q must start and not end with /", p.name, p.v))
+		}
+	}
+	if c.Observer != "" && fhirString(c.Observer, 256) != c.Observer {
+		errs = append(errs, fmt.Errorf("observer %q is not a short FHIR string", c.Observer))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) defaults() {
+	set := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setD := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	set(&c.QueueSize, 4096)
+	set(&c.BatchSize, 256)
+	set(&c.MaxCapture, 16<<20)
+	setD(&c.WriteTimeout, 30*time.Second)
+	setD(&c.RetryInitial, 200*time.Millisecond)
+	setD(&c.RetryMax, 30*time.Second)
+	setD(&c.DrainTimeout, 30*time.Second)
+	if c.RetryMax < c.RetryInitial {
+		c.RetryMax = c.RetryInitial
+	}
+	if c.Observer == "" {
+		c.Observer = "Priorflow"
+	}
+	if c.FHIRPath == "" {
+		c.FHIRPath = "/fhir"
+	}
+	if c.DICOMwebPath == "" {
+		c.DICOMwebPath = "/dicomweb"
+	}
+}
+
+// maxLookups bounds the study lookups of one event (a QIDO-RS response of
+// many studies); studies past it are recorded without their patient.
+const maxLookups = 1000
+
+// lookupAttempts is how often a failing study lookup is tried before the
+// study is recorded without its patient: a lookup that keeps failing must
+// not hold up the queue behind it.
+const lookupAttempts = 3
+
+// Recorder writes Events as AuditEvents. Record is safe for concurrent use;
+// Run is the one writer.
+type Recorder struct {
+	store *postgres.Store
+	codec *fhir.Codec
+	log   *slog.Logger
+	cfg   Config
+	now   func() time.Time
+
+	queue chan Event
+	// mu orders Record's sends against the end of Run: Record sends under
+	// the read lock; Run takes the write lock to set closed, after which
+	// no send can happen and the queue can be emptied for good.
+	mu      sync.RWMutex
+	closed  bool
+	dead    chan struct{} // closed when Run gave up writing at shutdown
+	running atomic.Bool
+
+	written  prometheus.Counter
+	failures prometheus.Counter
+	lost     prometheus.Counter
+}
+
+// NewRecorder returns a Recorder writing to store, whose registry must hold
+// AuditEvent. Start Run before serving.
+func NewRecorder(store *postgres.Store, log *slog.Logger, cfg Config) (*Recorder, error) {
+	if store == nil || log == nil {
+		return nil, errors.New("audit: store and logger are required")
+	}
+	if store.Registry().Type("AuditEvent") == nil {
+		return nil, errors.New("audit: the store's registry has no AuditEvent type")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("audit: config: %w", err)
+	}
+	cfg.defaults()
+	rec := &Recorder{
+		store: store,
+		codec: store.Codec(),
+		log:   log,
+		cfg:   cfg,
+		now:   time.Now,
+		queue: make(chan Event, cfg.QueueSize),
+		dead:  make(chan struct{}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "priorflow", Subsystem: "audit", Name: "events_written_total",
+			Help: "AuditEvents written for accesses to the HTTP APIs.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "priorflow", Subsystem: "audit", Name: "write_failures_total",
+			Help: "Failed attempts to write a batch of AuditEvents (each is retried).",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "priorflow", Subsystem: "audit", Name: "events_lost_total",
+			Help: "Accesses that could not be recorded (cancelled while waiting, or unwritten at shutdown).",
+		}),
+	}
+	if r := cfg.Registerer; r != nil {
+		depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "priorflow", Subsystem: "audit", Name: "queue_depth",
+			Help: "Events waiting to be written.",
+		}, func() float64 { return float64(len(rec.queue)) })
+		for _, c := range []prometheus.Collector{rec.written, rec.failures, rec.lost, depth} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("audit: register metrics: %w", err)
+			}
+		}
+	}
+	return rec, nil
+}
+
+// Record queues ev to be written. When the queue is full it waits for room
+// (backpressure: an access is never left unrecorded), until ctx is done;
+// then the access is lost, and counted and logged as such. After Run has
+// stopped, Record writes ev itself, bounded by the drain timeout.
+func (rec *Recorder) Record(ctx context.Context, ev Event) error {
+	if ev.Recorded.IsZero() {
+		ev.Recorded = rec.now()
+	}
+	rec.mu.RLock()
+	if rec.closed {
+		rec.mu.RUnlock()
+		return rec.writeNow(ctx, ev)
+	}
+	select {
+	case rec.queue <- ev:
+		rec.mu.RUnlock()
+		return nil
+	case <-rec.dead:
+		rec.mu.RUnlock()
+		return rec.writeNow(ctx, ev)
+	case <-ctx.Done():
+		rec.mu.RUnlock()
+		rec.lost.Inc()
+		rec.log.ErrorContext(ctx, "an access could not be recorded: cancelled while the audit queue was full",
+			"interaction", ev.Interaction, "status", ev.Status)
+		return fmt.Errorf("audit: record %s: %w", ev.Interaction, context.Cause(ctx))
+	}
+}
+
+// Run writes queued events until ctx is done, in batches of up to
+// Config.BatchSize, one transaction each. A failed batch is retried with
+// exponential backoff until it is written. When ctx is done, Run writes
+// everything queued (within Config.DrainTimeout) and returns; an error
+// then means events were lost. Run may be called once.
+func (rec *Recorder) Run(ctx context.Context) error {
+	if !rec.running.CompareAndSwap(false, true) {
+		return errors.New("audit: Run was already called")
+	}
+	// Writes are not cut short by ctx: a batch begun is finished.
+	base := context.WithoutCancel(ctx)
+	for {
+		select {
+		case ev := <-rec.queue:
+			batch := rec.fill(ev)
+			if err := rec.writeRetrying(ctx, base, batch); err != nil {
+				// ctx ended while the batch waited to be retried.
+				return rec.shutdown(ctx, batch)
+			}
+		case <-ctx.Done():
+			return rec.shutdown(ctx, nil)
+		}
+	}
+}
+
+// shutdown writes pending and everything queued, then stops the queue.
+func (rec *Recorder) shutdown(ctx context.Context, pending []*entry) error {
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), rec.cfg.DrainTimeout)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() {
+		// Waits for Records in the middle of a send (they hold the read
+		// lock), which the loop below makes room for.
+		rec.mu.Lock()
+		rec.closed = true
+		rec.mu.Unlock()
+		close(stopped)
+	}()
+	fail := func(err error, unwritten int) error {
+		close(rec.dead) // Records still waiting write on their own
+		<-stopped
+		for len(rec.queue) > 0 {
+			<-rec.queue
+			unwritten++
+		}
+		rec.lost.Add(float64(unwritten))
+		rec.log.Error("audit events were lost at shutdown: the database did not take them in time",
+			"events", unwritten, errAttr(err))
+		return fmt.Errorf("audit: %d events unwritten at shutdown: %w", unwritten, err)
+	}
+	if len(pending) > 0 {
+		if err := rec.writeRetrying(drain, drain, pending); err != nil {
+			return fail(err, len(pending))
+		}
+	}
+	for {
+		var ev Event
+		select {
+		case ev = <-rec.queue:
+		case <-stopped:
+			// No send is in progress or can begin: what is queued now is
+			// all there will be.
+			select {
+			case ev = <-rec.queue:
+			default:
+				return nil
+			}
+		}
+		batch := rec.fill(ev)
+		if err := rec.writeRetrying(drain, drain, batch); err != nil {
+			return fail(err, len(batch))
+		}
+	}
+}
+
+// entry is a queued event on its way to the database; the encoded
+// AuditEvents are kept across retries.
+type entry struct {
+	ev       Event
+	lookups  int // failed lookup attempts
+	resolved bool
+	msgs     []proto.Message
+}
+
+// fill returns a batch of first and whatever else is queued, up to the batch
+// size, without waiting.
+func (rec *Recorder) fill(first Event) []*entry {
+	batch := []*entry{{ev: first}}
+	for len(batch) < rec.cfg.BatchSize {
+		select {
+		case ev := <-rec.queue:
+			batch = append(batch, &entry{ev: ev})
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// writeNow writes one event synchronously, for Records after Run stopped.
+func (rec *Recorder) writeNow(ctx context.Context, ev Event) error {
+	ctx, cancel := context.WithTimeout(ctx, rec.cfg.DrainTimeout)
+	defer cancel()
+	if err := rec.writeRetrying(ctx, ctx, []*entry{{ev: ev}}); err != nil {
+		rec.lost.Inc()
+		rec.log.ErrorContext(ctx, "an access could not be recorded after the audit writer stopped",
+			"interaction", ev.Interaction, "status", ev.Status, errAttr(err))
+		return fmt.Errorf("audit: record %s: %w", ev.Interaction, err)
+	}
+	return nil
+}
+
+// writeRetrying writes batch, retrying with backoff until it is written or
+// wait is done. Each attempt runs under attempt (bounded by the write
+// timeout), so that a batch begun is not cut short by wait.
+func (rec *Recorder) writeRetrying(wait, attempt context.Context, batch []*entry) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = rec.cfg.RetryInitial
+	b.MaxInterval = rec.cfg.RetryMax
+	op := func() (struct{}, error) {
+		ctx, cancel := context.WithTimeout(attempt, rec.cfg.WriteTimeout)
+		defer cancel()
+		err := rec.write(ctx, batch)
+		if err != nil {
+			rec.failures.Inc()
+		}
+		return struct{}{}, err
+	}
+	_, err := backoff.Retry(wait, op,
+		backoff.WithBackOff(b),
+		backoff.WithMaxElapsedTime(0), // never give up while the server runs
+		backoff.WithNotify(func(err error, next time.Duration) {
+			rec.log.Warn("writing audit events failed; retrying", "events", len(batch), "retry_in", next, errAttr(err))
+		}))
+	return err
+}
+
+// write resolves, encodes and stores a batch in one transaction.
+func (rec *Recorder) write(ctx context.Context, batch []*entry) error {
+	var todo []*entry
+	for _, e := range batch {
+		if !e.resolved {
+			if err := rec.resolve(ctx, e); err != nil {
+				return err
+			}
+		}
+		if e.msgs == nil {
+			todo = append(todo, e)
+		}
+	}
+	rec.encodeAll(todo)
+	n := 0
+	for _, e := range batch {
+		n += len(e.msgs)
+	}
+	err := rec.store.InTx(ctx, func(tx *postgres.Tx) error {
+		for _, e := range batch {
+			for _, m := range e.msgs {
+				if _, err := tx.Create(ctx, m); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("audit: write %d events: %w", n, err)
+	}
+	rec.written.Add(float64(n))
+	return nil
+}
+
+// resolve looks up the patients of the event's studies. A lookup error
+// fails the attempt (the database is likely down, and the write would fail
+// too) until lookupAttempts, after which the studies stay without patient.
+func (rec *Recorder) resolve(ctx context.Context, e *entry) error {
+	ev := &e.ev
+	if ev.lookup == nil {
+		e.resolved = true
+		return nil
+	}
+	found := map[string]string{}
+	for i, s := range ev.Studies {
+		if i >= maxLookups {
+			break
+		}
+		if s.Patient != "" {
+			continue
+		}
+		p, ok := found[s.InstanceUID]
+		if !ok {
+			var err error
+			p, err = ev.lookup(ctx, s.InstanceUID)
+			if err != nil {
+				e.lookups++
+				if e.lookups < lookupAttempts {
+					return fmt.Errorf("audit: look up the patient of a study: %w", err)
+				}
+				rec.log.Warn("looking up the patient of a study failed; recording the access without it",
+					"interaction", ev.Interaction, errAttr(err))
+				break
+			}
+			found[s.InstanceUID] = p
+		}
+		ev.Studies[i].Patient = patientRef(p)
+	}
+	e.resolved = true
+	return nil
+}
+
+// encodeAll encodes entries on every CPU: parsing FHIR JSON into protos
+// costs far more than storing them, and is what bounds the writer.
+func (rec *Recorder) encodeAll(todo []*entry) {
+	workers := min(runtime.GOMAXPROCS(0), len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(todo) {
+					return
+				}
+				todo[i].msgs = rec.encode(&todo[i].ev)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// encode turns ev into AuditEvent protos. Should the codec refuse a record
+// (a value from the request it does not take), the record is written
+// without the caller's free text rather than not at all.
+func (rec *Recorder) encode(ev *Event) []proto.Message {
+	for _, minimal := range []bool{false, true} {
+		var out []proto.Message
+		var failed error
+		for _, ae := range build(ev, rec.cfg.Observer, minimal) {
+			b, err := json.Marshal(ae)
+			if err == nil {
+				var msg proto.Message
+				msg, _, err = rec.codec.Parse(b)
+				out = append(out, msg)
+			}
+			if err != nil {
+				failed = err
+				break
+			}
+		}
+		if failed == nil {
+			return out
+		}
+		rec.log.Error("an AuditEvent could not be encoded", "interaction", ev.Interaction, "minimal", minimal, errAttr(failed))
+	}
+	rec.lost.Inc()
+	return []proto.Message{}
+}
+
+// errAttr describes err for the log without patient data: database errors
+// by SQLSTATE (their messages may quote values), FHIR errors by kind and
+// path (their messages may quote the resource), anything else — network
+// and timeout errors, which carry none — by its text.
+func errAttr(err error) slog.Attr {
+	var pg interface{ SQLState() string }
+	if errors.As(err, &pg) {
+		return slog.String("sqlstate", pg.SQLState())
+	}
+	var fe *fhir.Error
+	if errors.As(err, &fe) {
+		return slog.Group("err", "kind", fe.Kind.String(), "expression", fe.Expression)
+	}
+	if err == nil {
+		return slog.Attr{}
+	}
+	return slog.String("err", err.Error())
+}
