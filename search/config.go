@@ -2,6 +2,7 @@ package search
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -36,13 +37,14 @@ func (c *SourceConfig) Info() SourceInfo {
 	return SourceInfo{Name: c.Name, Kind: c.Kind, URL: c.URL, Issuer: c.Issuer, Match: c.Match, Mode: c.Mode}
 }
 
-// Auth says how to authenticate to a source. At most one of bearer, basic
-// and mTLS is set (mTLS may be combined with either of the others).
+// Auth says how to authenticate to a source: at most one of a bearer
+// token, basic and OAuth, each of which may be combined with mTLS.
 type Auth struct {
 	BearerTokenFile string
 	BearerTokenEnv  string
 	Basic           *BasicAuth
 	MTLS            *MTLS
+	OAuth           *OAuth
 }
 
 // BasicAuth is HTTP basic authentication; the password comes from a file
@@ -56,6 +58,23 @@ type BasicAuth struct {
 // MTLS is a client certificate, and the CA that signs the server's.
 type MTLS struct {
 	CertFile, KeyFile, CAFile string
+}
+
+// OAuth is the OAuth 2.0 client credentials grant (RFC 6749 section 4.4)
+// with a signed JWT as client authentication (RFC 7523 section 2.2), as
+// SMART Backend Services profile it (SMART App Launch 2.x, "Backend
+// Services"): Priorflow signs an assertion with its private key, trades it
+// at TokenURL for an access token, and sends that as a bearer token. The
+// key is read from PrivateKeyFile, never from the config.
+type OAuth struct {
+	TokenURL string
+	ClientID string
+	// PrivateKeyFile holds the signing key: a JWK or JWK Set (JSON) or a
+	// PEM key. RSA keys sign with RS384, EC P-384 keys with ES384.
+	PrivateKeyFile string
+	// Scope is the space-separated scopes requested, such as
+	// "system/ImagingStudy.rs system/Patient.rs".
+	Scope string
 }
 
 // Source defaults.
@@ -285,7 +304,8 @@ func (p *cfgParser) intIn(v *yaml.Node, key string, lo, hi, def int) int {
 }
 
 // secretKeys are keys that would put a secret in the file.
-var secretKeys = map[string]bool{"bearerToken": true, "token": true, "password": true, "key": true, "secret": true}
+var secretKeys = map[string]bool{"bearerToken": true, "token": true, "password": true, "key": true, "secret": true,
+	"accessToken": true, "clientSecret": true, "privateKey": true, "assertion": true, "clientAssertion": true}
 
 func (p *cfgParser) auth(n *yaml.Node) Auth {
 	var a Auth
@@ -307,11 +327,17 @@ func (p *cfgParser) auth(n *yaml.Node) Auth {
 			a.Basic = p.basic(v)
 		case k.Value == "mTLS" || k.Value == "mtls":
 			a.MTLS = p.mtls(v)
+		case k.Value == "oauth":
+			a.OAuth = p.oauth(v)
 		default:
-			p.add(k, "unknown key %q in auth (known: bearerTokenFile, bearerTokenEnv, basic, mTLS)", k.Value)
+			p.add(k, "unknown key %q in auth (known: bearerTokenFile, bearerTokenEnv, basic, oauth, mTLS)", k.Value)
 		}
 	}
-	if (a.BearerTokenFile != "" || a.BearerTokenEnv != "") && a.Basic != nil {
+	bearer := a.BearerTokenFile != "" || a.BearerTokenEnv != ""
+	switch {
+	case a.OAuth != nil && (bearer || a.Basic != nil):
+		p.add(n, "auth: oauth obtains its own bearer token; do not combine it with a bearer token or basic")
+	case bearer && a.Basic != nil:
 		p.add(n, "auth: choose a bearer token or basic, not both")
 	}
 	if a.BearerTokenFile != "" && a.BearerTokenEnv != "" {
@@ -373,4 +399,82 @@ func (p *cfgParser) mtls(n *yaml.Node) *MTLS {
 		p.add(n, "auth.mTLS: certFile and keyFile go together")
 	}
 	return m
+}
+
+func (p *cfgParser) oauth(n *yaml.Node) *OAuth {
+	o := &OAuth{}
+	if n.Kind != yaml.MappingNode {
+		p.add(n, "auth.oauth: want {tokenUrl, clientId, privateKeyFile, scope}")
+		return o
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case secretKeys[k.Value]:
+			p.add(k, "auth.oauth.%s: secrets are not written in the config; use privateKeyFile", k.Value)
+		case k.Value == "tokenUrl":
+			if x, ok := p.scalar(v, "auth.oauth.tokenUrl"); ok {
+				if msg := checkTokenURL(x); msg != "" {
+					p.add(v, "auth.oauth.tokenUrl: %s", msg)
+				} else {
+					o.TokenURL = x
+				}
+			}
+		case k.Value == "clientId":
+			o.ClientID, _ = p.scalar(v, "auth.oauth.clientId")
+		case k.Value == "privateKeyFile":
+			o.PrivateKeyFile, _ = p.scalar(v, "auth.oauth.privateKeyFile")
+		case k.Value == "scope":
+			if x, ok := p.scalar(v, "auth.oauth.scope"); ok {
+				if !scopeRE.MatchString(x) {
+					p.add(v, "auth.oauth.scope: want space-separated scopes such as system/ImagingStudy.rs (RFC 6749 section 3.3)")
+				} else {
+					o.Scope = x
+				}
+			}
+		default:
+			p.add(k, "unknown key %q in auth.oauth (known: tokenUrl, clientId, privateKeyFile, scope)", k.Value)
+		}
+	}
+	// Keys given with a bad value were reported above; report the absent.
+	have := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		have[n.Content[i].Value] = true
+	}
+	for _, key := range []string{"tokenUrl", "clientId", "privateKeyFile", "scope"} {
+		if !have[key] {
+			p.add(n, "auth.oauth: %s is missing", key)
+		}
+	}
+	return o
+}
+
+// scopeRE is a scope parameter: scope tokens of %x21 / %x23-5B / %x5D-7E
+// separated by single spaces (RFC 6749 section 3.3).
+var scopeRE = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$`)
+
+// checkTokenURL returns what is wrong with a token endpoint URL, or "".
+// The endpoint receives a signed assertion and returns an access token, so
+// plain HTTP is only accepted to a loopback host (a local test peer).
+func checkTokenURL(x string) string {
+	u, err := url.Parse(x)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		return "want an absolute https URL"
+	case u.User != nil:
+		return "credentials must not be written in the URL"
+	case u.Fragment != "":
+		return "a token endpoint URL has no fragment"
+	case u.Scheme == "http" && !isLoopback(u.Hostname()):
+		return "want https: the endpoint returns access tokens (http only to a loopback host)"
+	}
+	return ""
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }

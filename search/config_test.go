@@ -59,3 +59,118 @@ sources:
 		}
 	})
 }
+
+func TestParseSources_OAuth(t *testing.T) {
+	t.Parallel()
+	t.Run("oauth with mTLS", func(t *testing.T) {
+		srcs, err := search.ParseSources("p.yaml", []byte(`sources:
+  - name: hospital-b
+    kind: priorflow
+    url: https://hospital-b.example/fhir
+    issuer: HOSP-B
+    auth:
+      oauth:
+        tokenUrl: https://hospital-b.example/auth/token
+        clientId: priorflow-a
+        privateKeyFile: /run/secrets/priorflow-a.jwk
+        scope: system/ImagingStudy.rs system/Patient.rs system/Endpoint.rs
+      mTLS: {certFile: /run/secrets/a.crt, keyFile: /run/secrets/a.key, caFile: /etc/priorflow/b-ca.pem}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := srcs[0].Auth
+		want := search.OAuth{TokenURL: "https://hospital-b.example/auth/token", ClientID: "priorflow-a",
+			PrivateKeyFile: "/run/secrets/priorflow-a.jwk", Scope: "system/ImagingStudy.rs system/Patient.rs system/Endpoint.rs"}
+		if a.OAuth == nil || *a.OAuth != want {
+			t.Errorf("oauth = %+v, want %+v", a.OAuth, want)
+		}
+		if a.MTLS == nil || a.MTLS.CertFile != "/run/secrets/a.crt" {
+			t.Errorf("mTLS = %+v", a.MTLS)
+		}
+	})
+	t.Run("plain http token endpoint on loopback", func(t *testing.T) {
+		srcs, err := search.ParseSources("p.yaml", []byte(`sources:
+  - name: peer
+    kind: priorflow
+    url: http://127.0.0.1:8080/fhir
+    issuer: P
+    auth: {oauth: {tokenUrl: "http://127.0.0.1:8080/auth/token", clientId: a, privateKeyFile: /k.pem, scope: system/Patient.rs}}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := srcs[0].Auth.OAuth.TokenURL; got != "http://127.0.0.1:8080/auth/token" {
+			t.Errorf("tokenUrl = %q", got)
+		}
+	})
+	t.Run("every problem reported, inline secrets not echoed", func(t *testing.T) {
+		_, err := search.ParseSources("p.yaml", []byte(`sources:
+  - name: a
+    kind: fhir
+    url: https://a.example/fhir
+    issuer: A
+    auth:
+      bearerTokenFile: /run/secrets/t
+      oauth:
+        tokenUrl: http://a.example/token
+        clientId: priorflow-a
+        privateKey: "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBg"
+        clientSecret: s3cr3t-XYZ
+        scopes: system/Patient.rs
+  - name: b
+    kind: fhir
+    url: https://b.example/fhir
+    issuer: B
+    auth:
+      oauth: {clientId: x, scope: "system/Patient.rs  \"bad"}
+  - name: c
+    kind: fhir
+    url: https://c.example/fhir
+    issuer: C
+    auth:
+      basic: {username: u, passwordEnv: PW}
+      oauth: {tokenUrl: "https://user:pw@c.example/token", clientId: c, privateKeyFile: /k, scope: s}
+`))
+		var ce *search.ConfigError
+		if !errors.As(err, &ce) {
+			t.Fatalf("err = %v", err)
+		}
+		msg := err.Error()
+		for _, want := range []string{
+			"p.yaml:7:7: auth: oauth obtains its own bearer token; do not combine it with a bearer token or basic",
+			"p.yaml:9:19: auth.oauth.tokenUrl: want https",
+			"p.yaml:9:9: auth.oauth: privateKeyFile is missing",
+			"p.yaml:9:9: auth.oauth: scope is missing",
+			"p.yaml:11:9: auth.oauth.privateKey: secrets are not written in the config",
+			"p.yaml:12:9: auth.oauth.clientSecret: secrets are not written in the config",
+			`p.yaml:13:9: unknown key "scopes" in auth.oauth (known: tokenUrl, clientId, privateKeyFile, scope)`,
+			"p.yaml:19:14: auth.oauth: tokenUrl is missing",
+			"p.yaml:19:14: auth.oauth: privateKeyFile is missing",
+			"p.yaml:19:35: auth.oauth.scope: want space-separated scopes",
+			"p.yaml:25:7: auth: oauth obtains its own bearer token; do not combine it with a bearer token or basic",
+			"p.yaml:26:25: auth.oauth.tokenUrl: credentials must not be written in the URL",
+		} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("missing %q in\n%s", want, msg)
+			}
+		}
+		for _, secret := range []string{"s3cr3t-XYZ", "MIIEvQIBADANBg", "user:pw"} {
+			if strings.Contains(msg, secret) {
+				t.Errorf("the secret %q is echoed:\n%s", secret, msg)
+			}
+		}
+	})
+	t.Run("unknown auth key lists oauth", func(t *testing.T) {
+		_, err := search.ParseSources("p.yaml", []byte(`sources:
+  - name: a
+    kind: fhir
+    url: https://a.example/fhir
+    issuer: A
+    auth: {oauth2: {}}
+`))
+		if err == nil || !strings.Contains(err.Error(), `unknown key "oauth2" in auth (known: bearerTokenFile, bearerTokenEnv, basic, oauth, mTLS)`) {
+			t.Errorf("err = %v", err)
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -16,9 +17,11 @@ import (
 
 // NewHTTPClient returns the HTTP client for a source: no transparent
 // compression (DICOMweb servers differ in how they compress JSON, and a
-// truncated gzip stream hides where an answer broke), the configured mTLS
+// truncated gzip stream hides where an answer broke), the configured mTLS,
 // and bearer or basic credentials read from their files or environment
-// variables. Errors name the file or variable, never its content.
+// variables, or OAuth access tokens obtained with the SMART Backend
+// Services client credentials grant (see OAuth). Errors name the file or
+// variable, never its content.
 func NewHTTPClient(c *SourceConfig) (*http.Client, error) {
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -53,8 +56,20 @@ func NewHTTPClient(c *SourceConfig) (*http.Client, error) {
 	}
 	var rt http.RoundTripper = tr
 	a := c.Auth
+	bearer := a.BearerTokenFile != "" || a.BearerTokenEnv != ""
 	switch {
-	case a.BearerTokenFile != "" || a.BearerTokenEnv != "":
+	case a.OAuth != nil && (bearer || a.Basic != nil):
+		return nil, fmt.Errorf("source %s: %w", c.Name, errOAuthCombined)
+	case a.OAuth != nil:
+		// The token endpoint is reached through the same transport, so an
+		// mTLS client certificate is presented there too (SMART allows a
+		// server to require it).
+		ts, err := newTokenSource(c.Name, *a.OAuth, tr, c.Timeout)
+		if err != nil {
+			return nil, err
+		}
+		rt = &oauthTransport{next: tr, tokens: ts}
+	case bearer:
 		tok, err := secret(a.BearerTokenFile, a.BearerTokenEnv)
 		if err != nil {
 			return nil, fmt.Errorf("source %s: bearer token: %w", c.Name, err)
@@ -67,7 +82,55 @@ func NewHTTPClient(c *SourceConfig) (*http.Client, error) {
 		}
 		rt = &authTransport{next: tr, user: a.Basic.Username, pass: pw}
 	}
+	if rt != http.RoundTripper(tr) {
+		// Credentials go only to the source's own origin. Remote data names
+		// other hosts (an Endpoint's address, a paging link, a redirect);
+		// those are reached without credentials, so a source cannot lead
+		// Priorflow into handing its token or password to a third party.
+		o, err := originOf(c.URL)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: url: %w", c.Name, err)
+		}
+		rt = &sameOrigin{origin: o, with: rt, without: tr}
+	}
 	return &http.Client{Transport: rt}, nil
+}
+
+// sameOrigin sends requests to origin through with (which adds
+// credentials) and all others through without.
+type sameOrigin struct {
+	origin        string
+	with, without http.RoundTripper
+}
+
+func (t *sameOrigin) RoundTrip(r *http.Request) (*http.Response, error) {
+	if o, err := originOf(r.URL.String()); err == nil && o == t.origin {
+		return t.with.RoundTrip(r)
+	}
+	return t.without.RoundTrip(r)
+}
+
+// String hides the credentials.
+func (t *sameOrigin) String() string { return "sameOrigin{" + t.origin + "}" }
+
+// originOf is scheme://host:port (RFC 6454) with the default port made
+// explicit, so http://h and http://h:80 are one origin.
+func originOf(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port), nil
 }
 
 // secret reads a secret from a file or an environment variable, trimmed.
@@ -129,7 +192,12 @@ func Get(ctx context.Context, c *http.Client, url, accept string) ([]byte, error
 	req.Header.Set("Accept", accept)
 	where := req.URL.Scheme + "://" + req.URL.Host + req.URL.Path
 	resp, err := c.Do(req)
-	if err != nil {
+	switch {
+	case err != nil && errors.Is(err, ErrRejected):
+		// Refused before the request left: an OAuth token endpoint turned
+		// the client away. Retrying would not help.
+		return nil, fmt.Errorf("GET %s: %w", where, stripURL(err))
+	case err != nil:
 		return nil, fmt.Errorf("GET %s: %w: %v", where, ErrUnavailable, stripURL(err))
 	}
 	defer resp.Body.Close()

@@ -2,6 +2,7 @@ package mllp
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -24,10 +25,44 @@ func NewClient(conn net.Conn, maxAckSize int) *Client {
 	return &Client{conn: conn, r: NewReader(conn, maxAckSize)}
 }
 
-// Dial connects to an MLLP server over TCP.
-func Dial(ctx context.Context, addr string) (*Client, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+// DialOption configures Dial.
+type DialOption func(*dialOptions)
+
+type dialOptions struct {
+	tls   *tls.Config
+	local net.Addr
+}
+
+// WithTLS makes Dial speak MLLP inside TLS with cfg (see LoadClientTLS);
+// a client certificate in cfg answers a server that requires mutual TLS.
+// If cfg.ServerName is empty, it is taken from the address dialed.
+func WithTLS(cfg *tls.Config) DialOption {
+	return func(o *dialOptions) { o.tls = cfg }
+}
+
+// WithLocalAddr makes Dial connect from addr, for a multi-homed host
+// whose receiver only accepts one of its addresses (Config.AllowedSenders).
+func WithLocalAddr(addr net.Addr) DialOption {
+	return func(o *dialOptions) { o.local = addr }
+}
+
+// Dial connects to an MLLP server over TCP, or over TLS with WithTLS, in
+// which case the handshake is done before Dial returns. With TLS 1.3 a
+// server's refusal of the client certificate only shows on the first
+// Send.
+func Dial(ctx context.Context, addr string, opts ...DialOption) (*Client, error) {
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	nd := &net.Dialer{LocalAddr: o.local}
+	var conn net.Conn
+	var err error
+	if o.tls != nil {
+		conn, err = (&tls.Dialer{NetDialer: nd, Config: o.tls}).DialContext(ctx, "tcp", addr)
+	} else {
+		conn, err = nd.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("mllp: dial: %w", err)
 	}

@@ -2,7 +2,8 @@
 // v2 messages travel in over TCP (HL7 Version 3 Standard: Transport
 // Specification - MLLP, Release 2, also HL7 v2.5.1 Appendix C.4), and a TCP
 // server that answers each message with the acknowledgement its handler
-// returns.
+// returns. The server can restrict senders to an allow-list of networks and
+// run MLLP inside TLS, mutual TLS included; MLLP itself has no security.
 //
 // A frame is a start block (0x0B), the message, and an end block (0x1C 0x0D).
 // The package moves bytes only; it neither parses HL7 nor logs message

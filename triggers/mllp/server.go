@@ -2,14 +2,18 @@ package mllp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Handler processes one inbound message and returns the acknowledgement to
@@ -65,6 +69,21 @@ type Config struct {
 	// the connection is closed, which makes the sender retry; a handler
 	// answering AR lets it move on instead.
 	OnOversize func(ctx context.Context, head []byte, remote net.Addr) []byte
+	// AllowedSenders, if not empty, lists the networks senders may connect
+	// from. A connection from anywhere else is closed before a byte is read
+	// from it, so an unknown peer can neither send a message nor start a
+	// TLS handshake. IPv4-mapped IPv6 addresses are compared as IPv4. Nil
+	// or empty accepts every sender. See ParseAllowList.
+	AllowedSenders []netip.Prefix
+	// TLS, if set, makes the server speak MLLP inside TLS: MLLP itself has
+	// no security and leaves it to the layers below. With ClientAuth tls.RequireAndVerifyClientCert it is mutual
+	// TLS, which authenticates the sending interface engine. The handshake
+	// must finish within ReadTimeout (DefaultReadTimeout when ReadTimeout is
+	// negative), so a silent peer cannot hold a connection slot. See
+	// LoadTLS.
+	TLS *tls.Config
+	// Registerer, if set, receives the server's metrics.
+	Registerer prometheus.Registerer
 }
 
 // Validate reports every problem in c at once.
@@ -75,6 +94,28 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnections < 0 {
 		errs = append(errs, errors.New("MaxConnections must not be negative"))
+	}
+	for i, p := range c.AllowedSenders {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("AllowedSenders[%d] is not a valid prefix", i))
+		}
+	}
+	if t := c.TLS; t != nil {
+		if len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+			errs = append(errs, errors.New("TLS has no server certificate"))
+		}
+		if t.MinVersion != 0 && t.MinVersion < tls.VersionTLS12 {
+			errs = append(errs, errors.New("TLS.MinVersion must be TLS 1.2 or later"))
+		}
+		switch {
+		case t.ClientAuth == tls.RequireAnyClientCert:
+			// A certificate nobody verifies authenticates nobody.
+			errs = append(errs, errors.New("TLS.ClientAuth RequireAnyClientCert does not verify client certificates; use RequireAndVerifyClientCert"))
+		case t.ClientAuth >= tls.VerifyClientCertIfGiven && t.ClientCAs == nil && t.GetConfigForClient == nil:
+			// With no ClientCAs, crypto/tls verifies against the system
+			// roots: any public CA could then vouch for a sender.
+			errs = append(errs, errors.New("TLS verifies client certificates but TLS.ClientCAs is empty"))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -95,7 +136,27 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
+	if len(c.AllowedSenders) > 0 {
+		allowed := make([]netip.Prefix, len(c.AllowedSenders))
+		for i, p := range c.AllowedSenders {
+			allowed[i] = normalizePrefix(p)
+		}
+		c.AllowedSenders = allowed
+	}
+	if c.TLS != nil {
+		// A private copy: the caller may go on changing theirs.
+		c.TLS = c.TLS.Clone()
+	}
 	return c
+}
+
+// handshakeTimeout bounds a TLS handshake. It is never unlimited: a peer
+// that connects and sends nothing would otherwise hold a connection slot.
+func (c Config) handshakeTimeout() time.Duration {
+	if c.ReadTimeout > 0 {
+		return c.ReadTimeout
+	}
+	return DefaultReadTimeout
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -118,9 +179,25 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	wg        sync.WaitGroup // one per connection goroutine
+
+	refused *prometheus.CounterVec // by reason
 }
 
+// Reasons a connection is refused, the values of the reason label of
+// priorflow_mllp_connections_refused_total.
+const (
+	refusedSender    = "sender_not_allowed"
+	refusedLimit     = "too_many_connections"
+	refusedHandshake = "tls_handshake"
+)
+
 type serverConn struct {
+	// raw is the accepted TCP connection; Shutdown and Close act on it,
+	// never on nc, because closing a TLS connection writes an alert and
+	// could block while holding Server.mu.
+	raw net.Conn
+	// nc carries the frames: raw, or the TLS connection over it. Only the
+	// connection's goroutine uses it.
 	nc net.Conn
 	// idle is true while the connection waits for a frame's start block; only
 	// idle connections are interrupted by Shutdown. Guarded by Server.mu.
@@ -143,6 +220,18 @@ func NewServer(h Handler, logger *slog.Logger, cfg Config) (*Server, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("mllp: new server: %w", err)
 	}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "priorflow", Subsystem: "mllp", Name: "connections_refused_total",
+		Help: "MLLP connections closed without being served, by reason.",
+	}, []string{"reason"})
+	for _, r := range []string{refusedSender, refusedLimit, refusedHandshake} {
+		refused.WithLabelValues(r) // export zeros, so alerts see the series
+	}
+	if r := cfg.Registerer; r != nil {
+		if err := r.Register(refused); err != nil {
+			return nil, fmt.Errorf("mllp: new server: metrics: %w", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		handler:   h,
@@ -152,6 +241,7 @@ func NewServer(h Handler, logger *slog.Logger, cfg Config) (*Server, error) {
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
+		refused:   refused,
 	}, nil
 }
 
@@ -172,7 +262,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		_ = ln.Close()
 	}()
-	s.log.Info("mllp listening", "addr", ln.Addr().String())
+	s.log.Info("mllp listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil,
+		"client_certificates", s.cfg.TLS != nil && s.cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
+		"allowed_senders", len(s.cfg.AllowedSenders))
 
 	var delay time.Duration
 	for {
@@ -192,6 +284,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
+		if !s.allowed(nc.RemoteAddr()) {
+			// Closed unread: the peer learns nothing but that it was refused.
+			s.refused.WithLabelValues(refusedSender).Inc()
+			s.log.Warn("mllp connection refused: sender not allowed", "remote", nc.RemoteAddr().String())
+			_ = nc.Close()
+			continue
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -200,12 +299,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		if len(s.conns) >= s.cfg.MaxConnections {
 			s.mu.Unlock()
+			s.refused.WithLabelValues(refusedLimit).Inc()
 			s.log.Warn("mllp connection refused: too many connections",
 				"remote", nc.RemoteAddr().String(), "limit", s.cfg.MaxConnections)
 			_ = nc.Close()
 			continue
 		}
-		c := &serverConn{nc: nc}
+		c := &serverConn{raw: nc, nc: nc}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -236,7 +336,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	for c := range s.conns {
 		if c.idle {
-			_ = c.nc.SetReadDeadline(aLongTimeAgo)
+			_ = c.raw.SetReadDeadline(aLongTimeAgo)
 		}
 	}
 	active := len(s.conns)
@@ -273,7 +373,7 @@ func (s *Server) closeAll() {
 		_ = ln.Close()
 	}
 	for c := range s.conns {
-		_ = c.nc.Close()
+		_ = c.raw.Close()
 	}
 	s.mu.Unlock()
 	s.cancel()
@@ -290,7 +390,7 @@ func deadline(d time.Duration) time.Time {
 // serveConn runs one connection: wait for a frame, read it, hand it to the
 // handler, write the acknowledgement, repeat. Never logs message content.
 func (s *Server) serveConn(c *serverConn) {
-	remote := c.nc.RemoteAddr()
+	remote := c.raw.RemoteAddr()
 	log := s.log.With("remote", remote.String())
 	messages := 0
 	defer func() {
@@ -301,7 +401,13 @@ func (s *Server) serveConn(c *serverConn) {
 		s.wg.Done()
 		log.Info("mllp connection closed", "messages", messages)
 	}()
-	log.Info("mllp connection opened")
+	if s.cfg.TLS != nil {
+		if !s.handshake(c, log) {
+			return
+		}
+	} else {
+		log.Info("mllp connection opened")
+	}
 	r := NewReader(c.nc, s.cfg.MaxMessageSize)
 	for {
 		s.mu.Lock()
@@ -367,4 +473,70 @@ func (s *Server) serveConn(c *serverConn) {
 			return
 		}
 	}
+}
+
+// handshake runs the TLS handshake of c within the handshake timeout and
+// makes c.nc the TLS connection. It logs the outcome, never any content:
+// a peer speaking plain MLLP to a TLS port fails here on its first bytes.
+func (s *Server) handshake(c *serverConn, log *slog.Logger) bool {
+	tc := tls.Server(c.raw, s.cfg.TLS)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	// Idle as far as Shutdown is concerned: no message has been read, so
+	// interrupting the handshake loses nothing.
+	c.idle = true
+	c.nc = tc
+	_ = c.raw.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout()))
+	s.mu.Unlock()
+
+	err := tc.HandshakeContext(s.baseCtx)
+
+	s.mu.Lock()
+	c.idle = false
+	s.mu.Unlock()
+	if err != nil {
+		if !s.isClosed() {
+			s.refused.WithLabelValues(refusedHandshake).Inc()
+			log.Warn("mllp tls handshake failed", "error", err)
+		}
+		return false
+	}
+	// The frame loop sets read and write deadlines as it goes.
+	_ = c.raw.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	attrs := []any{"tls", tls.VersionName(st.Version)}
+	if len(st.PeerCertificates) > 0 {
+		// The verified sender's name, for the audit trail.
+		attrs = append(attrs, "client_subject", st.PeerCertificates[0].Subject.String())
+	}
+	log.Info("mllp connection opened", attrs...)
+	return true
+}
+
+// allowed reports whether a sender at addr may connect.
+func (s *Server) allowed(addr net.Addr) bool {
+	if len(s.cfg.AllowedSenders) == 0 {
+		return true
+	}
+	var ip netip.Addr
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		ip = a.AddrPort().Addr()
+	default:
+		ap, err := netip.ParseAddrPort(addr.String())
+		if err != nil {
+			return false // an address we cannot place is not on the list
+		}
+		ip = ap.Addr()
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range s.cfg.AllowedSenders {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }

@@ -49,13 +49,19 @@ type testServer struct {
 // of the test, checking that Serve returned ErrServerClosed.
 func startServer(t *testing.T, h Handler, cfg Config) *testServer {
 	t.Helper()
+	return startServerOn(t, "127.0.0.1:0", h, cfg)
+}
+
+// startServerOn is startServer listening on addr.
+func startServerOn(t *testing.T, addr string, h Handler, cfg Config) *testServer {
+	t.Helper()
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := NewServer(h, logger, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,11 +80,11 @@ func startServer(t *testing.T, h Handler, cfg Config) *testServer {
 	return ts
 }
 
-func dial(t *testing.T, addr string) *Client {
+func dial(t *testing.T, addr string, opts ...DialOption) *Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, addr)
+	c, err := Dial(ctx, addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
