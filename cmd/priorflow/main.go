@@ -1,6 +1,8 @@
-// Command priorflow is the command-line tool of integration engineers. It
-// talks to a running Priorflow API over DICOMweb (PS3.18), so it works against
-// a remote server as well as the local one.
+// Command priorflow is the command-line tool of integration engineers and
+// operators. Most commands talk to a running Priorflow API over DICOMweb
+// (PS3.18) or MLLP, so they work against a remote server as well as the
+// local one; jobs reads the services' database (DATABASE_URL) and is run
+// where the services run.
 //
 // Usage:
 //
@@ -9,6 +11,8 @@
 //	                                show which prefetch rules match an event, and why
 //	priorflow hl7 send [flags] MESSAGE.hl7
 //	                                send an HL7 v2 message over MLLP, print the ACK
+//	priorflow jobs [list|show|follow|retry|cancel] [flags] [ID]
+//	                                list, show and follow prefetch jobs; retry or cancel one
 //	priorflow demo seed [-url ROOT] store the demo network's sample studies in a
 //	                                remote site over STOW-RS
 //	priorflow version               print the version
@@ -68,6 +72,7 @@ func commands() []command {
 		{"rules", "explain [flags] EVENT.json|MESSAGE.hl7", "show which prefetch rules an event matches and why", runRules},
 		{"hl7", "send [flags] MESSAGE.hl7", "send an HL7 v2 message over MLLP and print the ACK", runHL7},
 		{"demo", "seed [-url ROOT]", "store the demo network's sample studies in a remote site (STOW-RS)", runDemo},
+		{"jobs", "[list|show|follow|retry|cancel] [flags] [ID]", "list, show and follow prefetch jobs; retry or cancel one (reads DATABASE_URL)", runJobs},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "explain the commands, or one command", runHelp},
 	}

@@ -77,6 +77,8 @@ type env struct {
 	patient  string
 	// concurrency of the next worker started (default 2).
 	concurrency int
+	// planner runs (consuming care events) until the test ends.
+	planner *planner.Planner
 }
 
 // recorder notes the paths a client asked for.
@@ -91,6 +93,13 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.paths = append(r.paths, req.URL.Path)
 	r.mu.Unlock()
 	return r.next.RoundTrip(req)
+}
+
+// all returns every path asked for.
+func (r *recorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.paths...)
 }
 
 func (r *recorder) wado() []string {
@@ -167,6 +176,7 @@ func newEnv(t *testing.T, sourceURL, mrn, remoteID string) *env {
 	if err := p.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
+	e.planner = p
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(pctx) }()
@@ -448,6 +458,39 @@ func study(t *testing.T, g *dicomtest.Generator, p person, date time.Time, serie
 }
 
 func day(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 9, 0, 0, 0, time.UTC) }
+
+// jobID is the id of the only job.
+func (e *env) jobID() string {
+	e.t.Helper()
+	var id string
+	if err := e.pool.QueryRow(context.Background(), `SELECT id FROM prefetch_job`).Scan(&id); err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+// waitJobMessagesGone waits until the worker has acknowledged every job
+// message (the job stream keeps a message until then).
+func (e *env) waitJobMessagesGone(timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for e.streamMessages(planner.JobsStream, planner.SubjectRoutine) > 0 {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("job messages still on %s after %s", planner.JobsStream, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// timeline is the text of a Task's notes.
+func timeline(task map[string]any) string {
+	var out []string
+	notes, _ := task["note"].([]any)
+	for _, n := range notes {
+		out = append(out, n.(map[string]any)["text"].(string))
+	}
+	return strings.Join(out, "\n")
+}
 
 // streamMessages counts the messages of a stream subject.
 func (e *env) streamMessages(stream, subject string) uint64 {

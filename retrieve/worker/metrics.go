@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "priorflow_prefetch_jobs_running",
 			Help: "Prefetch jobs running in this worker."}),
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_prefetch_job_outcomes_total",
-			Help: "Job attempts by how they ended: completed, failed, retry, handed-back, dropped."}, []string{"state"}),
+			Help: "Job attempts by how they ended: completed, failed, retry, handed-back, dropped, cancelled."}, []string{"state"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_prefetch_failures_total",
 			Help: "Failures by stage: search, retrieve, index."}, []string{"stage"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_prefetch_retries_total",

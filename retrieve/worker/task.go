@@ -25,8 +25,9 @@ import (
 // Codes the worker writes.
 const (
 	// BusinessStatusSystem codes Task.businessStatus of a prefetch Task:
-	// searching, retrieving, completed, failed.
-	BusinessStatusSystem = "urn:priorflow:task-business-status"
+	// searching, retrieving, completed, failed (and cancelled, which the
+	// operator sets).
+	BusinessStatusSystem = planner.BusinessStatusSystem
 	// OutputImagingStudy types a Task.output that names an ImagingStudy.
 	OutputImagingStudy = "imaging-study"
 	// TaskReviewQuarantine codes the review Task of quarantined instances.
@@ -78,6 +79,18 @@ func (w *Worker) claim(ctx context.Context, j *job) (bool, error) {
 func (w *Worker) note(ctx context.Context, j *job, status, text string, outputs []string) {
 	now := w.cfg.Now()
 	err := w.cfg.Store.InTx(ctx, func(tx *postgres.Tx) error {
+		// The row lock orders this edit with an operator's (planner.CancelJob
+		// takes it too), so neither overwrites the other's Task; a job no
+		// longer this attempt's keeps the Task the operator left.
+		var state planner.State
+		var revision int
+		if err := tx.PgxTx().QueryRow(ctx, `SELECT state, revision FROM prefetch_job WHERE id = $1 FOR UPDATE`, j.ID).
+			Scan(&state, &revision); err != nil {
+			return fmt.Errorf("lock job %s: %w", j.ID, err)
+		}
+		if state != planner.StateInProgress || revision != j.Revision {
+			return nil
+		}
 		return w.editTask(ctx, tx, j, func(t map[string]any) {
 			t["businessStatus"] = businessStatus(status)
 			addNote(t, now, text)
@@ -91,7 +104,8 @@ func (w *Worker) note(ctx context.Context, j *job, status, text string, outputs 
 
 // setError records the reason of a failed attempt on the job row.
 func (w *Worker) setError(ctx context.Context, j *job, reason string) {
-	if _, err := w.cfg.Store.Pool().Exec(ctx, `UPDATE prefetch_job SET last_error = $2 WHERE id = $1`, j.ID, reason); err != nil {
+	if _, err := w.cfg.Store.Pool().Exec(ctx, `UPDATE prefetch_job SET last_error = $2
+		WHERE id = $1 AND state = 'in-progress' AND revision = $3`, j.ID, reason, j.Revision); err != nil {
 		w.log.Warn("worker: record job error", "job", j.ID, "err", err)
 	}
 }
@@ -99,11 +113,17 @@ func (w *Worker) setError(ctx context.Context, j *job, reason string) {
 // finish ends a job completed or failed, with its Task.
 func (w *Worker) finish(ctx context.Context, j *job, state planner.State, reason string, outputs []string) verdict {
 	now := w.cfg.Now()
+	changed := false
 	err := w.cfg.Store.InTx(ctx, func(tx *postgres.Tx) error {
-		_, err := tx.PgxTx().Exec(ctx, `UPDATE prefetch_job SET state = $2, last_error = $3, updated_at = $4
-			WHERE id = $1 AND state = 'in-progress'`, j.ID, state, reason, now)
+		tag, err := tx.PgxTx().Exec(ctx, `UPDATE prefetch_job SET state = $2, last_error = $3, updated_at = $4
+			WHERE id = $1 AND state = 'in-progress' AND revision = $5`, j.ID, state, reason, now, j.Revision)
 		if err != nil {
 			return fmt.Errorf("finish job %s: %w", j.ID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			// Cancelled meanwhile (a new revision): the Task stays cancelled.
+			changed = true
+			return nil
 		}
 		return w.editTask(ctx, tx, j, func(t map[string]any) {
 			t["status"] = string(state)
@@ -129,6 +149,9 @@ func (w *Worker) finish(ctx context.Context, j *job, state planner.State, reason
 		}
 		w.log.Error("worker: finish job", "job", j.ID, "err", err)
 		return verdict{retryIn: 5 * time.Second}
+	}
+	if changed {
+		return w.abandon(j, "finishing as "+string(state))
 	}
 	w.cfg.Metrics.jobs.WithLabelValues(string(state)).Inc()
 	w.log.Info("worker: job finished", "job", j.ID, "state", state, "reason", reason, "studies", len(outputs))

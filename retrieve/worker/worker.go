@@ -12,11 +12,14 @@
 //
 // The prefetch_job row, not the message, is the source of truth: a message
 // whose revision is no longer current, or whose job is no longer requested
-// or in progress, is dropped. A job not yet due is negatively acknowledged
-// with a delay until it is (it never blocks the consumer). While a job runs
-// its message is kept alive with InProgress; on shutdown in-flight jobs get
-// a grace period, then are handed back (Nak) and resume, on any replica,
-// with what the archive lacks.
+// or in progress, is dropped. An operator's cancel (planner.CancelJob) is
+// honoured the same way: a cancelled job is skipped when picked up, and a
+// running one stops at the next study boundary, or at the next heartbeat
+// during a pull, leaving its Task cancelled. A job not yet due is
+// negatively acknowledged with a delay until it is (it never blocks the
+// consumer). While a job runs its message is kept alive with InProgress; on
+// shutdown in-flight jobs get a grace period, then are handed back (Nak)
+// and resume, on any replica, with what the archive lacks.
 package worker
 
 import (
@@ -321,7 +324,11 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 
-	// Keep the message ours while the job runs.
+	// Keep the message ours while the job runs, and stop the run when an
+	// operator cancels the job meanwhile (planner.CancelJob): the heartbeat
+	// re-reads the row, so even a long study pull stops within a beat.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	go func() {
@@ -333,11 +340,17 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 				return
 			case <-t.C:
 				_ = m.InProgress()
+				if !w.stillOurs(hbCtx, job) {
+					stopRun(errJobChanged)
+				}
 			}
 		}
 	}()
-	v := w.run(ctx, job)
+	v := w.run(runCtx, job)
 	stopHB()
+	if errors.Is(context.Cause(runCtx), errJobChanged) && ctx.Err() == nil {
+		v = w.abandon(job, "study pull interrupted")
+	}
 	switch {
 	case v.handBack:
 		w.cfg.Metrics.jobs.WithLabelValues("handed-back").Inc()
@@ -356,7 +369,11 @@ type verdict struct {
 	retryIn  time.Duration
 }
 
-var errNoJob = errors.New("no such job")
+var (
+	errNoJob = errors.New("no such job")
+	// errJobChanged stops a run whose job was cancelled meanwhile.
+	errJobChanged = errors.New("job cancelled or changed meanwhile")
+)
 
 // job is the part of a prefetch_job row the worker uses.
 type job struct {
@@ -428,6 +445,9 @@ func (w *Worker) run(ctx context.Context, j *job) verdict {
 			down = append(down, o.Source)
 		}
 	}
+	if !w.stillOurs(ctx, j) {
+		return w.abandon(j, "after the search")
+	}
 	w.note(ctx, j, "retrieving", fmt.Sprintf("searched: %d sources, %d studies to retrieve, %d skipped%s",
 		len(res.Sources), len(res.Retrieve), len(res.Skipped), unreachable(down)), nil)
 
@@ -440,6 +460,10 @@ func (w *Worker) run(ctx context.Context, j *job) verdict {
 	}
 	for _, sel := range res.Retrieve {
 		st := retrieve.FromSelected(sel)
+		// A study boundary: a cancelled job pulls no further study.
+		if !w.stillOurs(ctx, j) {
+			return w.abandon(j, "before study "+st.StudyInstanceUID)
+		}
 		w.note(ctx, j, "retrieving", fmt.Sprintf("study %s: retrieving from %s", st.StudyInstanceUID, st.Source), nil)
 		// The heartbeat of handle reports progress to JetStream.
 		out, err := w.cfg.Retriever.Retrieve(ctx, st, nil)
@@ -482,6 +506,28 @@ func (w *Worker) run(ctx context.Context, j *job) verdict {
 		return w.retryOrFail(ctx, j, "sources unreachable: "+strings.Join(down, ", "))
 	}
 	return w.finish(ctx, j, planner.StateCompleted, "", outputs)
+}
+
+// stillOurs reports whether j is still the job this attempt runs: the same
+// revision, requested or in progress. An operator's cancel ends it and bumps
+// the revision (planner.CancelJob). A failed read answers true: finish and
+// note check again under the row lock, so the Task is never overwritten.
+func (w *Worker) stillOurs(ctx context.Context, j *job) bool {
+	var state planner.State
+	var revision int
+	err := w.cfg.Store.Pool().QueryRow(ctx, `SELECT state, revision FROM prefetch_job WHERE id = $1`, j.ID).Scan(&state, &revision)
+	if err != nil {
+		return true
+	}
+	return revision == j.Revision && (state == planner.StateRequested || state == planner.StateInProgress)
+}
+
+// abandon ends an attempt whose job was cancelled meanwhile: the row and
+// the Task are as the operator left them, and the message is acknowledged.
+func (w *Worker) abandon(j *job, where string) verdict {
+	w.cfg.Metrics.jobs.WithLabelValues("cancelled").Inc()
+	w.log.Info("worker: job cancelled meanwhile; stopping", "job", j.ID, "at", where)
+	return verdict{}
 }
 
 func unreachable(down []string) string {

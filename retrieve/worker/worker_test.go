@@ -20,6 +20,7 @@ import (
 	"github.com/priorflow/priorflow/retrieve/worker"
 	"github.com/priorflow/priorflow/subscriptions"
 	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
+	"github.com/priorflow/priorflow/triggers/planner"
 )
 
 // TestWorker runs prefetch jobs end to end against a real Orthanc holding
@@ -323,6 +324,94 @@ func TestWorker(t *testing.T) {
 		is := e.search("ImagingStudy", "patient="+e.patient)
 		if len(is) != 1 || int(is[0]["numberOfInstances"].(float64)) != len(big.Instances()) {
 			t.Errorf("ImagingStudy %v, want one with %d instances", is, len(big.Instances()))
+		}
+	})
+
+	t.Run("a cancelled job is skipped, and runs once retried", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		e := newEnv(t, remote, "A8", "B100")
+		e.publishBooking("ev-8", "A8")
+		e.waitPublished(1)
+		id := e.jobID()
+		if _, err := planner.CancelJob(ctx, e.store, id, "visit moved elsewhere", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		e.startWorker()
+		e.waitJobMessagesGone(30 * time.Second)
+		j := e.waitJob(time.Second, "cancelled")
+		if j.Attempts != 0 {
+			t.Errorf("attempts %d, want 0: the worker must not claim a cancelled job", j.Attempts)
+		}
+		if paths := e.requests.all(); len(paths) != 0 {
+			t.Errorf("requests to the source %v, want none", paths)
+		}
+		task := e.read("Task", j.TaskID)
+		if task["status"] != "cancelled" || strings.Contains(timeline(task), "searching") {
+			t.Errorf("Task status %v, timeline:\n%s\nwant cancelled and never searched", task["status"], timeline(task))
+		}
+
+		// Retried, the sweeper publishes it again and the worker runs it.
+		if _, err := planner.RetryJob(ctx, e.store, id, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := e.planner.Sweep(ctx, 0); err != nil || n != 1 {
+			t.Fatalf("Sweep=%d, %v; want the retried job", n, err)
+		}
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" || j.Attempts != 1 {
+			t.Fatalf("job %+v, want completed in one attempt", j)
+		}
+		e.checkIdentical(ct2025)
+		e.checkIdentical(ct2024)
+		task = e.read("Task", j.TaskID)
+		got := timeline(task)
+		for _, want := range []string{"cancelled by operator: visit moved elsewhere", "retried by operator (was cancelled)", "searching (attempt 1)", "completed"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("timeline lacks %q:\n%s", want, got)
+			}
+		}
+	})
+
+	t.Run("a job cancelled mid-pull stops and stays cancelled", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		e := newEnv(t, remote, "A9", "B100")
+		var once atomic.Bool
+		e.observer = func(int) {
+			if once.Swap(true) {
+				return
+			}
+			if _, err := planner.CancelJob(ctx, e.store, e.jobID(), "", time.Now()); err != nil {
+				t.Error(err)
+			}
+			// Hold the pull past a heartbeat (AckWait 3s: every second),
+			// which must notice the cancellation.
+			time.Sleep(1500 * time.Millisecond)
+		}
+		e.startWorker()
+		e.publishBooking("ev-9", "A9")
+		e.waitPublished(1)
+		e.waitJobMessagesGone(60 * time.Second)
+		if !once.Load() {
+			t.Fatal("nothing was pulled")
+		}
+		j := e.waitJob(time.Second, "cancelled")
+		task := e.read("Task", j.TaskID)
+		bs, _ := task["businessStatus"].(map[string]any)
+		if task["status"] != "cancelled" || bs["text"] != "cancelled" {
+			t.Errorf("Task status %v, businessStatus %v; want cancelled", task["status"], bs["text"])
+		}
+		got := timeline(task)
+		if !strings.Contains(got, "cancelled by operator") || strings.Contains(got, "completed") || strings.Contains(got, "failed") {
+			t.Errorf("timeline:\n%s\nwant the cancellation and no end of the run", got)
+		}
+		studies := map[string]bool{}
+		for _, p := range e.requests.wado() {
+			uid, _, _ := strings.Cut(strings.TrimPrefix(p, "/studies/"), "/")
+			studies[uid] = true
+		}
+		if len(studies) != 1 {
+			t.Errorf("WADO-RS requests of %d studies (%v), want only the one being pulled when cancelled", len(studies), e.requests.wado())
 		}
 	})
 }

@@ -65,13 +65,15 @@ func jobID(key string) string { return "pf-" + triggers.EventID("prefetch-job", 
 const jobColumns = `id, idempotency_key, rule, patient_key, patient, trigger, placer, origin_ref, event_id, event_at,
 	criteria, lane, priority, lead_time, need_by, due_at, state, task_id, revision, published, created_at, updated_at`
 
-func scanJob(row pgx.Row) (*Job, error) {
+// scanJob scans jobColumns, then any extra columns the query selects after
+// them into extra.
+func scanJob(row pgx.Row, extra ...any) (*Job, error) {
 	j := &Job{}
 	var patient, criteria []byte
-	err := row.Scan(&j.ID, &j.Key, &j.Rule, &j.PatientKey, &patient, &j.Trigger, &j.Placer, &j.OriginRef, &j.EventID, &j.EventAt,
+	dest := []any{&j.ID, &j.Key, &j.Rule, &j.PatientKey, &patient, &j.Trigger, &j.Placer, &j.OriginRef, &j.EventID, &j.EventAt,
 		&criteria, &j.Lane, &j.Priority, &j.LeadTime, &j.NeedBy, &j.DueAt, &j.State, &j.TaskID, &j.Revision, &j.Published,
-		&j.CreatedAt, &j.UpdatedAt)
-	if err != nil {
+		&j.CreatedAt, &j.UpdatedAt}
+	if err := row.Scan(append(dest, extra...)...); err != nil {
 		return nil, err
 	}
 	var p patientDoc
