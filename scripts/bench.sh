@@ -50,7 +50,7 @@ log=.cache/bench/api-$studies.log
 # that it runs beside a development server or another benchmark's API.
 DATABASE_URL="$pg/$db?sslmode=disable" PRIORFLOW_HTTP_ADDR="127.0.0.1:$port" PRIORFLOW_LOG_LEVEL=warn \
   PRIORFLOW_MLLP_ADDR="127.0.0.1:$((port + 200))" PRIORFLOW_NATS_LISTEN="127.0.0.1:$((port + 100))" \
-  PRIORFLOW_DATA_DIR=".cache/bench/data-$db" \
+  PRIORFLOW_DATA_DIR=".cache/bench/data-$db" PRIORFLOW_AUTH="${PRIORFLOW_AUTH:-off}" \
   bin/api >"$log" 2>&1 &
 api=$!
 trap 'kill "$api" 2>/dev/null || true; wait "$api" 2>/dev/null || true' EXIT

@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PRIORFLOW_DATA_DIR=${PRIORFLOW_DATA_DIR:-./data}
+# Development mode: the api issues its own tokens and writes a ready one
+# to $PRIORFLOW_DATA_DIR/dev-token (README "Security").
+export PRIORFLOW_AUTH=${PRIORFLOW_AUTH:-dev}
 http=${PRIORFLOW_HTTP_ADDR:-:8080}
 port=${http##*:}
 mkdir -p "$PRIORFLOW_DATA_DIR"
@@ -63,14 +66,15 @@ EOC
     droot="http://127.0.0.1:$oport/dicom-web"
   else
     # No Orthanc: a second Priorflow api plays the remote site, with its
-    # own database, ports, data dir and embedded NATS.
+    # own database, ports, data dir and embedded NATS. Like the demo
+    # Orthanc it listens on loopback only and asks for no token.
     rport=${PRIORFLOW_DEMO_REMOTE_PORT:-8081}
     db=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/priorflow?sslmode=disable}
     rdb="${db%%\?*}"; rdb="${rdb%/*}/priorflow_demo_remote"
     [ "$db" != "${db#*\?}" ] && rdb="$rdb?${db#*\?}"
     DATABASE_URL="$rdb" PRIORFLOW_HTTP_ADDR="127.0.0.1:$rport" PRIORFLOW_BASE_URL="http://127.0.0.1:$rport" \
       PRIORFLOW_DATA_DIR="$ddir" PRIORFLOW_MLLP_ADDR="127.0.0.1:${PRIORFLOW_DEMO_REMOTE_MLLP_PORT:-2576}" \
-      PRIORFLOW_NATS_LISTEN="127.0.0.1:${PRIORFLOW_DEMO_REMOTE_NATS_PORT:-4224}" NATS_URL="" \
+      PRIORFLOW_NATS_LISTEN="127.0.0.1:${PRIORFLOW_DEMO_REMOTE_NATS_PORT:-4224}" NATS_URL="" PRIORFLOW_AUTH=off \
       bin/api >"$ddir/api.log" 2>&1 &
     pids+=($!)
     waitfor "http://127.0.0.1:$rport/readyz" "$!" "the demo remote api" "$ddir/api.log"
@@ -117,6 +121,13 @@ Priorflow is running.
   metrics    http://localhost:$port/metrics, prefetcher http://127.0.0.1:9091/metrics
   rules      $PRIORFLOW_CONFIG
 EOT
+if [ "$PRIORFLOW_AUTH" = dev ] && [ -f "$PRIORFLOW_DATA_DIR/dev-token" ]; then cat <<EOT
+  token      development access token (scope system/*.cruds, 12 h) in $PRIORFLOW_DATA_DIR/dev-token:
+               export TOKEN=\$(cat $PRIORFLOW_DATA_DIR/dev-token)
+               curl -H "Authorization: Bearer \$TOKEN" localhost:$port/fhir/ImagingStudy
+             $(cat "$PRIORFLOW_DATA_DIR/dev-token")
+EOT
+fi
 if [ -n "$demo" ]; then cat <<EOT
   demo remote $demo
               seeded with sample studies (patient PATID1234, authority test1); see README "Walkthrough"

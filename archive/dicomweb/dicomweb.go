@@ -1,7 +1,8 @@
 // Package dicomweb serves the local archive over DICOMweb (DICOM PS3.18):
 // STOW-RS to store, QIDO-RS to search, WADO-RS to retrieve, and DELETE of
 // studies. Failures follow PS3.18: HTTP status plus, for STOW-RS, a response
-// data set with FailedSOPSequence and FailureReason (PS3.18 10.5.3).
+// data set with FailedSOPSequence and FailureReason (PS3.18 10.5.3). With
+// WithAuth, requests need SMART on FHIR ImagingStudy scopes (see authz.go).
 package dicomweb
 
 import (
@@ -14,6 +15,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/render"
+	"github.com/priorflow/priorflow/fhir/postgres"
 )
 
 // Handler serves DICOMweb for one archive.
@@ -25,28 +27,48 @@ type Handler struct {
 	// maxRequest bounds a STOW-RS body.
 	maxRequest int64
 	renderer   *render.Renderer
+
+	// auth enforces SMART scopes (WithAuth); fhir is the store of the
+	// archive's ImagingStudy resources, which narrowed grants are checked
+	// against.
+	auth bool
+	fhir *postgres.Store
 }
 
-// New returns a DICOMweb handler.
-func New(a *archive.Archive, log *slog.Logger, maxRequest int64) (*Handler, error) {
+// New returns a DICOMweb handler. Without options it serves every request
+// as it comes; WithAuth enforces SMART scopes.
+func New(a *archive.Archive, log *slog.Logger, maxRequest int64, opts ...Option) (*Handler, error) {
 	if a == nil || log == nil {
 		return nil, errors.New("dicomweb: archive and logger are required")
 	}
 	if maxRequest <= 0 {
 		maxRequest = 16 << 30
 	}
-	return &Handler{a: a, log: log, base: a.Config().DICOMwebURL, maxRequest: maxRequest, renderer: render.New()}, nil
+	h := &Handler{a: a, log: log, base: a.Config().DICOMwebURL, maxRequest: maxRequest, renderer: render.New()}
+	for _, o := range opts {
+		o(h)
+	}
+	if h.auth && h.fhir == nil {
+		return nil, errors.New("dicomweb: WithAuth needs the FHIR store")
+	}
+	return h, nil
 }
 
 // Routes returns the DICOMweb API (mount it at the DICOMweb root, /dicomweb).
 func (h *Handler) Routes() http.Handler {
 	r := chi.NewRouter()
-	r.Post("/studies", h.stow)
-	r.Post("/studies/{study}", h.stow)
-	r.Delete("/studies/{study}", h.deleteStudy)
-	h.qidoRoutes(r)
-	h.wadoRoutes(r)
-	h.renderRoutes(r)
+	h.authRoutes(r, accessStore, func(r chi.Router) {
+		r.Post("/studies", h.stow)
+		r.Post("/studies/{study}", h.stow)
+	})
+	h.authRoutes(r, accessDelete, func(r chi.Router) {
+		r.Delete("/studies/{study}", h.deleteStudy)
+	})
+	h.authRoutes(r, accessSearch, h.qidoRoutes)
+	h.authRoutes(r, accessRetrieve, func(r chi.Router) {
+		h.wadoRoutes(r)
+		h.renderRoutes(r)
+	})
 	return r
 }
 

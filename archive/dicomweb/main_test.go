@@ -40,14 +40,28 @@ type server struct {
 // address.
 func newServer(t *testing.T) *server {
 	t.Helper()
+	return startServer(t, false)
+}
+
+// startServer starts the DICOMweb API of a fresh archive; with auth it
+// enforces SMART scopes, and requests authenticate as asCaller says.
+func startServer(t *testing.T, auth bool) *server {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String() + "/dicomweb"
 	env := archivetest.New(t, base)
-	h, err := dicomweb.New(env.Archive, slog.New(slog.NewTextHandler(io.Discard, nil)), 0)
+	var opts []dicomweb.Option
+	if auth {
+		opts = append(opts, dicomweb.WithAuth(env.Store))
+	}
+	h, err := dicomweb.New(env.Archive, slog.New(slog.NewTextHandler(io.Discard, nil)), 0, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := chi.NewRouter()
+	if auth {
+		r.Use(asCaller(t))
+	}
 	r.Mount("/dicomweb", h.Routes())
 	srv.Config.Handler = r
 	srv.Start()

@@ -55,6 +55,15 @@ func (h *Handler) startQIDO(w http.ResponseWriter, r *http.Request, level archiv
 			return nil, false
 		}
 	}
+	matchable, err := h.confineQIDO(r.Context(), &req.query)
+	switch {
+	case err != nil:
+		h.searchFailed(w, r, err)
+		return nil, false
+	case !matchable:
+		h.writeSearch(w, r, nil, false)
+		return nil, false
+	}
 	return req, true
 }
 

@@ -38,6 +38,9 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomweb"
+	"github.com/priorflow/priorflow/auth"
+	"github.com/priorflow/priorflow/auth/audit"
+	"github.com/priorflow/priorflow/auth/jwtauth"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/fhir/rest"
@@ -73,7 +76,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if migrateOnly {
 		args = args[1:]
 	}
-	cfg, err := loadConfig(args)
+	cfg, err := loadConfigFor(args, migrateOnly)
 	if err != nil {
 		return err
 	}
@@ -111,7 +114,12 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	h, subs, err := newHandler(ctx, cfg, pool, bucket, spool, bus.js, promReg, log)
+	sec, err := newSecurity(ctx, cfg, pool, log)
+	if err != nil {
+		return err
+	}
+	defer sec.close()
+	h, subs, rec, err := newHandler(ctx, cfg, pool, bucket, spool, bus.js, sec, promReg, log)
 	if err != nil {
 		return err
 	}
@@ -152,6 +160,12 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	go func() { errc <- serveMLLP(ctx, intake, mllpLn, cfg.Grace, log) }()
 	go func() { errc <- relay.Run(ctx) }()
 	go func() { errc <- subs.Run(ctx) }()
+	// The audit writer outlives the servers: requests finishing during the
+	// shutdown grace are still recorded, then the queue is drained.
+	auditCtx, stopAudit := context.WithCancel(context.Background())
+	defer stopAudit()
+	auditDone := make(chan error, 1)
+	go func() { auditDone <- rec.Run(auditCtx) }()
 	var errs []error
 	for i := 0; i < 4; i++ {
 		err := <-errc
@@ -162,6 +176,10 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 			errs = append(errs, err)
 			cancel()
 		}
+	}
+	stopAudit()
+	if err := <-auditDone; err != nil && !errors.Is(err, context.Canceled) {
+		errs = append(errs, fmt.Errorf("audit: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -240,7 +258,18 @@ func newIntake(cfg *config, pool *pgxpool.Pool, js njs.JetStream, reg prometheus
 	if err != nil {
 		return nil, err
 	}
-	return mllp.NewServer(in, log, mllp.Config{})
+	mc := mllp.Config{Registerer: reg}
+	if cfg.MLLPAllow != "any" {
+		if mc.AllowedSenders, err = mllp.ParseAllowList(cfg.MLLPAllow); err != nil {
+			return nil, fmt.Errorf("PRIORFLOW_MLLP_ALLOW: %w", err)
+		}
+	}
+	if cfg.MLLPTLSCert != "" {
+		if mc.TLS, err = mllp.LoadTLS(cfg.MLLPTLSCert, cfg.MLLPTLSKey, cfg.MLLPTLSClient); err != nil {
+			return nil, fmt.Errorf("MLLP TLS: %w", err)
+		}
+	}
+	return mllp.NewServer(in, log, mc)
 }
 
 func serveMLLP(ctx context.Context, srv *mllp.Server, ln net.Listener, grace time.Duration, log *slog.Logger) error {
@@ -271,23 +300,23 @@ func registry() (*fhir.Registry, error) {
 }
 
 func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *blob.Bucket, spool string, js njs.JetStream,
-	promReg *prometheus.Registry, log *slog.Logger) (http.Handler, *service.Service, error) {
+	sec *security, promReg *prometheus.Registry, log *slog.Logger) (http.Handler, *service.Service, *audit.Recorder, error) {
 	reg, err := registry()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	codec, err := fhir.NewCodec()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	store, err := postgres.New(pool, reg, codec, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// Care events from FHIR writes go to the outbox in the writing
 	// transaction; the relay publishes them.
 	if err := fhirintake.Register(store, log); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// Subscriptions validate their endpoint and keep their delivery state
 	// in the writing transaction; ImagingStudy changes feed them.
@@ -297,21 +326,60 @@ func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *bl
 		StreamReplicas:   cfg.StreamReplicas,
 	}, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	api, err := rest.New(store, codec, log, rest.Config{BaseURL: cfg.BaseURL + "/fhir", MaxBody: cfg.MaxBody, Software: "Priorflow", Version: version})
+	restCfg := rest.Config{BaseURL: cfg.BaseURL + "/fhir", MaxBody: cfg.MaxBody, Software: "Priorflow", Version: version, Auth: sec.verifier != nil}
+	if sec.tokens != nil {
+		restCfg.TokenURL = cfg.BaseURL + "/auth/token"
+	} else if sec.verifier != nil {
+		restCfg.TokenURL = cfg.AuthTokenURL
+	}
+	api, err := rest.New(store, codec, log, restCfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	dw, err := dicomweb.New(arch, log, 0)
+	var dwOpts []dicomweb.Option
+	if sec.verifier != nil {
+		dwOpts = append(dwOpts, dicomweb.WithAuth(store))
+	}
+	dw, err := dicomweb.New(arch, log, 0, dwOpts...)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	// Every access through the API is on record (IHE BALP AuditEvents).
+	rec, err := audit.NewRecorder(store, log, audit.Config{Observer: "Priorflow api " + cfg.BaseURL, Registerer: promReg})
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	metrics := httpserver.NewMetrics(promReg)
+
+	// Refusals of the token check are rendered in each protocol and
+	// recorded in the audit trail: a failed access is an access attempt.
+	fhirRefused := func(w http.ResponseWriter, r *http.Request, e *jwtauth.Error) {
+		rec.Rejected(r, e.Status)
+		rest.WriteAuthError(w, r, e.Status, e.Description)
+	}
+	dicomwebRefused := func(w http.ResponseWriter, r *http.Request, e *jwtauth.Error) {
+		rec.Rejected(r, e.Status)
+		jwtauth.WriteError(w, r, e) // PS3.18 leaves the body of a 401/403 open: plain text
+	}
+	fhirAuth := sec.authenticate(fhirRefused)
+	// The CapabilityStatement is read before a client has a token (it
+	// names the token endpoint).
+	fhirAuthButMetadata := func(next http.Handler) http.Handler {
+		authed := fhirAuth(next)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && r.URL.Path == "/fhir/metadata" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			authed.ServeHTTP(w, r)
+		})
+	}
 
 	r := chi.NewRouter()
 	r.Use(metrics.Middleware)
@@ -332,11 +400,21 @@ func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *bl
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+
+	// What a client reads before it has a token: discovery and the
+	// built-in token endpoint.
+	r.Get("/.well-known/smart-configuration", sec.smartConfiguration)
+	r.Get("/fhir/.well-known/smart-configuration", sec.smartConfiguration)
+	if sec.tokens != nil {
+		r.Post("/auth/token", sec.tokens.TokenHandler().ServeHTTP)
+		r.Get("/auth/jwks.json", sec.tokens.JWKSHandler().ServeHTTP)
+	}
+
 	// The subscription operations are routed before the /fhir mount.
-	r.Get("/fhir/Subscription/{id}/$status", subs.StatusHandler().ServeHTTP)
-	r.Get("/fhir/Subscription/{id}/$events", subs.EventsHandler().ServeHTTP)
-	r.Handle("/fhir/subscription-ws", subs.WebsocketHandler())
-	r.Mount("/fhir", api.Routes())
-	r.Mount("/dicomweb", dw.Routes())
-	return r, subs, nil
+	r.With(fhirAuth, sec.require("Subscription", auth.PermRead, fhirRefused), rec.FHIR()).Get("/fhir/Subscription/{id}/$status", subs.StatusHandler().ServeHTTP)
+	r.With(fhirAuth, sec.require("Subscription", auth.PermRead, fhirRefused), rec.FHIR()).Get("/fhir/Subscription/{id}/$events", subs.EventsHandler().ServeHTTP)
+	r.With(fhirAuth, sec.require("Subscription", auth.PermRead, fhirRefused)).Handle("/fhir/subscription-ws", subs.WebsocketHandler())
+	r.With(fhirAuthButMetadata, rec.FHIR()).Mount("/fhir", api.Routes())
+	r.With(sec.authenticate(dicomwebRefused), rec.DICOMweb(audit.StudyPatientLookup(store))).Mount("/dicomweb", dw.Routes())
+	return r, subs, rec, nil
 }

@@ -50,7 +50,7 @@ func startAPI(t *testing.T) (string, func() error) {
 
 type apiProcess struct {
 	base, mllp, nats string
-	logPath          string
+	logPath, dataDir string
 	stop             func() error
 }
 
@@ -64,9 +64,12 @@ func startAPIFull(t *testing.T, extra ...string) apiProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dataDir := t.TempDir()
+	// Authorization is off unless a test turns it on (security_test.go):
+	// a later -auth flag wins.
 	go func() {
-		errc <- run(ctx, append([]string{"-database-url", dbtest.NewDatabase(t), "-http-addr", addr, "-data-dir", t.TempDir(),
-			"-mllp-addr", mllpAddr, "-nats-listen", natsAddr, "-log-level", "debug"}, extra...), logf)
+		errc <- run(ctx, append([]string{"-database-url", dbtest.NewDatabase(t), "-http-addr", addr, "-data-dir", dataDir,
+			"-mllp-addr", mllpAddr, "-nats-listen", natsAddr, "-log-level", "debug", "-auth", "off"}, extra...), logf)
 	}()
 	base := "http://" + addr
 	deadline := time.Now().Add(20 * time.Second)
@@ -96,7 +99,7 @@ func startAPIFull(t *testing.T, extra ...string) apiProcess {
 		return <-errc
 	}
 	t.Cleanup(func() { _ = stop() })
-	return apiProcess{base: base, mllp: mllpAddr, nats: "nats://" + natsAddr, logPath: logf.Name(), stop: stop}
+	return apiProcess{base: base, mllp: mllpAddr, nats: "nats://" + natsAddr, logPath: logf.Name(), dataDir: dataDir, stop: stop}
 }
 
 func get(t *testing.T, url string) (int, string) {

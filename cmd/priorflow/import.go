@@ -20,6 +20,7 @@ import (
 // defaulting to its environment variable where it has one.
 type importConfig struct {
 	URL        string // Priorflow API base URL; DICOMweb is at URL/dicomweb
+	TokenFile  string // an access token for the API, when it asks for one
 	Parallel   int
 	BatchFiles int
 	BatchMiB   int64
@@ -57,6 +58,7 @@ func loadImportConfig(args []string, getenv func(string) string, out io.Writer) 
 		return fallback
 	}
 	fs.StringVar(&c.URL, "url", def("PRIORFLOW_URL", "http://localhost:8080"), "base URL of the Priorflow API (PRIORFLOW_URL); DICOMweb is at <url>/dicomweb")
+	fs.StringVar(&c.TokenFile, "token-file", def("PRIORFLOW_TOKEN_FILE", ""), "file holding an access token with scope system/ImagingStudy.rscu (PRIORFLOW_TOKEN_FILE); make run writes one to data/dev-token")
 	fs.IntVar(&c.Parallel, "parallel", 4, "files read and requests sent at once")
 	fs.IntVar(&c.BatchFiles, "batch-files", 50, "most files in one STOW-RS request")
 	fs.Int64Var(&c.BatchMiB, "batch-mib", 64, "most MiB in one STOW-RS request (a larger file goes alone)")
@@ -132,7 +134,15 @@ func runImport(ctx context.Context, e *env, args []string) error {
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = cfg.Parallel
-	client, err := cdimport.NewClient(cfg.URL+"/dicomweb", &http.Client{Transport: tr})
+	var rt http.RoundTripper = tr
+	if cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return &usageError{fmt.Errorf("--token-file: %w", err)}
+		}
+		rt = bearer{token: strings.TrimSpace(string(b)), next: tr}
+	}
+	client, err := cdimport.NewClient(cfg.URL+"/dicomweb", &http.Client{Transport: rt})
 	if err != nil {
 		return &usageError{err}
 	}
@@ -194,4 +204,16 @@ func printSummary(w io.Writer, src *cdimport.Source, base string, rep *cdimport.
 	} {
 		fmt.Fprintf(w, "%-19s %7d\n", row.label, row.n)
 	}
+}
+
+// bearer sends an access token with every request to the API.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }

@@ -71,6 +71,7 @@ sources:
 		"PRIORFLOW_PREFETCHER_HTTP_ADDR="+metricsAddr,
 		"PRIORFLOW_RETRIEVE_BACKOFF=200ms",
 		"PRIORFLOW_RETRIEVE_BACKOFF_MAX=2s",
+		"PRIORFLOW_AUTH=dev", // as make run: every FHIR and DICOMweb call below carries the dev token
 	)
 	start := func(name string, extra ...string) {
 		t.Helper()
@@ -104,6 +105,14 @@ sources:
 		return resp.StatusCode == http.StatusOK
 	})
 	start("prefetcher", "NATS_URL=nats://"+natsAddr)
+	tok, err := os.ReadFile(filepath.Join(dir, "data", "dev-token"))
+	if err != nil {
+		t.Fatalf("the dev token make run prints: %v", err)
+	}
+	token := strings.TrimSpace(string(tok))
+	if code := httpStatus(t, base+"/fhir/Task", ""); code != http.StatusUnauthorized {
+		t.Errorf("FHIR without the token: HTTP %d, want 401", code)
+	}
 
 	// The sample as shipped: its appointment (2021) is past, so the job is
 	// due at once; the 5-year lookback counts from the appointment, which
@@ -119,8 +128,8 @@ sources:
 	var studies []map[string]any
 	eventually(t, 90*time.Second, "ImagingStudy?patient= to show the two priors", func() bool {
 		studies = nil
-		for _, p := range fhirSearch(t, base, "Patient?identifier="+demo.SIUPatientID) {
-			studies = append(studies, fhirSearch(t, base, "ImagingStudy?patient=Patient/"+p["id"].(string))...)
+		for _, p := range fhirSearch(t, base, token, "Patient?identifier="+demo.SIUPatientID) {
+			studies = append(studies, fhirSearch(t, base, token, "ImagingStudy?patient=Patient/"+p["id"].(string))...)
 		}
 		return len(studies) >= 2
 	})
@@ -138,6 +147,7 @@ sources:
 		}
 		req, _ := http.NewRequest(http.MethodGet, base+"/dicomweb/studies/"+uid+"/thumbnail", nil)
 		req.Header.Set("Accept", "image/jpeg")
+		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -149,7 +159,7 @@ sources:
 		}
 	}
 	var tasks map[string]any
-	getJSON(t, base+"/fhir/Task?code=prefetch", &tasks)
+	getJSON(t, base+"/fhir/Task?code=prefetch", token, &tasks)
 	if n, _ := tasks["total"].(float64); n < 1 && len(entries(tasks)) == 0 {
 		t.Errorf("Task?code=prefetch shows no job: %v", tasks)
 	}
@@ -176,9 +186,26 @@ func eventually(t *testing.T, d time.Duration, what string, ok func() bool) {
 	}
 }
 
-func getJSON(t *testing.T, u string, v any) {
+// httpStatus is the HTTP status of GET u with the bearer token (none if empty).
+func httpStatus(t *testing.T, u, token string) int {
 	t.Helper()
-	resp, err := http.Get(u)
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func getJSON(t *testing.T, u, token string, v any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", u, err)
 	}
@@ -203,10 +230,10 @@ func entries(bundle map[string]any) []map[string]any {
 	return out
 }
 
-func fhirSearch(t *testing.T, base, q string) []map[string]any {
+func fhirSearch(t *testing.T, base, token, q string) []map[string]any {
 	t.Helper()
 	var b map[string]any
-	getJSON(t, base+"/fhir/"+q, &b)
+	getJSON(t, base+"/fhir/"+q, token, &b)
 	return entries(b)
 }
 

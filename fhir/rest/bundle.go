@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/priorflow/priorflow/auth"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/fhir/search"
@@ -33,6 +34,8 @@ type op struct {
 	query   string // condition for conditional PUT / search for GET
 	ifMatch int
 	ifNone  string // If-None-Exist
+	// narrow is what the caller's grant demands of a GET's data.
+	narrow auth.Narrowing
 	// results
 	out     *fhir.Resource
 	status  int
@@ -70,6 +73,13 @@ func (h *Handler) bundle(w http.ResponseWriter, r *http.Request) {
 	ops := make([]*op, len(b.GetEntry()))
 	for i, e := range b.GetEntry() {
 		o, err := h.entryOp(i, e)
+		if err == nil {
+			// Every entry is authorized before any runs: a transaction
+			// with one denied entry writes nothing.
+			if err = h.authorizeOp(r.Context(), o); err != nil {
+				err = entryErr(i, err)
+			}
+		}
 		if err != nil && kind == "transaction" {
 			h.writeError(w, r, err)
 			return
@@ -309,6 +319,9 @@ func (h *Handler) get(ctx context.Context, tx *postgres.Tx, o *op) error {
 		if err != nil {
 			return err
 		}
+		if _, err := h.current(ctx, tx.Search, o.typ, o.id, o.narrow); err != nil {
+			return err
+		}
 		o.out, o.status, o.body = res, http.StatusOK, res.Body
 		return nil
 	}
@@ -320,7 +333,7 @@ func (h *Handler) get(ctx context.Context, tx *postgres.Tx, o *op) error {
 	if err != nil {
 		return err
 	}
-	res, err := tx.Search(ctx, q)
+	res, omitted, err := h.runSearch(ctx, tx.Search, q, o.narrow)
 	if err != nil {
 		return err
 	}
@@ -330,6 +343,9 @@ func (h *Handler) get(ctx context.Context, tx *postgres.Tx, o *op) error {
 	}
 	for _, m := range append(res.Matches, res.Included...) {
 		b.Entry = append(b.Entry, bundleEntry{FullURL: h.cfg.BaseURL + "/" + m.Type + "/" + m.ID, Resource: m.Body})
+	}
+	if len(omitted) > 0 {
+		b.Entry = append(b.Entry, omittedEntry(omitted))
 	}
 	o.status, o.body = http.StatusOK, b.encode()
 	return nil

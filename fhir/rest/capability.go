@@ -34,12 +34,12 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 	}
 	var resources []resource
 	for _, t := range h.reg.Types() {
-		ia := []code{{"read"}, {"vread"}, {"search-type"}, {"history-instance"}, {"history-type"}, {"create"}}
+		ia := []code{{"read"}, {"vread"}, {"search-type"}, {"history-instance"}, {"history-type"}}
 		if !t.ReadOnly {
-			ia = append(ia, code{"update"}, code{"delete"})
+			ia = append(ia, code{"create"}, code{"update"}, code{"delete"})
 		}
 		rs := resource{Type: t.Name, Interaction: ia, Versioning: "versioned", ReadHistory: true,
-			UpdateCreate: !t.ReadOnly, ConditionalCreate: true, ConditionalRead: "not-supported",
+			UpdateCreate: !t.ReadOnly, ConditionalCreate: !t.ReadOnly, ConditionalRead: "not-supported",
 			ConditionalUpdate: !t.ReadOnly, ConditionalDelete: "not-supported"}
 		for _, inc := range t.Includes {
 			rs.SearchInclude = append(rs.SearchInclude, t.Name+":"+inc)
@@ -66,11 +66,43 @@ func (h *Handler) metadata(w http.ResponseWriter, r *http.Request) {
 		},
 		"fhirVersion": "4.0.1",
 		"format":      []string{"application/fhir+json", "json"},
-		"rest": []any{map[string]any{
-			"mode":        "server",
-			"resource":    resources,
-			"interaction": []code{{"transaction"}, {"batch"}},
-		}},
 	}
+	rest := map[string]any{
+		"mode":        "server",
+		"resource":    resources,
+		"interaction": []code{{"transaction"}, {"batch"}},
+	}
+	if h.cfg.Auth {
+		rest["security"] = h.security()
+	}
+	cs["rest"] = []any{rest}
 	writeJSON(w, http.StatusOK, mustJSON(cs))
+}
+
+// security describes the SMART on FHIR protection of the API (FHIR R4
+// CapabilityStatement.rest.security; SMART App Launch 1.0.0 "Declaring
+// support for OAuth2 endpoints"). cors is false: this handler adds no CORS
+// headers, so browser apps on other origins cannot call it directly.
+func (h *Handler) security() map[string]any {
+	sec := map[string]any{
+		"cors": false,
+		"service": []any{map[string]any{
+			"coding": []any{map[string]any{
+				"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+				"code":   "SMART-on-FHIR",
+			}},
+			"text": "OAuth2 bearer tokens with SMART on FHIR scopes",
+		}},
+		"description": "Every interaction but the CapabilityStatement needs an access token whose SMART scopes (v1 or v2) grant it; patient/ scopes and scopes with a search restriction narrow what reads reach, and writes need a system/ or user/ scope.",
+	}
+	if h.cfg.TokenURL != "" {
+		sec["extension"] = []any{map[string]any{
+			"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+			"extension": []any{map[string]any{
+				"url":      "token",
+				"valueUri": h.cfg.TokenURL,
+			}},
+		}}
+	}
+	return sec
 }

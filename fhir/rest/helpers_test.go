@@ -24,15 +24,25 @@ func TestMain(m *testing.M) {
 
 // server is a FHIR API on its own database.
 type server struct {
-	t    *testing.T
-	url  string // FHIR base
-	http *http.Client
+	t     *testing.T
+	url   string // FHIR base
+	http  *http.Client
+	store *postgres.Store
+	// headers are sent with every request (see as).
+	headers []string
 }
 
 func newServer(t *testing.T) *server {
 	t.Helper()
+	return startServer(t, rest.Config{}, nil, fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint())
+}
+
+// startServer starts a FHIR API over the given types with cfg (BaseURL and
+// the limits are filled in), behind mw when it is not nil.
+func startServer(t *testing.T, cfg rest.Config, mw func(http.Handler) http.Handler, types ...*fhir.ResourceType) *server {
+	t.Helper()
 	pool := dbtest.NewPool(t)
-	reg, err := fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint())
+	reg, err := fhir.NewRegistry(types...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,14 +57,19 @@ func newServer(t *testing.T) *server {
 	mux := http.NewServeMux()
 	ts := httptest.NewUnstartedServer(mux)
 	base := "http://" + ts.Listener.Addr().String() + "/fhir"
-	h, err := rest.New(store, codec, dbtest.Logger(), rest.Config{BaseURL: base, MaxBody: 1 << 20, Software: "Priorflow", Version: "test"})
+	cfg.BaseURL, cfg.MaxBody, cfg.Software, cfg.Version = base, 1<<20, "Priorflow", "test"
+	h, err := rest.New(store, codec, dbtest.Logger(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux.Handle("/fhir/", http.StripPrefix("/fhir", h.Routes()))
+	var api http.Handler = h.Routes()
+	if mw != nil {
+		api = mw(api)
+	}
+	mux.Handle("/fhir/", http.StripPrefix("/fhir", api))
 	ts.Start()
 	t.Cleanup(ts.Close)
-	return &server{t: t, url: base, http: ts.Client()}
+	return &server{t: t, url: base, http: ts.Client(), store: store}
 }
 
 // on returns s reporting to t (a subtest).
@@ -92,6 +107,7 @@ func (s *server) do(method, path string, body string, headers ...string) *respon
 	if body != "" {
 		req.Header.Set("Content-Type", "application/fhir+json")
 	}
+	headers = append(append([]string(nil), s.headers...), headers...)
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/priorflow/priorflow/auth"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/fhir/search"
@@ -18,12 +19,21 @@ import (
 
 func (h *Handler) read(w http.ResponseWriter, r *http.Request) {
 	typ, id := chi.URLParam(r, "type"), chi.URLParam(r, "id")
+	n, err := h.authorize(r.Context(), typ, auth.PermRead)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	if !fhir.ValidID(id) {
 		h.writeError(w, r, fhir.Errorf(fhir.KindNotFound, "%q is not a valid id", id))
 		return
 	}
 	res, err := h.store.Read(r.Context(), typ, id)
 	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if _, err := h.current(r.Context(), h.store.Search, typ, id, n); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
@@ -40,6 +50,11 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) vread(w http.ResponseWriter, r *http.Request) {
 	typ, id := chi.URLParam(r, "type"), chi.URLParam(r, "id")
+	n, err := h.authorize(r.Context(), typ, auth.PermRead)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	vid, err := strconv.Atoi(chi.URLParam(r, "vid"))
 	if err != nil || vid < 1 || !fhir.ValidID(id) {
 		h.writeError(w, r, fhir.Errorf(fhir.KindNotFound, "no such version"))
@@ -49,6 +64,25 @@ func (h *Handler) vread(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.writeError(w, r, err)
 		return
+	}
+	cur, err := h.current(r.Context(), h.store.Search, typ, id, n)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if cur != nil && cur.Version != res.Version {
+		inside, err := h.versionInside(h.reg.Type(typ), n, res)
+		switch {
+		case err != nil:
+			h.writeError(w, r, err)
+			return
+		case !inside && len(n.Query) > 0:
+			h.writeError(w, r, fhir.Errorf(fhir.KindForbidden, "earlier versions of %s/%s cannot be checked against the access token's search restriction; read the current version", typ, id))
+			return
+		case !inside:
+			h.writeError(w, r, errOutside(typ, id+"/_history/"+strconv.Itoa(vid)))
+			return
+		}
 	}
 	setVersionHeaders(w, res)
 	writeJSON(w, http.StatusOK, res.Body)
@@ -72,6 +106,14 @@ func (h *Handler) parseResource(w http.ResponseWriter, r *http.Request, typ stri
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	typ := chi.URLParam(r, "type")
+	perms := []auth.Perm{auth.PermCreate}
+	if r.Header.Get("If-None-Exist") != "" {
+		perms = append(perms, auth.PermSearch)
+	}
+	if err := h.authorizeWrite(r.Context(), typ, perms...); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	res, err := h.parseResource(w, r, typ)
 	if err != nil {
 		h.writeError(w, r, err)
@@ -147,6 +189,10 @@ func (h *Handler) ifMatch(r *http.Request) (int, error) {
 
 func (h *Handler) update(w http.ResponseWriter, r *http.Request) {
 	typ, id := chi.URLParam(r, "type"), chi.URLParam(r, "id")
+	if err := h.authorizeWrite(r.Context(), typ, auth.PermUpdate); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	res, err := h.parseResource(w, r, typ)
 	if err != nil {
 		h.writeError(w, r, err)
@@ -186,6 +232,10 @@ func (h *Handler) conditionalUpdate(w http.ResponseWriter, r *http.Request) {
 	typ := chi.URLParam(r, "type")
 	if r.URL.RawQuery == "" {
 		h.writeError(w, r, fhir.Errorf(fhir.KindNotAllowed, "PUT needs an id (%s/[id]) or a search condition", typ))
+		return
+	}
+	if err := h.authorizeWrite(r.Context(), typ, auth.PermUpdate, auth.PermSearch); err != nil {
+		h.writeError(w, r, err)
 		return
 	}
 	res, err := h.parseResource(w, r, typ)
@@ -240,6 +290,10 @@ func withoutFormat(v url.Values) url.Values {
 
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
 	typ, id := chi.URLParam(r, "type"), chi.URLParam(r, "id")
+	if err := h.authorizeWrite(r.Context(), typ, auth.PermDelete); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	ifMatch, err := h.ifMatch(r)
 	if err != nil {
 		h.writeError(w, r, err)
@@ -264,6 +318,22 @@ func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	typ, id := chi.URLParam(r, "type"), chi.URLParam(r, "id")
+	// Instance history reads one resource; type history lists them all.
+	perm := auth.PermRead
+	if id == "" {
+		perm = auth.PermSearch
+	}
+	n, err := h.authorize(r.Context(), typ, perm)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if id == "" {
+		if err := h.typeHistoryAllowed(typ, n); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+	}
 	opt := postgres.HistoryOptions{}
 	qv := r.URL.Query()
 	if c := qv.Get("_count"); c != "" {
@@ -286,6 +356,12 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.writeError(w, r, err)
 		return
+	}
+	if id != "" {
+		if versions, err = h.visibleVersions(r.Context(), typ, id, n, versions); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
 	}
 	self := h.cfg.BaseURL + "/" + typ
 	if id != "" {

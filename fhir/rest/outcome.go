@@ -81,6 +81,14 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if status >= 500 {
 		h.log.ErrorContext(r.Context(), "fhir request failed", "method", r.Method, "route", routePattern(r), "err", err)
 	}
+	// RFC 6750 3: a missing token is challenged, a token that does not
+	// reach the data is refused as insufficient_scope.
+	switch fhir.ErrorKind(err) {
+	case fhir.KindUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
+	case fhir.KindForbidden:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`", error="insufficient_scope"`)
+	}
 	writeJSON(w, status, outcomeFor(err))
 }
 

@@ -1,6 +1,7 @@
 // Package rest serves the FHIR R4 RESTful API (FHIR R4 http.html) over a
 // resource store: instance and type interactions, search, history, batch and
-// transaction Bundles, and the CapabilityStatement.
+// transaction Bundles, and the CapabilityStatement. With Config.Auth it
+// enforces the SMART on FHIR scopes of the caller (see authz.go).
 package rest
 
 import (
@@ -30,6 +31,15 @@ type Config struct {
 	MaxBody int64
 	// Software names this server in the CapabilityStatement.
 	Software, Version string
+	// Auth enforces SMART on FHIR scopes: every interaction but the
+	// CapabilityStatement needs the Principal that the token middleware
+	// puts in the request context (auth.WithPrincipal), and its scopes
+	// must grant the interaction. Off, every request is served as it
+	// comes (authorization off, or enforced in front of this handler).
+	Auth bool
+	// TokenURL is the OAuth token endpoint the CapabilityStatement
+	// advertises when Auth is on (SMART oauth-uris extension).
+	TokenURL string
 }
 
 // Handler serves the FHIR API.
@@ -62,19 +72,22 @@ func (h *Handler) Routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(h.negotiate)
 	r.Get("/metadata", h.metadata)
-	r.Post("/", h.bundle)
-	r.Route("/{type}", func(r chi.Router) {
-		r.Use(h.knownType)
-		r.Get("/", h.searchType)
-		r.Post("/", h.create)
-		r.Put("/", h.conditionalUpdate)
-		r.Post("/_search", h.searchType)
-		r.Get("/_history", h.history)
-		r.Get("/{id}", h.read)
-		r.Put("/{id}", h.update)
-		r.Delete("/{id}", h.delete)
-		r.Get("/{id}/_history", h.history)
-		r.Get("/{id}/_history/{vid}", h.vread)
+	r.Group(func(r chi.Router) {
+		r.Use(h.authenticated)
+		r.Post("/", h.bundle)
+		r.Route("/{type}", func(r chi.Router) {
+			r.Use(h.knownType)
+			r.Get("/", h.searchType)
+			r.Post("/", h.create)
+			r.Put("/", h.conditionalUpdate)
+			r.Post("/_search", h.searchType)
+			r.Get("/_history", h.history)
+			r.Get("/{id}", h.read)
+			r.Put("/{id}", h.update)
+			r.Delete("/{id}", h.delete)
+			r.Get("/{id}/_history", h.history)
+			r.Get("/{id}/_history/{vid}", h.vread)
+		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, fhir.Errorf(fhir.KindNotFound, "no FHIR interaction at %s", r.URL.Path))

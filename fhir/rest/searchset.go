@@ -11,6 +11,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/priorflow/priorflow/auth"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/search"
 )
@@ -132,6 +133,11 @@ func searchParams(r *http.Request) (url.Values, error) {
 
 func (h *Handler) searchType(w http.ResponseWriter, r *http.Request) {
 	typ := h.reg.Type(chi.URLParam(r, "type"))
+	n, err := h.authorize(r.Context(), typ.Name, auth.PermSearch)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	params, err := searchParams(r)
 	if err != nil {
 		h.writeError(w, r, err)
@@ -143,7 +149,7 @@ func (h *Handler) searchType(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	res, err := h.store.Search(r.Context(), q)
+	res, omitted, err := h.runSearch(r.Context(), h.store.Search, q, n)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -187,6 +193,9 @@ func (h *Handler) searchType(w http.ResponseWriter, r *http.Request) {
 		b.Entry = append(b.Entry, bundleEntry{
 			Resource: warningOutcome("parameters not supported and ignored: "+strings.Join(q.Ignored, ", "), q.Ignored),
 			Search:   &entrySearch{Mode: "outcome"}})
+	}
+	if len(omitted) > 0 {
+		b.Entry = append(b.Entry, omittedEntry(omitted))
 	}
 	writeJSON(w, http.StatusOK, b.encode())
 }

@@ -126,6 +126,9 @@ func StartPriorflow(ctx context.Context, c *Client, opt PriorflowOptions, log *s
 		fmt.Sprintf("PRIORFLOW_MLLP_ADDR=127.0.0.1:%d", ports[1]),
 		fmt.Sprintf("PRIORFLOW_NATS_LISTEN=127.0.0.1:%d", ports[2]),
 		"PRIORFLOW_LOG_LEVEL=warn",
+		// Beside Orthanc, which checks no credentials either; the audit
+		// trail stays on.
+		"PRIORFLOW_AUTH=off",
 	)
 	p, err := start("Priorflow", "http://"+addr, filepath.Join(opt.DataDir, "api.log"), cmd, log)
 	if err != nil {
