@@ -163,6 +163,24 @@ sources:
 	if n, _ := tasks["total"].(float64); n < 1 && len(entries(tasks)) == 0 {
 		t.Errorf("Task?code=prefetch shows no job: %v", tasks)
 	}
+
+	// No patient data in the logs of a whole care event → loaded prior
+	// flow: not the identifiers of the HL7 message or the remote's
+	// studies, not the names, not the birth date.
+	for _, name := range []string{"api", "prefetcher"} {
+		b, err := os.ReadFile(filepath.Join(dir, name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) == 0 {
+			t.Errorf("%s wrote no log at all; the scan below would prove nothing", name)
+		}
+		for _, s := range []string{demo.SIUPatientID, "123456789", "PATID567", "EVERYMAN", "Everyman", "ADAM^", "Aniston", demo.SIUBirthDate} {
+			if bytes.Contains(b, []byte(s)) {
+				t.Errorf("the %s log contains patient data %q", name, s)
+			}
+		}
+	}
 }
 
 func freeAddr(t *testing.T) string {
