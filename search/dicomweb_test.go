@@ -244,4 +244,39 @@ func TestSearcher_DICOMweb(t *testing.T) {
 			t.Errorf("task code %v inputs %v", code, tasks[0]["input"])
 		}
 	})
+
+	// Zero matches: the source knows patients who resemble ours (same
+	// family name, birth date and sex) but none is ours. Someone must
+	// look; nothing is imported. A source that returns nobody at all is
+	// not a review: the patient simply has no studies there.
+	t.Run("demographics: resembling patients but none matching make a review task", func(t *testing.T) {
+		l := newLocal(t)
+		ref := localPatient(t, l, "Twin", []string{"Jordan"}, "2000-02-02", "male", map[string]any{"system": "urn:hosp-a:mrn", "value": "A5"})
+		s := newSearcher(t, l, dicomwebSource(t, "hospital-b-demo", r.url, search.MatchDemographics, search.ModeImport))
+		res, err := s.Search(ctx, search.Job{ID: "job-5", Rule: "priors", Criteria: chestCTCriteria(), PatientRef: ref})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := outcome(res, "hospital-b-demo"); o.Status != search.StatusReview {
+			t.Errorf("outcome %+v, want review", o)
+		}
+		if len(res.ReviewTasks) != 1 || len(res.Retrieve) != 0 || len(res.Indexed) != 0 {
+			t.Fatalf("review %v, retrieve %d, indexed %d; want one task and nothing else", res.ReviewTasks, len(res.Retrieve), len(res.Indexed))
+		}
+		tasks := l.resources(t, "Task")
+		if len(tasks) != 1 || len(tasks[0]["input"].([]any)) != 2 {
+			t.Fatalf("tasks %v, want one naming both twins as candidates", tasks)
+		}
+
+		l2 := newLocal(t)
+		ref2 := localPatient(t, l2, "Nobodyhere", []string{"Pat"}, "1970-01-01", "female", map[string]any{"system": "urn:hosp-a:mrn", "value": "A6"})
+		s2 := newSearcher(t, l2, dicomwebSource(t, "hospital-b-demo", r.url, search.MatchDemographics, search.ModeImport))
+		res2, err := s2.Search(ctx, search.Job{ID: "job-6", Rule: "priors", Criteria: chestCTCriteria(), PatientRef: ref2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res2.ReviewTasks) != 0 || len(res2.Retrieve) != 0 || len(l2.resources(t, "Task")) != 0 {
+			t.Errorf("a patient unknown at the source: review %v, retrieve %d; want neither", res2.ReviewTasks, len(res2.Retrieve))
+		}
+	})
 }
