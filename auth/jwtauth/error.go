@@ -3,7 +3,8 @@ package jwtauth
 import (
 	"fmt"
 	"net/http"
-	"strings"
+
+	"github.com/priorflow/priorflow/auth"
 )
 
 // Error codes of RFC 6750 §3.1.
@@ -54,7 +55,7 @@ func (e *Error) WWWAuthenticate() string {
 	if e.Code == "" {
 		return fmt.Sprintf("Bearer realm=%q", Realm)
 	}
-	return fmt.Sprintf("Bearer realm=%q, error=%q, error_description=%q", Realm, e.Code, headerSafe(e.Description))
+	return fmt.Sprintf("Bearer realm=%q, error=%q, error_description=%q", Realm, e.Code, auth.ErrorDescription(e.Description))
 }
 
 // InsufficientScope is the 403 a handler answers when the caller's token
@@ -69,24 +70,6 @@ func invalidToken(format string, args ...any) *Error {
 
 func invalidRequest(description string) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Description: description}
-}
-
-// headerSafe keeps only the characters RFC 6750 §3 allows in
-// error_description (%x20-21 / %x23-5B / %x5D-7E): a double quote becomes
-// a single one, and anything else outside the set is dropped, so that a
-// value that came from a token cannot break the header.
-func headerSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '"':
-			return '\''
-		case r == '\\':
-			return '/'
-		case r >= 0x20 && r <= 0x7e:
-			return r
-		}
-		return -1
-	}, s)
 }
 
 // WriteError is the default error writer of Middleware: the description

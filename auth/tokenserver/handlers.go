@@ -35,7 +35,7 @@ type oauthError struct {
 }
 
 func oauthErr(status int, code, format string, args ...any) *oauthError {
-	return &oauthError{status: status, Code: code, Description: descriptionSafe(fmt.Sprintf(format, args...))}
+	return &oauthError{status: status, Code: code, Description: auth.ErrorDescription(fmt.Sprintf(format, args...))}
 }
 
 func invalidRequest(format string, args ...any) *oauthError {

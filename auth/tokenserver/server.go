@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -267,26 +266,10 @@ func (s *Server) scopesSupported() []string {
 	return slices.Compact(out)
 }
 
-// descriptionSafe keeps the characters RFC 6749 §5.2 allows in
-// error_description (%x20-21 / %x23-5B / %x5D-7E).
-func descriptionSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '"':
-			return '\''
-		case r == '\\':
-			return '/'
-		case r >= 0x20 && r <= 0x7e:
-			return r
-		}
-		return -1
-	}, s)
-}
-
 // printable shortens a value taken from a request for an error message.
 func printable(s string) string {
 	const limit = 64
-	s = descriptionSafe(s)
+	s = auth.ErrorDescription(s)
 	if len(s) > limit {
 		s = s[:limit] + "..."
 	}
