@@ -21,6 +21,19 @@
 #   BENCH_DICOM_INSTANCES    instances (default 20000; 1000 for a quick check);
 #                            the default size also updates docs/performance.md
 #   BENCH_DICOM_ARGS         extra arguments for dicombench (bin/dicombench -h)
+#
+# Then, as a third step, the prefetch pull beside Orthanc's DICOMweb
+# /retrieve (bin/pullbench; docs/performance.md, "Prefetch pull beside
+# Orthanc /retrieve"): it starts a source Orthanc, a reference Orthanc, the
+# real bin/prefetcher and its own database (priorflow_bench_pull).
+#   BENCH_PULL=0             skip it
+#   BENCH_PULL_INSTANCES     instances of the throughput study (default 300;
+#                            CT, 1 MB each)
+#   BENCH_PULL_LARGE_GB      size of the study the prefetcher's peak memory
+#                            is measured on (default 2; 0 skips that part,
+#                            for a quick run)
+#   BENCH_PULL_ARGS          extra arguments for pullbench (bin/pullbench -h)
+#   The default sizes (300 and 2) also update docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +50,7 @@ case "$db" in
 esac
 
 mkdir -p bin .cache/bench "$(dirname "$out")"
-go build -o bin/ ./cmd/api ./cmd/fhirbench ./cmd/dicombench
+go build -o bin/ ./cmd/api ./cmd/fhirbench ./cmd/dicombench ./cmd/prefetcher ./cmd/pullbench
 
 if [ "${BENCH_FHIR:-1}" != 0 ]; then
 if [ "${BENCH_RESET:-0}" = 1 ]; then
@@ -78,4 +91,16 @@ if [ "${BENCH_DICOM:-1}" != 0 ]; then
   # shellcheck disable=SC2086 # BENCH_DICOM_ARGS is a list of flags
   bin/dicombench -instances "$n" -api-bin bin/api -out "$dout" "${doc[@]}" ${BENCH_DICOM_ARGS:-}
   echo "bench.sh: DICOM report in $dout"
+fi
+
+if [ "${BENCH_PULL:-1}" != 0 ]; then
+  scripts/install-deps.sh
+  n=${BENCH_PULL_INSTANCES:-300}
+  gb=${BENCH_PULL_LARGE_GB:-2}
+  pout=.cache/bench/pull-$n-${gb}gb.md
+  doc=()
+  [ "$n" = 300 ] && [ "$gb" = 2 ] && doc=(-doc docs/performance.md)
+  # shellcheck disable=SC2086 # BENCH_PULL_ARGS is a list of flags
+  bin/pullbench -instances "$n" -large-gb "$gb" -prefetcher-bin bin/prefetcher -out "$pout" "${doc[@]}" ${BENCH_PULL_ARGS:-}
+  echo "bench.sh: pull report in $pout"
 fi

@@ -29,7 +29,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -127,7 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	client := dicombench.NewClient(max(cfg.Clients, cfg.QIDOClients) * 2)
 	res := &dicombench.Results{Subject: subject, Reference: reference, Corpus: corpus, Plan: plan,
 		Ingest: map[string]*dicombench.IngestResult{}}
-	res.Machine = machineLines()
+	res.Machine = dicombench.MachineLines()
 	res.Settings = []string{
 		fmt.Sprintf("ingest: STOW-RS `POST /studies`, %d instances per multipart/related request, %d concurrent clients, the files read from disk per request; the same client code for both servers", cfg.Batch, cfg.Clients),
 		fmt.Sprintf("QIDO-RS: `GET /studies?PatientID=<random existing>`, %d requests per server on %d concurrent keep-alive clients, blocks of %d alternating between the servers; match counts checked on %d samples first",
@@ -192,7 +191,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	// in for autovacuum's analyze; without statistics every plan is made
 	// for empty tables.
 	for _, s := range servers {
-		log.Info("STOW-RS ingest", "server", s.Name, "instances", len(files), "load", loadavg())
+		log.Info("STOW-RS ingest", "server", s.Name, "instances", len(files), "load", dicombench.LoadAvg())
 		var stopAnalyze func() error
 		if s.Name == subject && autovacuum == "off" {
 			stopAnalyze = analyzeEvery(ctx, db, 10*time.Second)
@@ -207,13 +206,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			return err
 		}
 		res.Ingest[s.Name] = r
-		log.Info("STOW-RS ingested", "server", s.Name, "instances_per_s", int(r.PerSecond()), "elapsed", r.Elapsed.Round(100*time.Millisecond), "load", loadavg())
+		log.Info("STOW-RS ingested", "server", s.Name, "instances_per_s", int(r.PerSecond()), "elapsed", r.Elapsed.Round(100*time.Millisecond), "load", dicombench.LoadAvg())
 	}
 	if autovacuum == "off" {
 		res.Settings = append(res.Settings, "autovacuum is off on this PostgreSQL: the benchmark runs ANALYZE every 10 s during Priorflow's ingest and once after it, standing in for autovacuum")
 	}
 
-	log.Info("QIDO-RS", "requests", cfg.QIDORequests, "load", loadavg())
+	log.Info("QIDO-RS", "requests", cfg.QIDORequests, "load", dicombench.LoadAvg())
 	qido, err := client.MeasureQIDO(ctx, servers, corpus, dicombench.QIDOOptions{Requests: cfg.QIDORequests, Clients: cfg.QIDOClients,
 		Block: cfg.QIDOBlock, MaxTime: cfg.QIDOMaxTime, Verify: cfg.QIDOVerify, Seed: cfg.Seed})
 	if err != nil {
@@ -224,7 +223,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		log.Info("QIDO-RS measured", "server", s.Name, "n", qido[s.Name].N, "p50", qido[s.Name].P50, "p99", qido[s.Name].P99)
 	}
 
-	log.Info("WADO-RS", "studies", len(corpus.Large()), "rounds", cfg.WADORounds, "load", loadavg())
+	log.Info("WADO-RS", "studies", len(corpus.Large()), "rounds", cfg.WADORounds, "load", dicombench.LoadAvg())
 	if res.WADO, err = client.MeasureWADO(ctx, servers, corpus.Large(), cfg.WADORounds); err != nil {
 		return err
 	}
@@ -243,7 +242,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if err != nil {
 			return err
 		}
-		log.Info("Orthanc POST /instances", "instances", len(files), "load", loadavg())
+		log.Info("Orthanc POST /instances", "instances", len(files), "load", dicombench.LoadAvg())
 		r, err := client.OrthancInstances(ctx, on.URL, files, cfg.Clients)
 		on.Stop(30 * time.Second)
 		if err != nil {
@@ -253,7 +252,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		res.Settings = append(res.Settings, fmt.Sprintf("Orthanc native: `POST /instances`, one file per request, %d concurrent clients, on a second fresh Orthanc", cfg.Clients))
 		log.Info("Orthanc POST /instances done", "instances_per_s", int(r.PerSecond()))
 	}
-	res.Machine = append(res.Machine, "load average at the end: "+loadavg())
+	res.Machine = append(res.Machine, "load average at the end: "+dicombench.LoadAvg())
 	sizes, err := storeSizes(ctx, db, filepath.Join(tmp, "priorflow"))
 	if err == nil {
 		res.Notes = append(res.Notes, sizes)
@@ -371,35 +370,4 @@ func orthancVersion(ctx context.Context, root string) string {
 	}
 	_ = get("/plugins/dicom-web", &plugin)
 	return fmt.Sprintf("Orthanc %s (SQLite index, storage on the same disk), DICOMweb plugin %s; default configuration otherwise, as internal/orthanctest", sys.Version, plugin.Version)
-}
-
-// machineLines describes where the run happened.
-func machineLines() []string {
-	cpu := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	mem := ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		mem, _, _ = strings.Cut(string(b), "\n")
-		mem = strings.Join(strings.Fields(mem)[1:], " ")
-	}
-	return []string{
-		fmt.Sprintf("machine: %d × %s, MemTotal %s; both servers, PostgreSQL and this client share the cores (and other work on the machine)", runtime.NumCPU(), cpu, mem),
-		fmt.Sprintf("client: %s, %s", runtime.Version(), time.Now().UTC().Format(time.RFC3339)),
-		"load average at the start: " + loadavg(),
-	}
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }

@@ -52,8 +52,9 @@ func (p *Process) Stop(grace time.Duration) {
 	}
 }
 
-// start runs cmd with its output in logPath.
-func start(name, url, logPath string, cmd *exec.Cmd, log *slog.Logger) (*Process, error) {
+// StartProcess runs cmd with its output in logPath; url is its HTTP root,
+// if it has one.
+func StartProcess(name, url, logPath string, cmd *exec.Cmd, log *slog.Logger) (*Process, error) {
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -130,7 +131,7 @@ func StartPriorflow(ctx context.Context, c *Client, opt PriorflowOptions, log *s
 		// trail stays on.
 		"PRIORFLOW_AUTH=off",
 	)
-	p, err := start("Priorflow", "http://"+addr, filepath.Join(opt.DataDir, "api.log"), cmd, log)
+	p, err := StartProcess("Priorflow", "http://"+addr, filepath.Join(opt.DataDir, "api.log"), cmd, log)
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +148,22 @@ func StartPriorflow(ctx context.Context, c *Client, opt PriorflowOptions, log *s
 // authentication, no HTTP compression, no storage compression, and no DICOM
 // server (only HTTP is measured). Its DICOMweb root is URL + "/dicom-web".
 func StartOrthanc(ctx context.Context, c *Client, bin, dir string, log *slog.Logger) (*Process, error) {
+	return StartOrthancWith(ctx, c, bin, dir, OrthancOptions{}, log)
+}
+
+// OrthancOptions change the configuration of StartOrthanc.
+type OrthancOptions struct {
+	// Servers are the DICOMweb servers it may retrieve from
+	// (DicomWeb.Servers, for POST /dicom-web/servers/{name}/retrieve): root
+	// URLs by name.
+	Servers map[string]string
+	// HTTPCompression lets it gzip answers to clients that ask for it, as
+	// Orthanc does by default (HttpCompressionEnabled).
+	HTTPCompression bool
+}
+
+// StartOrthancWith is StartOrthanc with opt applied.
+func StartOrthancWith(ctx context.Context, c *Client, bin, dir string, opt OrthancOptions, log *slog.Logger) (*Process, error) {
 	if _, err := os.Stat(OrthancPlugin); err != nil {
 		return nil, fmt.Errorf("the Orthanc DICOMweb plugin is missing at %s: run make deps", OrthancPlugin)
 	}
@@ -161,6 +178,10 @@ func StartOrthanc(ctx context.Context, c *Client, bin, dir string, log *slog.Log
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("start Orthanc: %w", err)
 	}
+	servers := map[string]any{}
+	for name, u := range opt.Servers {
+		servers[name] = map[string]any{"Url": u}
+	}
 	cfg := map[string]any{
 		"Name":                    "priorflow-bench",
 		"StorageDirectory":        filepath.Join(dir, "storage"),
@@ -171,11 +192,11 @@ func StartOrthanc(ctx context.Context, c *Client, bin, dir string, log *slog.Log
 		"DicomAet":                "ORTHANCBENCH",
 		"RemoteAccessAllowed":     false,
 		"AuthenticationEnabled":   false,
-		"HttpCompressionEnabled":  false,
+		"HttpCompressionEnabled":  opt.HTTPCompression,
 		"StableAge":               1,
 		"ConcurrentJobs":          2,
 		"Plugins":                 []string{OrthancPlugin},
-		"DicomWeb":                map[string]any{"Enable": true, "Root": "/dicom-web/"},
+		"DicomWeb":                map[string]any{"Enable": true, "Root": "/dicom-web/", "Servers": servers},
 		"SaveJobs":                false,
 		"StorageCompression":      false,
 		"OverwriteInstances":      false,
@@ -197,7 +218,7 @@ func StartOrthanc(ctx context.Context, c *Client, bin, dir string, log *slog.Log
 	}
 	cmd := exec.Command(bin, "--logdir="+dir, cfgPath)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	p, err := start("Orthanc", url, filepath.Join(dir, "stdout.log"), cmd, log)
+	p, err := StartProcess("Orthanc", url, filepath.Join(dir, "stdout.log"), cmd, log)
 	if err != nil {
 		return nil, err
 	}

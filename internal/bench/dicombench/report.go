@@ -118,17 +118,24 @@ const (
 // UpdateDoc replaces what lies between BeginMarker and EndMarker in the
 // Markdown file at path with md. A file without both markers is left alone.
 func UpdateDoc(path string, md []byte) error {
+	return ReplaceBetween(path, BeginMarker, EndMarker, md)
+}
+
+// ReplaceBetween replaces what lies between the markers begin and end in
+// the Markdown file at path with md. A file without both markers is left
+// alone.
+func ReplaceBetween(path, begin, end string, md []byte) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("update %s: %w", path, err)
 	}
-	i := bytes.Index(b, []byte(BeginMarker))
-	j := bytes.Index(b, []byte(EndMarker))
+	i := bytes.Index(b, []byte(begin))
+	j := bytes.Index(b, []byte(end))
 	if i < 0 || j < i {
-		return errors.New("update " + path + ": the markers " + BeginMarker + " and " + EndMarker + " are missing")
+		return errors.New("update " + path + ": the markers " + begin + " and " + end + " are missing")
 	}
 	var out bytes.Buffer
-	out.Write(b[:i+len(BeginMarker)])
+	out.Write(b[:i+len(begin)])
 	out.WriteString("\n")
 	out.Write(bytes.TrimSpace(md))
 	out.WriteString("\n")
