@@ -18,8 +18,13 @@ mkdir -p "$PRIORFLOW_DATA_DIR"
 pids=()
 stop() {
   trap - INT TERM EXIT
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Newest first, each waited for: the prefetcher finishes or hands back
+  # its jobs while the api's embedded NATS still runs. (Ctrl-C reaches every
+  # process of the group at once; they cope, this is the tidier order.)
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   echo "stopped"
 }
 trap stop INT TERM EXIT
