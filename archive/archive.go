@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"gocloud.dev/blob"
 	"google.golang.org/protobuf/proto"
@@ -68,6 +69,8 @@ type Archive struct {
 	bucket *blob.Bucket
 	log    *slog.Logger
 	cfg    Config
+	// bufs holds the spool's copy buffers (*[]byte of spoolChunk).
+	bufs sync.Pool
 }
 
 // LocalEndpointID is the id of the FHIR Endpoint that points at this archive.
@@ -133,7 +136,7 @@ func (a *Archive) Spool(r io.Reader) (*Object, error) {
 	}
 	o := &Object{Path: f.Name()}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, a.cfg.MaxObjectSize+1))
+	n, err := a.copyBuffered(f, h, io.LimitReader(r, a.cfg.MaxObjectSize+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -159,6 +162,48 @@ func (a *Archive) Spool(r io.Reader) (*Object, error) {
 	}
 	o.Header = hdr
 	return o, nil
+}
+
+// spoolChunk is the size of the spool's writes. Multipart readers hand out
+// a few KB at a time; gathering them into large writes saves most of the
+// system calls of a transfer.
+const spoolChunk = 256 << 10
+
+// copyBuffered copies r into f and h in spoolChunk pieces, through a buffer
+// reused across objects.
+func (a *Archive) copyBuffered(f io.Writer, h io.Writer, r io.Reader) (int64, error) {
+	bp, _ := a.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, spoolChunk)
+		bp = &b
+	}
+	defer a.bufs.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		// Not io.ReadFull: it would turn a source's own io.ErrUnexpectedEOF
+		// (a part cut short) into a clean end.
+		m := 0
+		var err error
+		for m < len(buf) && err == nil {
+			var k int
+			k, err = r.Read(buf[m:])
+			m += k
+		}
+		if m > 0 {
+			h.Write(buf[:m]) // a hash.Hash never fails
+			if _, werr := f.Write(buf[:m]); werr != nil {
+				return n, werr
+			}
+			n += int64(m)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // blobKey names an object's blob. The key holds only validated UIDs (never

@@ -3,12 +3,16 @@ package archive_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/url"
 	"os"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/suyashkumar/dicom"
@@ -290,4 +294,43 @@ func withTag(t *testing.T, b []byte, tg tag.Tag, v string) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestSpool_CopiesExactlyAndFailsOnATruncatedSource checks the spool's
+// buffered copy: the bytes and their hash are the object's, whatever the
+// size of the reads, and a source that breaks off (a multipart part cut
+// short reports io.ErrUnexpectedEOF) fails the spool instead of leaving a
+// short object.
+func TestSpool_CopiesExactlyAndFailsOnATruncatedSource(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN7", "HOSP-A", "DOE^JANE"))
+	in := st.Instances()[0].Bytes
+	t.Run("bytes and hash kept through small reads", func(t *testing.T) {
+		o, err := env.Archive.Spool(iotest.OneByteReader(bytes.NewReader(in)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(o.Remove)
+		got, err := os.ReadFile(o.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(in)
+		if !bytes.Equal(got, in) || o.Size != int64(len(in)) || o.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Errorf("spooled %d bytes (hash %s), want the %d bytes of the object", len(got), o.SHA256, len(in))
+		}
+		if o.Err != nil || o.Header == nil || o.Header.SOPInstanceUID == "" {
+			t.Errorf("header not parsed: %v", o.Err)
+		}
+	})
+	t.Run("a source cut short fails the spool", func(t *testing.T) {
+		r := io.MultiReader(bytes.NewReader(in[:len(in)/2]), iotest.ErrReader(io.ErrUnexpectedEOF))
+		if o, err := env.Archive.Spool(r); !errors.Is(err, io.ErrUnexpectedEOF) {
+			if o != nil {
+				o.Remove()
+			}
+			t.Errorf("Spool of a truncated source: err = %v, want io.ErrUnexpectedEOF", err)
+		}
+	})
 }

@@ -10,9 +10,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/suyashkumar/dicom/pkg/tag"
+	"gocloud.dev/blob"
 
 	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/archive/dicomjson"
+	"github.com/priorflow/priorflow/archive/multipart"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 )
@@ -117,21 +119,17 @@ func (a *Archive) storeStudy(ctx context.Context, study string, objs []*Object, 
 	a.removeBlobs(stale)
 }
 
+// upload copies a spooled file into the bucket. Bucket.Upload hands the
+// file itself to drivers that take a whole reader: the file bucket then
+// copies file to file in the kernel (copy_file_range on Linux) instead of
+// through a buffer, and the content type need not be sniffed.
 func (a *Archive) upload(ctx context.Context, path, key string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	w, err := a.bucket.NewWriter(ctx, key, nil)
-	if err != nil {
-		return err
-	}
-	if _, err := w.ReadFrom(f); err != nil {
-		_ = w.Close()
-		return err
-	}
-	return w.Close()
+	return a.bucket.Upload(ctx, key, f, &blob.WriterOptions{ContentType: multipart.MediaTypeDICOM})
 }
 
 func (a *Archive) removeBlobs(keys []string) {

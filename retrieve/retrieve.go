@@ -15,6 +15,7 @@
 package retrieve
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -62,6 +63,11 @@ type Source struct {
 	// Concurrency bounds the WADO-RS requests in flight to the source
 	// (default 2).
 	Concurrency int
+	// IdleTimeout is how long a retrieval waits for a byte from the source,
+	// for the response headers and between reads of the body (default
+	// search.DefaultRetrieveTimeout); a request silent for longer is
+	// abandoned and retried.
+	IdleTimeout time.Duration
 }
 
 // Backoff is the retry policy of one study: Tries attempts in all, the
@@ -106,10 +112,14 @@ type Config struct {
 	// QuarantinePrefix; otherwise they are dropped (and still reported).
 	Quarantine *blob.Bucket
 	Retry      Backoff
-	// BatchSize is how many objects one archive.Store call indexes
-	// (default 16): large enough to amortize the study's reindex, small
-	// enough that a crash loses little.
+	// BatchSize is the fewest objects one archive.Store call indexes
+	// (default 16); batches grow with the study (a quarter of the instances
+	// already in) up to MaxBatchBytes, so the study's reindex, which every
+	// batch ends in, costs linear time in all.
 	BatchSize int
+	// MaxBatchBytes bounds the bytes of one batch (default 256 MiB): what a
+	// crash makes fetch again, and half the spool a retrieval may fill.
+	MaxBatchBytes int64
 	// MaxPartSize bounds one instance (default 4 GiB).
 	MaxPartSize int64
 	Observer    Observer
@@ -147,6 +157,9 @@ func New(cfg Config) (*Retriever, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 16
 	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 256 << 20
+	}
 	if cfg.MaxPartSize <= 0 {
 		cfg.MaxPartSize = 4 << 30
 	}
@@ -157,6 +170,9 @@ func New(cfg Config) (*Retriever, error) {
 		}
 		if s.Concurrency <= 0 {
 			s.Concurrency = 2
+		}
+		if s.IdleTimeout <= 0 {
+			s.IdleTimeout = search.DefaultRetrieveTimeout
 		}
 		r.sources[s.Name] = &source{Source: s, sem: make(chan struct{}, s.Concurrency)}
 	}
@@ -270,7 +286,7 @@ func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcom
 	}
 	studyPath := "/studies/" + st.StudyInstanceUID
 	if len(have) == 0 {
-		return r.fetch(ctx, src, st, studyPath, out, progress)
+		return r.fetch(ctx, src, st, studyPath, 0, out, progress)
 	}
 	if st.NumberOfInstances > 0 && len(have) >= st.NumberOfInstances {
 		return nil
@@ -293,18 +309,21 @@ func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcom
 		}
 		missing[in.series] = append(missing[in.series], in.sop)
 	}
+	known := len(have)
 	for _, se := range order {
 		seriesPath := studyPath + "/series/" + se
 		if present[se] == 0 {
-			if err := r.fetch(ctx, src, st, seriesPath, out, progress); err != nil {
+			if err := r.fetch(ctx, src, st, seriesPath, known, out, progress); err != nil {
 				return err
 			}
+			known += len(missing[se])
 			continue
 		}
 		for _, sop := range missing[se] {
-			if err := r.fetch(ctx, src, st, seriesPath+"/instances/"+sop, out, progress); err != nil {
+			if err := r.fetch(ctx, src, st, seriesPath+"/instances/"+sop, known, out, progress); err != nil {
 				return err
 			}
+			known++
 		}
 	}
 	return nil
@@ -418,14 +437,27 @@ func stripURL(err error) error {
 }
 
 // fetch asks for one study, series or instance and streams its parts into
-// the archive in batches.
-func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path string, out *Outcome, progress func()) error {
+// the archive in batches. known is how many instances of the study the
+// archive held before the request; it sizes the batches (batchLimit).
+//
+// Receiving and storing overlap: this goroutine reads, spools and checks
+// each part while a storer goroutine stores the previous batch. The hand-off
+// is unbuffered, so at most two batches are spooled at once (one being
+// stored, one being filled). A failure on either side cancels the request
+// and ends both; every spooled file is removed whatever happens.
+func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path string, known int, out *Outcome, progress func()) error {
 	out.Requests = append(out.Requests, path)
 	release, err := acquire(ctx, src)
 	if err != nil {
 		return err
 	}
 	defer release()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The watchdog runs from the request on: the wait for the headers and
+	// every silence of the body are bounded by IdleTimeout.
+	idle := time.AfterFunc(src.IdleTimeout, func() { cancel(errStalled) })
+	defer idle.Stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.Base+path, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRejected, err)
@@ -433,9 +465,10 @@ func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path strin
 	req.Header.Set("Accept", AcceptDICOM)
 	resp, err := src.Client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, stripURL(err))
+		return r.cause(ctx, src, fmt.Errorf("%w: %v", ErrUnavailable, stripURL(err)))
 	}
 	defer resp.Body.Close()
+	idle.Reset(src.IdleTimeout)
 	if err := statusError(resp); err != nil {
 		return err
 	}
@@ -446,17 +479,85 @@ func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path strin
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRejected, err)
 	}
-	mr := multipart.NewReader(resp.Body, ct.Boundary, multipart.Limits{MaxPartSize: r.cfg.MaxPartSize})
-	var batch []*archive.Object
-	defer func() {
-		for _, o := range batch {
-			o.Remove()
+	body := &idleReader{r: resp.Body, t: idle, d: src.IdleTimeout}
+	// The multipart reader reads a few KB at a time; a large buffer in
+	// front of the connection makes each of its reads from the socket big.
+	mr := multipart.NewReader(bufio.NewReaderSize(body, 256<<10), ct.Boundary, multipart.Limits{MaxPartSize: r.cfg.MaxPartSize})
+
+	batches := make(chan []*archive.Object)
+	type storeResult struct {
+		out *Outcome
+		err error
+	}
+	stored := make(chan storeResult, 1)
+	go func() {
+		so := &Outcome{}
+		var err error
+		for b := range batches {
+			if err != nil {
+				removeAll(b) // the attempt has failed: drain what is left
+				continue
+			}
+			if err = r.store(ctx, st, b, so); err != nil {
+				cancel(err)
+			}
 		}
+		stored <- storeResult{so, err}
 	}()
-	flush := func() error {
-		err := r.store(ctx, st, batch, out)
-		batch = batch[:0]
-		return err
+	recvErr := r.receive(ctx, mr, st, known, out, progress, body, batches)
+	idle.Stop() // the answer is read: storing its last batch is not the source's silence
+	close(batches)
+	res := <-stored
+	out.merge(res.out)
+	if res.err != nil {
+		return res.err
+	}
+	if recvErr != nil {
+		return r.cause(ctx, src, recvErr)
+	}
+	return nil
+}
+
+// errStalled cancels a request whose source sent nothing for IdleTimeout.
+var errStalled = errors.New("source stalled")
+
+// cause names a stalled source in place of the bare cancellation it caused.
+func (r *Retriever) cause(ctx context.Context, src *source, err error) error {
+	if errors.Is(context.Cause(ctx), errStalled) {
+		return fmt.Errorf("%w: nothing received for %s", ErrUnavailable, src.IdleTimeout)
+	}
+	return err
+}
+
+// receive reads the parts of a multipart answer, spools and checks each,
+// and hands batches of accepted objects to the storer. Refused objects are
+// quarantined here, before any could be indexed.
+func (r *Retriever) receive(ctx context.Context, mr *multipart.Reader, st Study, known int, out *Outcome, progress func(),
+	body *idleReader, batches chan<- []*archive.Object) error {
+	var batch []*archive.Object
+	var batchBytes int64
+	defer func() { removeAll(batch) }()
+	handOff := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		// Waiting for the storer is not the source's silence.
+		body.pause()
+		defer body.resume()
+		tick := time.NewTicker(5 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case batches <- batch:
+				known += len(batch)
+				batch, batchBytes = nil, 0
+				return nil
+			case <-tick.C:
+				progress() // a long store still shows the retrieval alive
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
 	}
 	for {
 		part, err := mr.NextPart()
@@ -481,14 +582,68 @@ func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path strin
 			continue
 		}
 		batch = append(batch, obj)
-		if len(batch) >= r.cfg.BatchSize {
-			if err := flush(); err != nil {
+		batchBytes += obj.Size
+		if len(batch) >= r.batchLimit(known) || batchBytes >= r.cfg.MaxBatchBytes {
+			if err := handOff(); err != nil {
 				return err
 			}
 		}
 	}
-	return flush()
+	return handOff()
 }
+
+// batchLimit is how many objects the next batch of a study may hold when
+// indexed of its instances are already in (or on their way to) the
+// archive. Every batch ends in a rebuild of the study's ImagingStudy, whose
+// cost grows with the study; batches that grow by a quarter of the study
+// keep the rebuilds to a logarithmic number and their total work linear in
+// the study's size. MaxBatchBytes bounds what a crash makes fetch again.
+func (r *Retriever) batchLimit(indexed int) int {
+	return max(r.cfg.BatchSize, indexed/4)
+}
+
+func removeAll(objs []*archive.Object) {
+	for _, o := range objs {
+		o.Remove()
+	}
+}
+
+// merge adds the counts and quarantined instances of o (a storer's part of
+// one request) to out.
+func (out *Outcome) merge(o *Outcome) {
+	out.Stored += o.Stored
+	out.Existed += o.Existed
+	for _, q := range o.Quarantined {
+		seen := false
+		for _, x := range out.Quarantined {
+			if x.SOPInstanceUID == q.SOPInstanceUID && q.SOPInstanceUID != "" {
+				seen = true
+				break
+			}
+		}
+		if !seen {
+			out.Quarantined = append(out.Quarantined, q)
+		}
+	}
+}
+
+// idleReader restarts the request's watchdog each time bytes arrive.
+type idleReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (b *idleReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.t.Reset(b.d)
+	}
+	return n, err
+}
+
+func (b *idleReader) pause()  { b.t.Stop() }
+func (b *idleReader) resume() { b.t.Reset(b.d) }
 
 // check returns why an object must not be indexed under the selected
 // patient and study, "" when it may.

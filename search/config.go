@@ -18,14 +18,21 @@ import (
 // config (PRIORFLOW_CONFIG). Secrets are never inline: Auth names files or
 // environment variables that hold them.
 type SourceConfig struct {
-	Name        string
-	Kind        Kind
-	URL         string
-	Issuer      string
-	Match       Match
-	Mode        Mode
-	Timeout     time.Duration
-	Concurrency int
+	Name   string
+	Kind   Kind
+	URL    string
+	Issuer string
+	Match  Match
+	Mode   Mode
+	// Timeout bounds one search of the source, retries included.
+	Timeout time.Duration
+	// RetrieveTimeout bounds how long a WADO-RS retrieval may wait for a
+	// byte from the source: for the response headers (a source may build a
+	// large study's multipart answer before it sends them) and for each
+	// next byte of the body, so a transfer that stalls is abandoned and
+	// retried. It does not bound a transfer that keeps moving.
+	RetrieveTimeout time.Duration
+	Concurrency     int
 	// Retries is how many times a failed query is retried within Timeout.
 	Retries int
 	Auth    Auth
@@ -79,9 +86,10 @@ type OAuth struct {
 
 // Source defaults.
 const (
-	DefaultTimeout     = 10 * time.Second
-	DefaultConcurrency = 4
-	DefaultRetries     = 2
+	DefaultTimeout         = 10 * time.Second
+	DefaultRetrieveTimeout = 5 * time.Minute
+	DefaultConcurrency     = 4
+	DefaultRetries         = 2
 )
 
 // ConfigProblem is one error in the file.
@@ -196,7 +204,7 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 		return nil
 	}
 	s := &SourceConfig{Line: n.Line, Match: MatchIdentifier, Mode: ModeImport, Timeout: DefaultTimeout,
-		Concurrency: DefaultConcurrency, Retries: DefaultRetries}
+		RetrieveTimeout: DefaultRetrieveTimeout, Concurrency: DefaultConcurrency, Retries: DefaultRetries}
 	keys := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -265,6 +273,15 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 					s.Timeout = d
 				}
 			}
+		case "retrieveTimeout":
+			if x, ok := p.scalar(v, "retrieveTimeout"); ok {
+				d, err := time.ParseDuration(x)
+				if err != nil || d < time.Second || d > time.Hour {
+					p.add(v, "retrieveTimeout %q: want a duration such as 5m, from 1s to 1h", x)
+				} else {
+					s.RetrieveTimeout = d
+				}
+			}
 		case "concurrency":
 			s.Concurrency = p.intIn(v, "concurrency", 1, 64, s.Concurrency)
 		case "retries":
@@ -272,7 +289,7 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 		case "auth":
 			s.Auth = p.auth(v)
 		default:
-			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, concurrency, retries, auth)", k.Value)
+			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, retrieveTimeout, concurrency, retries, auth)", k.Value)
 		}
 	}
 	if s.Name == "" {

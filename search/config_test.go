@@ -31,6 +31,49 @@ sources:
 			s.Mode != search.ModeImport || s.Concurrency != search.DefaultConcurrency || s.Auth.BearerTokenFile != "/run/secrets/b-token" || s.Line != 5 {
 			t.Errorf("source = %+v", s)
 		}
+		if got, want := s.RetrieveTimeout, search.DefaultRetrieveTimeout; got != want {
+			t.Errorf("RetrieveTimeout = %v, want the default %v", got, want)
+		}
+	})
+	t.Run("retrieveTimeout set, and out of range", func(t *testing.T) {
+		srcs, err := search.ParseSources("p.yaml", []byte(`sources:
+  - name: a
+    kind: dicomweb
+    url: http://127.0.0.1:8042/dicom-web
+    issuer: A
+    timeout: 3s
+    retrieveTimeout: 20m
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := srcs[0].RetrieveTimeout, 20*time.Minute; got != want {
+			t.Errorf("RetrieveTimeout = %v, want %v", got, want)
+		}
+		if got, want := srcs[0].Timeout, 3*time.Second; got != want {
+			t.Errorf("Timeout = %v, want %v", got, want)
+		}
+		_, err = search.ParseSources("p.yaml", []byte(`sources:
+  - name: a
+    kind: dicomweb
+    url: http://127.0.0.1:8042/dicom-web
+    issuer: A
+    retrieveTimeout: 500ms
+  - name: b
+    kind: dicomweb
+    url: http://127.0.0.1:8042/dicom-web
+    issuer: B
+    retrieveTimeout: soon
+`))
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		for _, want := range []string{"p.yaml:6:22: retrieveTimeout \"500ms\"", "p.yaml:11:22: retrieveTimeout \"soon\""} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("missing %q in\n%s", want, msg)
+			}
+		}
 	})
 	t.Run("every problem with its line, secrets not echoed", func(t *testing.T) {
 		_, err := search.ParseSources("p.yaml", []byte(`sources:

@@ -24,13 +24,16 @@ import (
 // variable, never its content.
 func NewHTTPClient(c *SourceConfig) (*http.Client, error) {
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		DisableCompression:    true,
-		MaxIdleConnsPerHost:   max(c.Concurrency, 2),
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: c.Timeout,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: max(c.Concurrency, 2),
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 5 * time.Second,
+		// The header wait is the retrieval's: a source may build a whole
+		// study's multipart answer before its headers. Queries are bounded
+		// more tightly by the search's own deadline (Timeout, Searcher.call).
+		ResponseHeaderTimeout: max(c.RetrieveTimeout, c.Timeout),
 	}
 	if m := c.Auth.MTLS; m != nil {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -331,7 +331,7 @@ func buildSources(cfgs []*search.SourceConfig) ([]search.Entry, []retrieve.Sourc
 			return nil, nil, err
 		}
 		entries = append(entries, search.Entry{Source: src, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency})
-		rs = append(rs, retrieve.Source{Name: c.Name, Client: client, Concurrency: c.Concurrency})
+		rs = append(rs, retrieve.Source{Name: c.Name, Client: client, Concurrency: c.Concurrency, IdleTimeout: c.RetrieveTimeout})
 	}
 	return entries, rs, nil
 }

@@ -77,6 +77,9 @@ type env struct {
 	patient  string
 	// concurrency of the next worker started (default 2).
 	concurrency int
+	// retrieval, when set, is the retriever's source (client and idle
+	// timeout) in place of a plain client through requests.
+	retrieval *retrieve.Source
 	// planner runs (consuming care events) until the test ends.
 	planner *planner.Planner
 }
@@ -226,8 +229,12 @@ func (o observer) Retried(source string) { o.e.metrics.Retried(source) }
 // ends); stop waits for it to return.
 func (e *env) startWorker() (stop func()) {
 	e.t.Helper()
+	src := retrieve.Source{Name: "hospital-b", Client: &http.Client{Transport: e.requests}, Concurrency: 2}
+	if e.retrieval != nil {
+		src = *e.retrieval
+	}
 	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Quarantine: e.bucket,
-		Sources:  []retrieve.Source{{Name: "hospital-b", Client: &http.Client{Transport: e.requests}, Concurrency: 2}},
+		Sources:  []retrieve.Source{src},
 		Retry:    retrieve.Backoff{Tries: 5, Initial: 50 * time.Millisecond, Multiplier: 2, Max: time.Second},
 		Observer: observer{e}, BatchSize: 4})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/priorflow/priorflow/internal/orthanctest"
 	"github.com/priorflow/priorflow/retrieve"
 	"github.com/priorflow/priorflow/retrieve/worker"
+	"github.com/priorflow/priorflow/search"
 	"github.com/priorflow/priorflow/subscriptions"
 	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
 	"github.com/priorflow/priorflow/triggers/planner"
@@ -241,6 +242,75 @@ func TestWorker(t *testing.T) {
 		e.checkIdentical(flaky)
 	})
 
+	// A source that builds a study's whole multipart answer before its
+	// headers (Orthanc does) takes longer than a query may: the retrieval
+	// waits for it with the source's retrieveTimeout, not its timeout.
+	t.Run("headers of a study's answer later than the query timeout", func(t *testing.T) {
+		t.Parallel()
+		target, _ := url.Parse(o.URL)
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		var asked atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/studies/"+flaky.StudyInstanceUID) {
+				asked.Add(1)
+				select {
+				case <-time.After(1500 * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			proxy.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		e := newEnv(t, srv.URL+"/dicom-web", "A9", "B400")
+		cfg := &search.SourceConfig{Name: "hospital-b", Kind: search.KindDICOMweb, URL: srv.URL + "/dicom-web",
+			Timeout: 300 * time.Millisecond, RetrieveTimeout: 30 * time.Second, Concurrency: 2}
+		client, err := search.NewHTTPClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.retrieval = &retrieve.Source{Name: "hospital-b", Client: client, Concurrency: 2, IdleTimeout: cfg.RetrieveTimeout}
+		e.startWorker()
+		e.publishBooking("ev-9", "A9")
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" || j.Attempts != 1 {
+			t.Fatalf("job %+v, want completed at the first attempt", j)
+		}
+		e.checkIdentical(flaky)
+		if got := asked.Load(); got != 1 {
+			t.Errorf("the study was asked for %d times, want once", got)
+		}
+	})
+
+	// A body that stops mid-transfer must not hold the job forever while
+	// the heartbeat keeps its message alive: the idle timeout abandons the
+	// request and the retrieval is retried.
+	t.Run("a body that stalls mid-transfer is abandoned and retried", func(t *testing.T) {
+		t.Parallel()
+		target, _ := url.Parse(o.URL)
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		var stalls atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/studies/"+flaky.StudyInstanceUID) && stalls.Add(1) == 1 {
+				proxy.ServeHTTP(&stallingWriter{ResponseWriter: w, after: 2000, done: r.Context().Done()}, r)
+				return
+			}
+			proxy.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		e := newEnv(t, srv.URL+"/dicom-web", "A10", "B400")
+		e.retrieval = &retrieve.Source{Name: "hospital-b", Client: &http.Client{Transport: &http.Transport{DisableCompression: true}},
+			Concurrency: 2, IdleTimeout: 500 * time.Millisecond}
+		e.startWorker()
+		e.publishBooking("ev-10", "A10")
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkIdentical(flaky)
+		if got := stalls.Load(); got < 2 {
+			t.Errorf("%d study requests, want the stalled one and a retry", got)
+		}
+	})
+
 	t.Run("two replicas share the jobs without pulling a study twice", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, remote, "A7", "B500")
@@ -289,6 +359,14 @@ func TestWorker(t *testing.T) {
 		var stop func()
 		e.observer = func(n int) {
 			if received.Add(int32(n)) == 7 {
+				// The first batch is stored while the next ones arrive: shut
+				// down once it has committed, so the pull is part done.
+				for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+					var n int
+					if _ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM dicom_instance`).Scan(&n); n > 0 {
+						break
+					}
+				}
 				go func() { stop(); close(stopped) }()
 				// Hold this part until the shutdown has begun.
 				time.Sleep(200 * time.Millisecond)
@@ -429,4 +507,27 @@ func quarantineKey(t *testing.T, e *env, study string) string {
 			return obj.Key
 		}
 	}
+}
+
+// stallingWriter passes the first after bytes of an answer, then stops
+// writing (the source hangs) until the client gives up.
+type stallingWriter struct {
+	http.ResponseWriter
+	after int
+	done  <-chan struct{}
+}
+
+func (w *stallingWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.after {
+		n, err := w.ResponseWriter.Write(p)
+		w.after -= n
+		return n, err
+	}
+	n, _ := w.ResponseWriter.Write(p[:w.after])
+	w.after = 0
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	<-w.done
+	return n, http.ErrAbortHandler
 }

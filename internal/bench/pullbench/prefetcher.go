@@ -23,16 +23,14 @@ import (
 
 // Rule is the prefetch rule of the runs: an ED arrival (stat lane, due at
 // once) pulls the patient's most recent CT of the last 5 years from the
-// source. The source's timeout is raised from the default 10 s because it
-// is also the response header timeout of a WADO-RS retrieve, and Orthanc
-// builds a whole study's answer before it sends the headers (see
-// docs/performance.md).
+// source. The source keeps the default timeouts: Orthanc builds a whole
+// study's answer before it sends the headers, which the retrieval's own
+// retrieveTimeout (default 5 min), not the query timeout, waits for.
 const rulesYAML = `sources:
   - name: %s
     kind: dicomweb
     url: %s
     issuer: %s
-    timeout: %s
 rules:
   - name: pull-bench
     on: [ed-arrival]
@@ -42,9 +40,6 @@ rules:
     modalities: same
     bodyRegion: any
 `
-
-// SourceTimeout is the source's timeout in the prefetcher's configuration.
-const SourceTimeout = 2 * time.Minute
 
 // PrefetcherConfig starts one bin/prefetcher.
 type PrefetcherConfig struct {
@@ -63,7 +58,7 @@ func StartPrefetcher(ctx context.Context, c *dicombench.Client, cfg PrefetcherCo
 		return nil, fmt.Errorf("start prefetcher: %w", err)
 	}
 	rules := filepath.Join(cfg.DataDir, "priorflow.yaml")
-	if err := os.WriteFile(rules, fmt.Appendf(nil, rulesYAML, SourceName, cfg.SourceURL, SourceIssuer, SourceTimeout), 0o600); err != nil {
+	if err := os.WriteFile(rules, fmt.Appendf(nil, rulesYAML, SourceName, cfg.SourceURL, SourceIssuer), 0o600); err != nil {
 		return nil, fmt.Errorf("start prefetcher: %w", err)
 	}
 	port, err := dicombench.FreePort()
