@@ -93,7 +93,11 @@ func TestSearcher_Faults_DoNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	l := newLocal(t)
 	ref := janeLocal(t, l)
-	const timeout = 400 * time.Millisecond
+	// Generous against scheduling delays (-race, 2 cores, other tests):
+	// what is asserted is that sources run side by side, so the bounds
+	// below stay under twice the timeout, what two misbehaving sources
+	// asked one after the other would take at least.
+	const timeout = time.Second
 	var entries []search.Entry
 	for _, k := range []string{"healthy", "slow", "500", "invalid", "truncated", "silent"} {
 		e := dicomwebSource(t, k, faulty(t, k), search.MatchIdentifier, search.ModeImport)
@@ -110,7 +114,7 @@ func TestSearcher_Faults_DoNotDelayOthers(t *testing.T) {
 	elapsed := time.Since(start)
 	// Every source has its own timeout: the search ends soon after the
 	// longest one, however many sources misbehave.
-	if limit := timeout + 600*time.Millisecond; elapsed > limit {
+	if limit := timeout + timeout*9/10; elapsed > limit {
 		t.Errorf("search took %v, want under %v", elapsed, limit)
 	}
 	if o := outcome(res, "healthy"); o.Status != search.StatusOK || o.Accepted != 1 {
@@ -121,7 +125,7 @@ func TestSearcher_Faults_DoNotDelayOthers(t *testing.T) {
 		if o.Status != search.StatusFailed {
 			t.Errorf("%s: status %s, want failed (%v)", k, o.Status, o.Err)
 		}
-		if o.Elapsed > timeout+200*time.Millisecond {
+		if o.Elapsed > timeout+timeout/2 {
 			t.Errorf("%s: took %v, over its timeout %v", k, o.Elapsed, timeout)
 		}
 	}
