@@ -25,7 +25,8 @@ import (
 // with their own database, ports and data dir and the default rules plus a
 // dicomweb source, the sample SIU^S12 sent with `priorflow hl7 send`; the
 // priors appear under ImagingStudy?patient= with the local Endpoint, and
-// their thumbnails render.
+// their thumbnails render. Then the FHIR route (a Patient and a booked
+// Appointment) for a second patient, and no patient data in the logs.
 func TestWalkthrough_SIU_LoadsPriorsFromDemoRemote(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -164,6 +165,34 @@ sources:
 		t.Errorf("Task?code=prefetch shows no job: %v", tasks)
 	}
 
+	// The FHIR route, for the demo's second patient (DEMO-0002, one MR
+	// study at the remote): a Patient carrying the identifier, then a booked
+	// stat Appointment for an MR tomorrow (the rule's 5-year lookback counts
+	// from the appointment). Its prior appears local, like the SIU's.
+	tomorrow := time.Now().UTC().Add(24 * time.Hour).Truncate(time.Hour)
+	sendFHIR(t, http.MethodPut, base+"/fhir/Patient/demo-doe", token, `{"resourceType": "Patient", "id": "demo-doe",
+		"identifier": [{"system": "urn:priorflow:issuer:`+demo.SIUIssuer+`", "value": "DEMO-0002"}],
+		"name": [{"family": "Doe", "given": ["Jane"]}], "birthDate": "1975-02-03", "gender": "female"}`)
+	sendFHIR(t, http.MethodPost, base+"/fhir/Appointment", token, `{"resourceType": "Appointment", "status": "booked", "priority": 2,
+		"serviceType": [{"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "MR"}]}],
+		"start": "`+tomorrow.Format(time.RFC3339)+`", "end": "`+tomorrow.Add(30*time.Minute).Format(time.RFC3339)+`",
+		"participant": [{"actor": {"reference": "Patient/demo-doe"}, "status": "accepted"}]}`)
+	var mr []map[string]any
+	eventually(t, 90*time.Second, "ImagingStudy?patient=Patient/demo-doe to show the local MR prior", func() bool {
+		mr = nil
+		for _, is := range fhirSearch(t, base, token, "ImagingStudy?patient=Patient/demo-doe") {
+			if ep, _ := json.Marshal(is["endpoint"]); strings.Contains(string(ep), "Endpoint/"+archive.LocalEndpointID) {
+				mr = append(mr, is)
+			}
+		}
+		return len(mr) > 0
+	})
+	if len(mr) != 1 {
+		t.Errorf("Patient/demo-doe: %d local ImagingStudy resources, want 1 (the MR BRAIN)", len(mr))
+	} else if mods, _ := json.Marshal(mr[0]["modality"]); !strings.Contains(string(mods), `"MR"`) {
+		t.Errorf("Patient/demo-doe's prior has modality %s, want MR", mods)
+	}
+
 	// No patient data in the logs of a whole care event → loaded prior
 	// flow: not the identifiers of the HL7 message or the remote's
 	// studies, not the names, not the birth date.
@@ -175,7 +204,8 @@ sources:
 		if len(b) == 0 {
 			t.Errorf("%s wrote no log at all; the scan below would prove nothing", name)
 		}
-		for _, s := range []string{demo.SIUPatientID, "123456789", "PATID567", "EVERYMAN", "Everyman", "ADAM^", "Aniston", demo.SIUBirthDate} {
+		for _, s := range []string{demo.SIUPatientID, "123456789", "PATID567", "EVERYMAN", "Everyman", "ADAM^", "Aniston", demo.SIUBirthDate,
+			"DEMO-0002", "DOE^JANE", "Jane", "1975-02-03", "19750203"} {
 			if bytes.Contains(b, []byte(s)) {
 				t.Errorf("the %s log contains patient data %q", name, s)
 			}
@@ -217,6 +247,24 @@ func httpStatus(t *testing.T, u, token string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// sendFHIR sends a FHIR JSON resource with the bearer token and fails the
+// test unless the server answers 200 or 201.
+func sendFHIR(t *testing.T, method, u, token, body string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/fhir+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s %s: HTTP %d %s", method, u, resp.StatusCode, b)
+	}
 }
 
 func getJSON(t *testing.T, u, token string, v any) {
