@@ -28,7 +28,7 @@ const root = ".."
 // checkout). A new command must be put in one or the other.
 var (
 	shipped = []string{"api", "prefetcher", "priorflow"}
-	devOnly = []string{"dicombench", "fhirbench"}
+	devOnly = []string{"dicombench", "fhirbench", "pullbench"}
 )
 
 // composeFile is the part of the Compose file format these tests read.
