@@ -385,6 +385,12 @@ func (r *Retriever) get(ctx context.Context, src *source, u string) ([]byte, err
 		return nil, err
 	}
 	defer release()
+	// The same watchdog as fetch: a listing that stops arriving must not
+	// hold the job until its heartbeats run out.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := time.AfterFunc(src.IdleTimeout, func() { cancel(errStalled) })
+	defer idle.Stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRejected, err)
@@ -392,15 +398,17 @@ func (r *Retriever) get(ctx context.Context, src *source, u string) ([]byte, err
 	req.Header.Set("Accept", "application/dicom+json")
 	resp, err := src.Client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, stripURL(err))
+		return nil, r.cause(ctx, src, fmt.Errorf("%w: %v", ErrUnavailable, stripURL(err)))
 	}
 	defer resp.Body.Close()
+	idle.Reset(src.IdleTimeout)
 	if err := statusError(resp); err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	body := &idleReader{r: resp.Body, t: idle, d: src.IdleTimeout}
+	b, err := io.ReadAll(io.LimitReader(body, 256<<20))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, r.cause(ctx, src, fmt.Errorf("%w: %v", ErrUnavailable, err))
 	}
 	return b, nil
 }
