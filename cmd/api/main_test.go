@@ -150,10 +150,17 @@ func TestAPI_GracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	body := `{"resourceType":"Bundle","type":"transaction","entry":[` + strings.Join(entries, ",") + `]}`
 	pr, pw := io.Pipe()
 	done := make(chan int, 1)
+	// A connection of its own: the default transport would reuse the idle
+	// keep-alive connection left by startAPI's readiness polls, and a
+	// shutdown may close an idle connection in the instant before the
+	// server has read the request arriving on it (the client then sees a
+	// reset, a race of the test, not of the server). A new connection is
+	// never closed as idle while its first request is being read.
+	inflight := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	go func() {
 		req, _ := http.NewRequest("POST", base+"/fhir", pr)
 		req.Header.Set("Content-Type", "application/fhir+json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := inflight.Do(req)
 		if err != nil {
 			done <- -1
 			return
