@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,14 +94,17 @@ func TestSearcher_Faults_DoNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	l := newLocal(t)
 	ref := janeLocal(t, l)
-	// Generous against scheduling delays (-race, 2 cores, other tests):
-	// what is asserted is that sources run side by side, so the bounds
-	// below stay under twice the timeout, what two misbehaving sources
-	// asked one after the other would take at least.
+	// Four sources never answer: asked one after the other they would take
+	// at least 4 × timeout. Side by side the search ends soon after one
+	// timeout; the bound leaves two timeouts for the rest of the search
+	// (indexing, audit records) on a loaded machine (-race, 2 cores, other
+	// tests).
 	const timeout = time.Second
+	silent := []string{"slow", "silent", "slow-2", "silent-2"}
 	var entries []search.Entry
-	for _, k := range []string{"healthy", "slow", "500", "invalid", "truncated", "silent"} {
-		e := dicomwebSource(t, k, faulty(t, k), search.MatchIdentifier, search.ModeImport)
+	for _, name := range append([]string{"healthy", "500", "invalid", "truncated"}, silent...) {
+		kind, _, _ := strings.Cut(name, "-")
+		e := dicomwebSource(t, name, faulty(t, kind), search.MatchIdentifier, search.ModeImport)
 		e.Timeout, e.Retries = timeout, 2
 		entries = append(entries, e)
 	}
@@ -112,21 +116,20 @@ func TestSearcher_Faults_DoNotDelayOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
-	// Every source has its own timeout: the search ends soon after the
-	// longest one, however many sources misbehave.
-	if limit := timeout + timeout*9/10; elapsed > limit {
-		t.Errorf("search took %v, want under %v", elapsed, limit)
+	if limit := 3 * timeout; elapsed > limit {
+		t.Errorf("search took %v, want under %v: misbehaving sources delay each other", elapsed, limit)
 	}
 	if o := outcome(res, "healthy"); o.Status != search.StatusOK || o.Accepted != 1 {
 		t.Errorf("healthy: %+v", o)
 	}
-	for _, k := range []string{"slow", "500", "invalid", "truncated", "silent"} {
+	for _, k := range append([]string{"500", "invalid", "truncated"}, silent...) {
 		o := outcome(res, k)
 		if o.Status != search.StatusFailed {
 			t.Errorf("%s: status %s, want failed (%v)", k, o.Status, o.Err)
 		}
-		if o.Elapsed > timeout+timeout/2 {
-			t.Errorf("%s: took %v, over its timeout %v", k, o.Elapsed, timeout)
+		// Bounded by its own timeout, not the default 10 s.
+		if o.Elapsed > 2*timeout {
+			t.Errorf("%s: took %v, far over its timeout %v", k, o.Elapsed, timeout)
 		}
 	}
 	if o := outcome(res, "500"); o.Attempts != 3 {
@@ -141,8 +144,8 @@ func TestSearcher_Faults_DoNotDelayOthers(t *testing.T) {
 			failed++
 		}
 	}
-	if failed != 5 {
-		t.Errorf("%d failed-query AuditEvents, want 5", failed)
+	if failed != 7 {
+		t.Errorf("%d failed-query AuditEvents, want 7", failed)
 	}
 }
 
