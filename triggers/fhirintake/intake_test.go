@@ -308,6 +308,11 @@ func TestRelay_SeveralReplicas(t *testing.T) {
 	if diff := cmp.Diff(ids, got); diff != "" {
 		t.Errorf("published events (-want +got):\n%s", diff)
 	}
+	// The stream hands a message to consumers before the publisher has
+	// its acknowledgement: the count of the last one may still be on its way.
+	for deadline := time.Now().Add(10 * time.Second); h.pub.stored.Load()+h.pub.duplicates.Load() < 4 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if s, d := h.pub.stored.Load(), h.pub.duplicates.Load(); s != 4 || d != 0 {
 		t.Errorf("publisher stored %d and saw %d duplicates, want 4 and 0", s, d)
 	}
