@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"gocloud.dev/blob"
 	"google.golang.org/protobuf/proto"
@@ -60,6 +63,10 @@ type Config struct {
 	AccessionSystem string
 	// MaxObjectSize bounds one object.
 	MaxObjectSize int64
+	// FileRoot, when the bucket is a file:// bucket that writes no metadata
+	// sidecars, is its directory (see FileRoot): objects are then renamed
+	// from the spool into it instead of copied.
+	FileRoot string
 }
 
 // Archive stores DICOM objects and keeps their FHIR ImagingStudy index in
@@ -71,6 +78,8 @@ type Archive struct {
 	cfg    Config
 	// bufs holds the spool's copy buffers (*[]byte of spoolChunk).
 	bufs sync.Pool
+	// endpointAt is when the local Endpoint was last seen right (UnixNano).
+	endpointAt atomic.Int64
 }
 
 // LocalEndpointID is the id of the FHIR Endpoint that points at this archive.
@@ -116,6 +125,8 @@ type Object struct {
 	// Err is set when the object could not be read or parsed; Header is
 	// then nil.
 	Err error
+	// moved is where put renamed the spooled file to, until it is indexed.
+	moved string
 }
 
 // Remove deletes the spooled file.
@@ -136,9 +147,12 @@ func (a *Archive) Spool(r io.Reader) (*Object, error) {
 	}
 	o := &Object{Path: f.Name()}
 	h := sha256.New()
+	// The header is read back through the same descriptor: opening a file
+	// costs more than reading a header from the page cache.
+	defer f.Close()
 	n, err := a.copyBuffered(f, h, io.LimitReader(r, a.cfg.MaxObjectSize+1))
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
 	}
 	if err != nil {
 		o.Remove()
@@ -149,13 +163,7 @@ func (a *Archive) Spool(r io.Reader) (*Object, error) {
 		o.Err = fmt.Errorf("%w: larger than %d bytes", ErrInvalidObject, a.cfg.MaxObjectSize)
 		return o, nil
 	}
-	rf, err := os.Open(o.Path)
-	if err != nil {
-		o.Remove()
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	defer rf.Close()
-	hdr, err := dicomheader.Parse(rf, n)
+	hdr, err := dicomheader.Parse(f, n)
 	if err != nil {
 		o.Err = fmt.Errorf("%w: %v", ErrInvalidObject, err)
 		return o, nil
@@ -243,3 +251,14 @@ func (a *Archive) OpenRange(ctx context.Context, blobKey string, off, length int
 type protoMessage = proto.Message
 
 func (a *Archive) codec() *fhir.Codec { return a.store.Codec() }
+
+// FileRoot returns the directory of a file:// blob URL whose bucket writes
+// no metadata sidecars (metadata=skip), the buckets objects may be renamed
+// into (Config.FileRoot); "" for any other URL.
+func FileRoot(blobURL string) string {
+	u, err := url.Parse(blobURL)
+	if err != nil || u.Scheme != "file" || u.Host != "" || u.Path == "" || u.Query().Get("metadata") != "skip" {
+		return ""
+	}
+	return filepath.Clean(u.Path)
+}

@@ -148,12 +148,19 @@ func TestStore_ResendIsIdempotentAndConflictIsRefused(t *testing.T) {
 		dicomtest.WithStudyDescription("changed"))
 	in := other.Instances()[0]
 	b := withSOPInstanceUID(t, in.Bytes, st.Instances()[0].SOPInstanceUID)
-	res := env.Archive.Store(context.Background(), []*archive.Object{spool(t, env.Archive, b)}, "")
+	refused := spool(t, env.Archive, b)
+	res := env.Archive.Store(context.Background(), []*archive.Object{refused}, "")
 	if !errors.Is(res[0].Err, archive.ErrConflict) {
 		t.Errorf("different object, same SOP Instance UID: err %v, want ErrConflict", res[0].Err)
 	}
 	if n := env.BlobCount(t); n != 2 {
 		t.Errorf("%d blobs after the refused object, want 2", n)
+	}
+	// The refused object is still in the spool (the prefetcher quarantines
+	// it from there), although the archive moved it into the blob store
+	// before the index refused it.
+	if got, err := os.ReadFile(refused.Path); err != nil || !bytes.Equal(got, b) {
+		t.Errorf("the refused object's spool file: %v (%d bytes of %d)", err, len(got), len(b))
 	}
 }
 

@@ -146,8 +146,15 @@ func (a *Archive) parse(v map[string]any) (protoMessage, error) {
 // ensureEndpoint makes sure the Endpoint that points at this archive exists
 // with the configured address.
 func (a *Archive) ensureEndpoint(ctx context.Context, tx *postgres.Tx) error {
+	// Checked at most once a minute: it was a read per study stored. An
+	// Endpoint deleted through FHIR is thus recreated within a minute.
+	if time.Since(time.Unix(0, a.endpointAt.Load())) < time.Minute {
+		return nil
+	}
+	confirm := func() { a.endpointAt.Store(time.Now().UnixNano()) }
 	cur, err := tx.Read(ctx, "Endpoint", LocalEndpointID)
 	if err == nil && strings.Contains(string(cur.Body), `"address":"`+a.cfg.DICOMwebURL+`"`) {
+		tx.AfterCommit(confirm)
 		return nil
 	}
 	if err != nil && !fhir.IsKind(err, fhir.KindNotFound) && !fhir.IsKind(err, fhir.KindGone) {
@@ -167,8 +174,11 @@ func (a *Archive) ensureEndpoint(ctx context.Context, tx *postgres.Tx) error {
 	if err != nil {
 		return err
 	}
-	_, _, err = tx.Put(ctx, res, 0)
-	return err
+	if _, _, err = tx.Put(ctx, res, 0); err != nil {
+		return err
+	}
+	tx.AfterCommit(confirm)
+	return nil
 }
 
 type seriesRow struct {
@@ -182,63 +192,48 @@ type instanceRow struct {
 	number        *int
 }
 
-// reindex rebuilds the ImagingStudy of a study from the archive's tables.
-// Elements that do not come from DICOM (basedOn, encounter, reasonCode,
-// notes, meta tags ...) are kept from the current version.
-func (a *Archive) reindex(ctx context.Context, tx *postgres.Tx, study string) error {
-	db := tx.PgxTx()
-	var st struct {
-		patientFHIR, isID, date, tm, tz, acc, desc, referrer string
-	}
-	err := db.QueryRow(ctx, `SELECT patient_fhir_id, imaging_study_id, study_date, study_time, timezone_offset,
-			accession_number, study_description, referring_physician
-		FROM dicom_study WHERE study_uid = $1`, study).
-		Scan(&st.patientFHIR, &st.isID, &st.date, &st.tm, &st.tz, &st.acc, &st.desc, &st.referrer)
-	if err != nil {
-		return fmt.Errorf("reindex %s: %w", study, err)
-	}
-	rows, err := db.Query(ctx, `
+// queueStudyRows queues the query of a study's series and instances, in
+// the order the ImagingStudy lists them, to be read into *out.
+func queueStudyRows(b *pgx.Batch, study string, out *[]*seriesRow) {
+	b.Queue(`
 		SELECT s.series_uid, s.modality, s.series_number, s.series_description, s.body_part, s.laterality, s.series_date, s.series_time,
 		       i.sop_uid, i.sop_class_uid, i.instance_number
 		FROM dicom_series s JOIN dicom_instance i ON i.series_uid = s.series_uid
 		WHERE s.study_uid = $1
-		ORDER BY s.series_number NULLS LAST, s.series_uid, i.instance_number NULLS LAST, i.sop_uid`, study)
-	if err != nil {
-		return fmt.Errorf("reindex %s: %w", study, err)
-	}
-	var series []*seriesRow
-	for rows.Next() {
-		var s seriesRow
-		var in instanceRow
-		if err := rows.Scan(&s.uid, &s.modality, &s.number, &s.description, &s.bodyPart, &s.laterality, &s.date, &s.time,
-			&in.uid, &in.sopClass, &in.number); err != nil {
-			rows.Close()
-			return fmt.Errorf("reindex %s: %w", study, err)
-		}
-		if n := len(series); n == 0 || series[n-1].uid != s.uid {
-			series = append(series, &s)
-		}
-		last := series[len(series)-1]
-		last.instances = append(last.instances, in)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reindex %s: %w", study, err)
-	}
+		ORDER BY s.series_number NULLS LAST, s.series_uid, i.instance_number NULLS LAST, i.sop_uid`, study).
+		Query(func(rows pgx.Rows) error {
+			var s seriesRow
+			var in instanceRow
+			_, err := pgx.ForEachRow(rows, []any{&s.uid, &s.modality, &s.number, &s.description, &s.bodyPart, &s.laterality, &s.date, &s.time,
+				&in.uid, &in.sopClass, &in.number}, func() error {
+				series := *out
+				if n := len(series); n == 0 || series[n-1].uid != s.uid {
+					cp := s
+					cp.number, cp.instances = copyInt(s.number), nil
+					series = append(series, &cp)
+				}
+				last := series[len(series)-1]
+				last.instances = append(last.instances, instanceRow{uid: in.uid, sopClass: in.sopClass, number: copyInt(in.number)})
+				*out = series
+				return nil
+			})
+			return err
+		})
+}
+
+// reindex rebuilds the ImagingStudy of a study from the archive's record of
+// it (st, series) and its current version (nil when there is none).
+// Elements that do not come from DICOM (basedOn, encounter, reasonCode,
+// notes, meta tags ...) are kept from the current version.
+func (a *Archive) reindex(ctx context.Context, tx *postgres.Tx, study string, st *studyRow, series []*seriesRow, current []byte) error {
 	if err := a.ensureEndpoint(ctx, tx); err != nil {
 		return err
 	}
-
 	is := map[string]any{}
-	cur, err := tx.Read(ctx, "ImagingStudy", st.isID)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(cur.Body, &is); err != nil {
+	if current != nil {
+		if err := json.Unmarshal(current, &is); err != nil {
 			return fmt.Errorf("reindex %s: %w", study, err)
 		}
-	case fhir.IsKind(err, fhir.KindNotFound) || fhir.IsKind(err, fhir.KindGone):
-	default:
-		return err
 	}
 	loc := time.Local
 	if l, err := dicomheader.ParseTimezoneOffset(st.tz); err == nil && l != nil {
@@ -428,4 +423,14 @@ func (a *Archive) onImagingStudyDelete(ctx context.Context, tx *postgres.Tx, id 
 	}
 	tx.AfterCommit(func() { a.removeBlobs(keys) })
 	return nil
+}
+
+// copyInt copies a scanned nullable value: the scan target is reused for
+// the next row.
+func copyInt(p *int) *int {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }

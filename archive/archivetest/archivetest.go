@@ -51,7 +51,7 @@ func New(tb testing.TB, dicomwebURL string) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { bucket.Close() })
-	a, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: dicomwebURL, SpoolDir: tb.TempDir()})
+	a, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: dicomwebURL, SpoolDir: tb.TempDir(), FileRoot: dir})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -338,7 +338,7 @@ func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *bl
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool})
+	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool, FileRoot: archive.FileRoot(cfg.BlobURL)})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -250,7 +250,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		return fmt.Errorf("open blob store: %w", err)
 	}
 	defer bucket.Close()
-	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool})
+	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool, FileRoot: archive.FileRoot(cfg.BlobURL)})
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
@@ -21,13 +22,25 @@ type indexBuffer struct {
 var indexTables = []struct {
 	name string
 	cols []string
+	// insert writes rows given as one array per column (small flushes).
+	insert string
 }{
-	{"idx_token", []string{"rid", "type", "param", "system", "code"}},
-	{"idx_string", []string{"rid", "type", "param", "norm", "exact"}},
-	{"idx_date", []string{"rid", "type", "param", "lo", "hi"}},
-	{"idx_ref", []string{"rid", "type", "param", "target_type", "target_id", "url"}},
-	{"idx_number", []string{"rid", "type", "param", "value"}},
+	{"idx_token", []string{"rid", "type", "param", "system", "code"},
+		"INSERT INTO idx_token (rid, type, param, system, code) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])"},
+	{"idx_string", []string{"rid", "type", "param", "norm", "exact"},
+		"INSERT INTO idx_string (rid, type, param, norm, exact) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])"},
+	{"idx_date", []string{"rid", "type", "param", "lo", "hi"},
+		"INSERT INTO idx_date (rid, type, param, lo, hi) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])"},
+	{"idx_ref", []string{"rid", "type", "param", "target_type", "target_id", "url"},
+		"INSERT INTO idx_ref (rid, type, param, target_type, target_id, url) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"},
+	{"idx_number", []string{"rid", "type", "param", "value"},
+		"INSERT INTO idx_number (rid, type, param, value) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::numeric[])"},
 }
+
+// copyRows is the flush size from which COPY pays: below it, one batch of
+// INSERT ... unnest for all tables is one round trip where COPY takes two per
+// table, which is what a single resource's write mostly costs.
+const copyRows = 2000
 
 func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
 	for _, p := range rt.Params {
@@ -74,6 +87,28 @@ func (b *indexBuffer) tables() []*[][]any {
 }
 
 func (t *Tx) flush(ctx context.Context) error {
+	total := 0
+	for _, rows := range t.ix.tables() {
+		total += len(*rows)
+	}
+	if total == 0 {
+		return nil
+	}
+	if total < copyRows {
+		b := &pgx.Batch{}
+		for i, rows := range t.ix.tables() {
+			if len(*rows) > 0 {
+				b.Queue(indexTables[i].insert, columns(*rows)...)
+			}
+		}
+		if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("write search index: %w", err)
+		}
+		for _, rows := range t.ix.tables() {
+			*rows = nil
+		}
+		return nil
+	}
 	for i, rows := range t.ix.tables() {
 		if len(*rows) == 0 {
 			continue
@@ -91,4 +126,41 @@ func queueIndexDelete(b *pgx.Batch, rid int64) {
 	for _, tbl := range indexTables {
 		b.Queue("DELETE FROM "+tbl.name+" WHERE rid = $1", rid)
 	}
+}
+
+// columns turns rows into one slice per column, typed for pgx to encode as
+// the arrays of an unnest.
+func columns(rows [][]any) []any {
+	cols := make([]any, len(rows[0]))
+	for c := range cols {
+		switch rows[0][c].(type) {
+		case int64:
+			v := make([]int64, len(rows))
+			for i, r := range rows {
+				v[i] = r[c].(int64)
+			}
+			cols[c] = v
+		case string:
+			v := make([]string, len(rows))
+			for i, r := range rows {
+				v[i] = r[c].(string)
+			}
+			cols[c] = v
+		case time.Time:
+			v := make([]time.Time, len(rows))
+			for i, r := range rows {
+				v[i] = r[c].(time.Time)
+			}
+			cols[c] = v
+		case float64:
+			v := make([]float64, len(rows))
+			for i, r := range rows {
+				v[i] = r[c].(float64)
+			}
+			cols[c] = v
+		default:
+			panic(fmt.Sprintf("search index column of type %T", rows[0][c]))
+		}
+	}
+	return cols
 }

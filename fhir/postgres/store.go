@@ -137,11 +137,16 @@ func (t *Tx) PgxTx() pgx.Tx { return t.tx }
 // and updates lock their condition so that two concurrent requests with the
 // same condition cannot both create.
 func (t *Tx) Lock(ctx context.Context, key string) error {
-	if _, err := t.tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key); err != nil {
+	if _, err := t.tx.Exec(ctx, lockSQL, key); err != nil {
 		return fmt.Errorf("lock: %w", err)
 	}
 	return nil
 }
+
+// QueueLock queues Lock(key) in a batch, ahead of the statements it guards.
+func (t *Tx) QueueLock(b *pgx.Batch, key string) { b.Queue(lockSQL, key) }
+
+const lockSQL = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 
 // Read returns the current version of a resource.
 func (s *Store) Read(ctx context.Context, typ, id string) (*fhir.Resource, error) {

@@ -1,0 +1,92 @@
+package archive_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/archivetest"
+	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/internal/database/dbtest"
+)
+
+func TestFileRoot(t *testing.T) {
+	for url, want := range map[string]string{
+		"file:///var/lib/priorflow/blobs?create_dir=1&metadata=skip": "/var/lib/priorflow/blobs",
+		"file:///data/blobs/?metadata=skip":                          "/data/blobs",
+		"file:///data/blobs":                                         "", // sidecar files: fileblob must write them
+		"file:///data/blobs?metadata=":                               "",
+		"s3://bucket?region=eu-west-1&metadata=skip":                 "",
+		"file://host/data?metadata=skip":                             "",
+		"%zz":                                                        "",
+	} {
+		if got := archive.FileRoot(url); got != want {
+			t.Errorf("FileRoot(%q) = %q, want %q", url, got, want)
+		}
+	}
+}
+
+// Without a file root (S3, or a spool on another filesystem) objects are
+// copied through the bucket.
+func TestStore_CopiesWithoutFileRoot(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	a, err := archive.New(env.Store, env.Bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.example/dicomweb", SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN-COPY", "", "COPY^CAT"), dicomtest.WithInstancesPerSeries(2))
+	for i, r := range storeAll(t, a, st) {
+		if r.Err != nil || r.Existed {
+			t.Fatalf("instance %d: err %v, existed %v", i, r.Err, r.Existed)
+		}
+	}
+	ins, err := a.Instances(context.Background(), st.StudyInstanceUID, "", "")
+	if err != nil || len(ins) != 2 {
+		t.Fatalf("instances: %v, %d", err, len(ins))
+	}
+	want := map[string][]byte{}
+	for _, in := range st.Instances() {
+		want[in.SOPInstanceUID] = in.Bytes
+	}
+	for _, in := range ins {
+		r, err := a.Open(context.Background(), in.BlobKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || string(got) != string(want[in.SOPInstanceUID]) {
+			t.Errorf("blob of %s: %v, %d bytes, want the %d sent", in.SOPInstanceUID, err, len(got), len(want[in.SOPInstanceUID]))
+		}
+	}
+}
+
+// One request holding an instance twice stores it once; holding two
+// different objects under one SOP Instance UID refuses the second.
+func TestStore_SameInstanceTwiceInOneRequest(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN-TWICE", "", "TWICE^TOM"), dicomtest.WithInstancesPerSeries(2))
+	in := st.Instances()
+	other := withSOPInstanceUID(t, in[1].Bytes, in[0].SOPInstanceUID)
+	objs := []*archive.Object{spool(t, env.Archive, in[0].Bytes), spool(t, env.Archive, in[0].Bytes), spool(t, env.Archive, other)}
+	res := env.Archive.Store(context.Background(), objs, "")
+	if res[0].Err != nil || res[0].Existed {
+		t.Errorf("first copy: err %v, existed %v; want stored", res[0].Err, res[0].Existed)
+	}
+	if res[1].Err != nil || !res[1].Existed {
+		t.Errorf("second copy: err %v, existed %v; want existed", res[1].Err, res[1].Existed)
+	}
+	if !errors.Is(res[2].Err, archive.ErrConflict) {
+		t.Errorf("other object under the same UID: err %v, want ErrConflict", res[2].Err)
+	}
+	if got := imagingStudy(t, env, st.StudyInstanceUID)["numberOfInstances"]; got != float64(1) {
+		t.Errorf("numberOfInstances = %v, want 1", got)
+	}
+	if n := env.BlobCount(t); n != 1 {
+		t.Errorf("%d blobs, want 1", n)
+	}
+}
