@@ -288,10 +288,10 @@ func (a *Archive) indexObjects(ctx context.Context, tx *postgres.Tx, study strin
 		}
 		b.Queue(`
 			INSERT INTO dicom_instance (sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax, instance_number,
-				number_of_frames, size, sha256, blob_key, metadata)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				number_of_frames, size, sha256, blob_key, metadata, rows, columns)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			h.SOPInstanceUID, h.SeriesInstanceUID, h.StudyInstanceUID, h.SOPClassUID, h.TransferSyntaxUID, h.InstanceNumber,
-			h.NumberOfFrames, o.Size, o.SHA256, blobKey(h, o.SHA256), string(meta))
+			h.NumberOfFrames, o.Size, o.SHA256, blobKey(h, o.SHA256), string(meta), positive(h.Rows), positive(h.Columns))
 	}
 	var rows []*seriesRow
 	queueStudyRows(b, study, &rows)
@@ -446,4 +446,12 @@ func joinCharset(cs []string) string {
 		out += c
 	}
 	return out
+}
+
+// positive is n, or NULL for an attribute absent (or not a count).
+func positive(n int) *int {
+	if n <= 0 {
+		return nil
+	}
+	return &n
 }

@@ -411,6 +411,18 @@ func TestQIDO_IncludeField(t *testing.T) {
 			t.Errorf("Rows = %q, want 168", o.String(tag.Rows))
 		}
 	})
+	t.Run("instance level default attributes", func(t *testing.T) {
+		t.Parallel()
+		// Rows and Columns are required return attributes (PS3.18 Table
+		// 6.7.1-2b), served from the index, not from the stored metadata.
+		objs := s.search(t, "/studies/"+pet.StudyInstanceUID+"/series/"+petSeries+"/instances")
+		if len(objs) != 1 {
+			t.Fatalf("%d instances", len(objs))
+		}
+		if r, c := objs[0].String(tag.Rows), objs[0].String(tag.Columns); r != "168" || c != "168" {
+			t.Errorf("Rows, Columns = %q, %q; want 168, 168", r, c)
+		}
+	})
 }
 
 func TestQIDO_LimitAndOffset(t *testing.T) {
