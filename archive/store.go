@@ -145,10 +145,25 @@ func (a *Archive) put(ctx context.Context, o *Object, key string) error {
 
 // unput takes back what put stored for a study that was not indexed: a
 // renamed spool file goes back to the spool (a refused object is still
-// needed there, e.g. for quarantine), a copy is deleted.
+// needed there, e.g. for quarantine), a copy is deleted. A blob that the
+// index references is left alone: a concurrent request storing the same
+// object may have put the same key and committed.
 func (a *Archive) unput(objs map[string]*Object) {
+	if len(objs) == 0 {
+		return
+	}
+	referenced, err := a.referencedBlobs(objs)
+	if err != nil {
+		// Keeping an unreferenced blob costs disk; removing a referenced
+		// one loses an image.
+		a.log.Warn("could not check blobs before removing them; kept", "blobs", len(objs), "err", err)
+		return
+	}
 	var keys []string
 	for key, o := range objs {
+		if referenced[key] {
+			continue
+		}
 		if o.moved != "" {
 			if err := os.Rename(o.moved, o.Path); err == nil {
 				o.moved = ""
@@ -158,6 +173,30 @@ func (a *Archive) unput(objs map[string]*Object) {
 		keys = append(keys, key)
 	}
 	a.removeBlobs(keys)
+}
+
+// referencedBlobs returns which of the objects' blob keys the index holds.
+func (a *Archive) referencedBlobs(objs map[string]*Object) (map[string]bool, error) {
+	sops := make([]string, 0, len(objs))
+	for _, o := range objs {
+		sops = append(sops, o.Header.SOPInstanceUID)
+	}
+	// A fresh context, as for removeBlobs: the request's may be what failed.
+	rows, err := a.store.Pool().Query(context.Background(), `SELECT blob_key FROM dicom_instance WHERE sop_uid = ANY($1)`, sops)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, k := range keys {
+		if objs[k] != nil {
+			out[k] = true
+		}
+	}
+	return out, nil
 }
 
 // upload copies a spooled file into the bucket. Bucket.Upload hands the
