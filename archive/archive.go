@@ -253,8 +253,8 @@ type protoMessage = proto.Message
 func (a *Archive) codec() *fhir.Codec { return a.store.Codec() }
 
 // FileRoot returns the directory of a file:// blob URL whose bucket writes
-// no metadata sidecars (metadata=skip), the buckets objects may be renamed
-// into (Config.FileRoot); "" for any other URL.
+// no metadata sidecars (metadata=skip): the directory spooled objects may be
+// renamed into (Config.FileRoot). It returns "" for any other URL.
 func FileRoot(blobURL string) string {
 	u, err := url.Parse(blobURL)
 	if err != nil || u.Scheme != "file" || u.Host != "" || u.Path == "" || u.Query().Get("metadata") != "skip" {
