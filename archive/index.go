@@ -202,22 +202,21 @@ func queueStudyRows(b *pgx.Batch, study string, out *[]*seriesRow) {
 		WHERE s.study_uid = $1
 		ORDER BY s.series_number NULLS LAST, s.series_uid, i.instance_number NULLS LAST, i.sop_uid`, study).
 		Query(func(rows pgx.Rows) error {
-			var s seriesRow
-			var in instanceRow
-			_, err := pgx.ForEachRow(rows, []any{&s.uid, &s.modality, &s.number, &s.description, &s.bodyPart, &s.laterality, &s.date, &s.time,
-				&in.uid, &in.sopClass, &in.number}, func() error {
-				series := *out
-				if n := len(series); n == 0 || series[n-1].uid != s.uid {
-					cp := s
-					cp.number, cp.instances = copyInt(s.number), nil
-					series = append(series, &cp)
+			for rows.Next() {
+				// Fresh targets per row: the series and instances keep them.
+				var s seriesRow
+				var in instanceRow
+				if err := rows.Scan(&s.uid, &s.modality, &s.number, &s.description, &s.bodyPart, &s.laterality, &s.date, &s.time,
+					&in.uid, &in.sopClass, &in.number); err != nil {
+					return err
 				}
-				last := series[len(series)-1]
-				last.instances = append(last.instances, instanceRow{uid: in.uid, sopClass: in.sopClass, number: copyInt(in.number)})
-				*out = series
-				return nil
-			})
-			return err
+				if n := len(*out); n == 0 || (*out)[n-1].uid != s.uid {
+					*out = append(*out, &s)
+				}
+				last := (*out)[len(*out)-1]
+				last.instances = append(last.instances, in)
+			}
+			return nil // the batch checks rows.Err
 		})
 }
 
@@ -423,14 +422,4 @@ func (a *Archive) onImagingStudyDelete(ctx context.Context, tx *postgres.Tx, id 
 	}
 	tx.AfterCommit(func() { a.removeBlobs(keys) })
 	return nil
-}
-
-// copyInt copies a scanned nullable value: the scan target is reused for
-// the next row.
-func copyInt(p *int) *int {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
 }

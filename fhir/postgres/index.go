@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,20 +23,29 @@ type indexBuffer struct {
 var indexTables = []struct {
 	name string
 	cols []string
-	// insert writes rows given as one array per column (small flushes).
-	insert string
+	// types are the columns' SQL types, for the arrays of an unnest.
+	types []string
 }{
-	{"idx_token", []string{"rid", "type", "param", "system", "code"},
-		"INSERT INTO idx_token (rid, type, param, system, code) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])"},
-	{"idx_string", []string{"rid", "type", "param", "norm", "exact"},
-		"INSERT INTO idx_string (rid, type, param, norm, exact) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])"},
-	{"idx_date", []string{"rid", "type", "param", "lo", "hi"},
-		"INSERT INTO idx_date (rid, type, param, lo, hi) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])"},
-	{"idx_ref", []string{"rid", "type", "param", "target_type", "target_id", "url"},
-		"INSERT INTO idx_ref (rid, type, param, target_type, target_id, url) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"},
-	{"idx_number", []string{"rid", "type", "param", "value"},
-		"INSERT INTO idx_number (rid, type, param, value) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::numeric[])"},
+	{"idx_token", []string{"rid", "type", "param", "system", "code"}, []string{"bigint", "text", "text", "text", "text"}},
+	{"idx_string", []string{"rid", "type", "param", "norm", "exact"}, []string{"bigint", "text", "text", "text", "text"}},
+	{"idx_date", []string{"rid", "type", "param", "lo", "hi"}, []string{"bigint", "text", "text", "timestamptz", "timestamptz"}},
+	{"idx_ref", []string{"rid", "type", "param", "target_type", "target_id", "url"}, []string{"bigint", "text", "text", "text", "text", "text"}},
+	{"idx_number", []string{"rid", "type", "param", "value"}, []string{"bigint", "text", "text", "numeric"}},
 }
+
+// indexInserts are the INSERT ... SELECT FROM unnest statements of
+// indexTables, taking one array per column (small flushes).
+var indexInserts = func() []string {
+	out := make([]string, len(indexTables))
+	for i, tbl := range indexTables {
+		arrays := make([]string, len(tbl.types))
+		for c, typ := range tbl.types {
+			arrays[c] = fmt.Sprintf("$%d::%s[]", c+1, typ)
+		}
+		out[i] = "INSERT INTO " + tbl.name + " (" + strings.Join(tbl.cols, ", ") + ") SELECT * FROM unnest(" + strings.Join(arrays, ", ") + ")"
+	}
+	return out
+}()
 
 // copyRows is the flush size from which COPY pays: below it, one batch of
 // INSERT ... unnest for all tables is one round trip where COPY takes two per
@@ -98,7 +108,7 @@ func (t *Tx) flush(ctx context.Context) error {
 		b := &pgx.Batch{}
 		for i, rows := range t.ix.tables() {
 			if len(*rows) > 0 {
-				b.Queue(indexTables[i].insert, columns(*rows)...)
+				b.Queue(indexInserts[i], columns(*rows)...)
 			}
 		}
 		if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
@@ -135,32 +145,24 @@ func columns(rows [][]any) []any {
 	for c := range cols {
 		switch rows[0][c].(type) {
 		case int64:
-			v := make([]int64, len(rows))
-			for i, r := range rows {
-				v[i] = r[c].(int64)
-			}
-			cols[c] = v
+			cols[c] = column[int64](rows, c)
 		case string:
-			v := make([]string, len(rows))
-			for i, r := range rows {
-				v[i] = r[c].(string)
-			}
-			cols[c] = v
+			cols[c] = column[string](rows, c)
 		case time.Time:
-			v := make([]time.Time, len(rows))
-			for i, r := range rows {
-				v[i] = r[c].(time.Time)
-			}
-			cols[c] = v
+			cols[c] = column[time.Time](rows, c)
 		case float64:
-			v := make([]float64, len(rows))
-			for i, r := range rows {
-				v[i] = r[c].(float64)
-			}
-			cols[c] = v
+			cols[c] = column[float64](rows, c)
 		default:
 			panic(fmt.Sprintf("search index column of type %T", rows[0][c]))
 		}
 	}
 	return cols
+}
+
+func column[T any](rows [][]any, c int) []T {
+	v := make([]T, len(rows))
+	for i, r := range rows {
+		v[i] = r[c].(T)
+	}
+	return v
 }
