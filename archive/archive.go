@@ -80,6 +80,9 @@ type Archive struct {
 	bufs sync.Pool
 	// endpointAt is when the local Endpoint was last seen right (UnixNano).
 	endpointAt atomic.Int64
+	// sync flushes a file or directory to stable storage (syncPath; tests
+	// replace it to provoke a failing disk).
+	sync func(path string) error
 }
 
 // LocalEndpointID is the id of the FHIR Endpoint that points at this archive.
@@ -107,7 +110,7 @@ func New(store *postgres.Store, bucket *blob.Bucket, log *slog.Logger, cfg Confi
 	if cfg.MaxObjectSize <= 0 {
 		cfg.MaxObjectSize = 4 << 30
 	}
-	a := &Archive{store: store, bucket: bucket, log: log, cfg: cfg}
+	a := &Archive{store: store, bucket: bucket, log: log, cfg: cfg, sync: syncPath}
 	store.OnDelete("ImagingStudy", a.onImagingStudyDelete)
 	return a, nil
 }

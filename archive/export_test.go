@@ -15,3 +15,7 @@ func (a *Archive) Unput(objs ...*Object) {
 	}
 	a.unput(m)
 }
+
+// SetSync replaces the archive's fsync, for tests that provoke a failing
+// disk or watch what is made durable.
+func (a *Archive) SetSync(fn func(path string) error) { a.sync = fn }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/priorflow/priorflow/archive"
@@ -88,5 +92,70 @@ func TestStore_SameInstanceTwiceInOneRequest(t *testing.T) {
 	}
 	if n := env.BlobCount(t); n != 1 {
 		t.Errorf("%d blobs, want 1", n)
+	}
+}
+
+// Every file put into the file root, and every directory above it, is
+// synced before the index commits the instance; a failed sync refuses the
+// objects, indexes nothing and gives the spooled files back.
+func TestStore_SyncsFilesBeforeIndexing(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN-SYNC", "", "SYNC^SAM"), dicomtest.WithInstancesPerSeries(2))
+
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	indexedAtSync := 0
+	env.Archive.SetSync(func(path string) error {
+		var n int
+		if err := env.Store.Pool().QueryRow(context.Background(), `SELECT count(*) FROM dicom_instance`).Scan(&n); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		synced[path] = true
+		indexedAtSync += n
+		return nil
+	})
+	for i, r := range storeAll(t, env.Archive, st) {
+		if r.Err != nil {
+			t.Fatalf("instance %d: %v", i, r.Err)
+		}
+	}
+	ins, err := env.Archive.Instances(context.Background(), st.StudyInstanceUID, "", "")
+	if err != nil || len(ins) != 2 {
+		t.Fatalf("instances: %v, %d", err, len(ins))
+	}
+	var want []string
+	for _, in := range ins {
+		f := filepath.Join(env.BlobDir, filepath.FromSlash(in.BlobKey))
+		for p := f; p != filepath.Dir(env.BlobDir); p = filepath.Dir(p) {
+			want = append(want, p)
+		}
+	}
+	for _, p := range want {
+		if !synced[p] {
+			t.Errorf("%s not synced", p)
+		}
+	}
+	if indexedAtSync != 0 {
+		t.Errorf("instances were indexed before their files were synced")
+	}
+
+	failing := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN-SYNC-FAIL", "", "FAIL^FRED"))
+	env.Archive.SetSync(func(string) error { return syscall.EIO })
+	objs := []*archive.Object{spool(t, env.Archive, failing.Instances()[0].Bytes)}
+	res := env.Archive.Store(context.Background(), objs, "")
+	if !errors.Is(res[0].Err, syscall.EIO) {
+		t.Errorf("store with a failing disk: err %v, want EIO", res[0].Err)
+	}
+	if ins, err := env.Archive.Instances(context.Background(), failing.StudyInstanceUID, "", ""); !errors.Is(err, archive.ErrNotFound) || len(ins) != 0 {
+		t.Errorf("after a failed sync: %d instances indexed (err %v), want none", len(ins), err)
+	}
+	if _, err := os.Stat(objs[0].Path); err != nil {
+		t.Errorf("spooled file not given back after a failed sync: %v", err)
+	}
+	if n := env.BlobCount(t); n != 2 {
+		t.Errorf("%d blobs, want the 2 of the first study", n)
 	}
 }
