@@ -222,6 +222,9 @@ func (rec *Recorder) DICOMweb(lookup func(ctx context.Context, studyUID string) 
 				if interaction == DICOMDelete && lookup != nil {
 					if p, err := lookup(r.Context(), study); err == nil {
 						s.Patient = patientRef(p)
+						if s.Patient != "" {
+							rec.gone.remember(study, s.Patient, rec.now())
+						}
 					} else {
 						rec.log.WarnContext(r.Context(), "looking up the patient of a study to delete failed", "interaction", interaction, errAttr(err))
 					}

@@ -96,7 +96,7 @@ type env struct {
 	url    string
 	client *http.Client
 	logs   *syncBuffer
-	stop   func() error
+	stop   func() error // stops the writer, after starting it if need be
 }
 
 func registry(t *testing.T) *fhir.Registry {
@@ -147,6 +147,15 @@ func run(t *testing.T, rec *audit.Recorder) func() error {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	e, start := newIdleEnv(t)
+	start()
+	return e
+}
+
+// newIdleEnv is newEnv with the writer not yet running: events queue until
+// start (or stop) is called, so that their lookups run after every request.
+func newIdleEnv(t *testing.T) (e *env, start func()) {
+	t.Helper()
 	store := newStore(t)
 	rec, logs := newRecorder(t, store, audit.Config{Observer: "Priorflow test"})
 	srv := httptest.NewUnstartedServer(nil)
@@ -176,8 +185,13 @@ func newEnv(t *testing.T) *env {
 	srv.Config.Handler = r
 	srv.Start()
 	t.Cleanup(srv.Close)
-	stop := run(t, rec)
-	return &env{t: t, store: store, rec: rec, url: base, client: srv.Client(), logs: logs, stop: stop}
+	var stopRun func() error
+	start = sync.OnceFunc(func() { stopRun = run(t, rec) })
+	stop := func() error {
+		start()
+		return stopRun()
+	}
+	return &env{t: t, store: store, rec: rec, url: base, client: srv.Client(), logs: logs, stop: stop}, start
 }
 
 type response struct {

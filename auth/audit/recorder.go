@@ -143,6 +143,10 @@ type Recorder struct {
 	dead    chan struct{} // closed when Run gave up writing at shutdown
 	running atomic.Bool
 
+	// gone remembers the patients of studies deleted through DICOMweb, for
+	// events queued before the delete whose lookups run after it.
+	gone deletedStudies
+
 	written  prometheus.Counter
 	failures prometheus.Counter
 	lost     prometheus.Counter
@@ -418,6 +422,9 @@ func (rec *Recorder) resolve(ctx context.Context, e *entry) error {
 		if !ok {
 			var err error
 			p, err = ev.lookup(ctx, s.InstanceUID)
+			if err == nil && p == "" {
+				p = rec.gone.patient(s.InstanceUID, rec.now())
+			}
 			if err != nil {
 				e.lookups++
 				if e.lookups < lookupAttempts {
@@ -500,4 +507,51 @@ func errAttr(err error) slog.Attr {
 		return slog.Attr{}
 	}
 	return slog.String("err", err.Error())
+}
+
+// deletedTTL is how long the patient of a deleted study is remembered: far
+// longer than an event waits in the queue unless the database is down, and
+// then the lookups fail anyway.
+const deletedTTL = 10 * time.Minute
+
+// deletedStudies maps the UIDs of studies deleted through DICOMweb to their
+// patients. The writer looks patients up after the request, so a QIDO-RS
+// answered just before a DELETE would otherwise be recorded without the
+// patient whose study it returned. It is per process: a DELETE on another
+// replica in the same instant still leaves that record without its patient.
+type deletedStudies struct {
+	mu     sync.Mutex
+	m      map[string]deletedStudy
+	pruned time.Time
+}
+
+type deletedStudy struct {
+	patient string
+	at      time.Time
+}
+
+func (d *deletedStudies) remember(uid, patient string, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[string]deletedStudy{}
+	}
+	if now.Sub(d.pruned) > time.Minute {
+		for k, v := range d.m {
+			if now.Sub(v.at) > deletedTTL {
+				delete(d.m, k)
+			}
+		}
+		d.pruned = now
+	}
+	d.m[uid] = deletedStudy{patient, now}
+}
+
+func (d *deletedStudies) patient(uid string, now time.Time) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if v, ok := d.m[uid]; ok && now.Sub(v.at) <= deletedTTL {
+		return v.patient
+	}
+	return ""
 }
