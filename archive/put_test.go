@@ -101,7 +101,9 @@ func TestStore_SameInstanceTwiceInOneRequest(t *testing.T) {
 func TestStore_SyncsFilesBeforeIndexing(t *testing.T) {
 	t.Parallel()
 	env := archivetest.New(t, "http://pf.example/dicomweb")
+	// Two studies in one request: neither is indexed before both are synced.
 	st := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN-SYNC", "", "SYNC^SAM"), dicomtest.WithInstancesPerSeries(2))
+	st2 := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN-SYNC", "", "SYNC^SAM"))
 
 	var mu sync.Mutex
 	synced := map[string]bool{}
@@ -117,7 +119,11 @@ func TestStore_SyncsFilesBeforeIndexing(t *testing.T) {
 		indexedAtSync += n
 		return nil
 	})
-	for i, r := range storeAll(t, env.Archive, st) {
+	var objs []*archive.Object
+	for _, in := range append(st.Instances(), st2.Instances()...) {
+		objs = append(objs, spool(t, env.Archive, in.Bytes))
+	}
+	for i, r := range env.Archive.Store(context.Background(), objs, "") {
 		if r.Err != nil {
 			t.Fatalf("instance %d: %v", i, r.Err)
 		}
@@ -126,6 +132,11 @@ func TestStore_SyncsFilesBeforeIndexing(t *testing.T) {
 	if err != nil || len(ins) != 2 {
 		t.Fatalf("instances: %v, %d", err, len(ins))
 	}
+	ins2, err := env.Archive.Instances(context.Background(), st2.StudyInstanceUID, "", "")
+	if err != nil || len(ins2) != 1 {
+		t.Fatalf("instances of the second study: %v, %d", err, len(ins2))
+	}
+	ins = append(ins, ins2...)
 	var want []string
 	for _, in := range ins {
 		f := filepath.Join(env.BlobDir, filepath.FromSlash(in.BlobKey))
@@ -144,7 +155,7 @@ func TestStore_SyncsFilesBeforeIndexing(t *testing.T) {
 
 	failing := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN-SYNC-FAIL", "", "FAIL^FRED"))
 	env.Archive.SetSync(func(string) error { return syscall.EIO })
-	objs := []*archive.Object{spool(t, env.Archive, failing.Instances()[0].Bytes)}
+	objs = []*archive.Object{spool(t, env.Archive, failing.Instances()[0].Bytes)}
 	res := env.Archive.Store(context.Background(), objs, "")
 	if !errors.Is(res[0].Err, syscall.EIO) {
 		t.Errorf("store with a failing disk: err %v, want EIO", res[0].Err)
@@ -155,7 +166,7 @@ func TestStore_SyncsFilesBeforeIndexing(t *testing.T) {
 	if _, err := os.Stat(objs[0].Path); err != nil {
 		t.Errorf("spooled file not given back after a failed sync: %v", err)
 	}
-	if n := env.BlobCount(t); n != 2 {
-		t.Errorf("%d blobs, want the 2 of the first study", n)
+	if n := env.BlobCount(t); n != 3 {
+		t.Errorf("%d blobs, want the 3 of the first request", n)
 	}
 }

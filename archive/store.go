@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -65,20 +66,45 @@ func (a *Archive) Store(ctx context.Context, objs []*Object, expectStudy string)
 		studies = append(studies, s)
 	}
 	sort.Strings(studies) // a fixed lock order across concurrent requests
-	for _, study := range studies {
-		a.storeStudy(ctx, study, objs, groups[study], results)
+	// Every study's blobs are put, then synced together, before any index
+	// commits: one round of fsyncs per request rather than one per study.
+	puts := make([]studyPut, len(studies))
+	all := map[string]*Object{}
+	keys := map[string]bool{}
+	for k, study := range studies {
+		puts[k] = a.putStudy(ctx, objs, groups[study], results)
+		maps.Copy(all, puts[k].uploaded)
+		for _, i := range puts[k].pending {
+			keys[blobKey(objs[i].Header, objs[i].SHA256)] = true
+		}
+	}
+	if err := a.syncPut(ctx, keys); err != nil {
+		for _, p := range puts {
+			for _, i := range p.pending {
+				results[i].Err = fmt.Errorf("store blob: %w", err)
+			}
+		}
+		a.unput(all)
+		return results
+	}
+	for k, study := range studies {
+		a.indexStudy(ctx, study, objs, puts[k], results)
 	}
 	return results
 }
 
-// storeStudy stores the objects idx of one study in one transaction. A
-// transaction per study, not per request: transactions spanning several
-// studies would take study, patient and ImagingStudy locks in an order that
-// concurrent requests can interleave into deadlocks.
-func (a *Archive) storeStudy(ctx context.Context, study string, objs []*Object, idx []int, results []Result) {
-	// Upload first, outside the transaction: blobs are keyed by content, so
-	// an upload never overwrites another object, and a failed transaction
-	// only has to remove what it added.
+// studyPut is what putStudy did for one study: the blobs it added, and the
+// objects left to index (including those whose blob already existed).
+type studyPut struct {
+	uploaded map[string]*Object
+	pending  []int
+}
+
+// putStudy stores the blobs of the objects idx of one study. It runs before
+// and outside the transaction: blobs are keyed by content, so a put never
+// overwrites another object, and a failed transaction only has to remove
+// what it added.
+func (a *Archive) putStudy(ctx context.Context, objs []*Object, idx []int, results []Result) studyPut {
 	uploaded := map[string]*Object{}
 	var pending []int
 	for _, i := range idx {
@@ -97,14 +123,16 @@ func (a *Archive) storeStudy(ctx context.Context, study string, objs []*Object, 
 		}
 		pending = append(pending, i)
 	}
+	return studyPut{uploaded, pending}
+}
+
+// indexStudy indexes the objects put for one study in one transaction. A
+// transaction per study, not per request: transactions spanning several
+// studies would take study, patient and ImagingStudy locks in an order that
+// concurrent requests can interleave into deadlocks.
+func (a *Archive) indexStudy(ctx context.Context, study string, objs []*Object, put studyPut, results []Result) {
+	uploaded, pending := put.uploaded, put.pending
 	if len(pending) == 0 {
-		return
-	}
-	if err := a.syncPut(ctx, uploaded); err != nil {
-		for _, i := range pending {
-			results[i].Err = fmt.Errorf("store blob: %w", err)
-		}
-		a.unput(uploaded)
 		return
 	}
 	err := a.store.InTx(ctx, func(tx *postgres.Tx) error {
@@ -152,23 +180,25 @@ func (a *Archive) put(ctx context.Context, o *Object, key string) error {
 	return a.upload(ctx, o.Path, key)
 }
 
-// syncParallel bounds the concurrent fsyncs of one study. The kernel's
-// journal commits concurrent fsyncs together, so a study's files become
+// syncParallel bounds the concurrent fsyncs of one request. The kernel's
+// journal commits concurrent fsyncs together, so a request's files become
 // durable in about the time of one, not one after the other.
 const syncParallel = 16
 
-// syncPut makes the files put wrote into the file root durable before the
-// index commits them: without it an acknowledged instance could be an empty
-// or missing file after a power loss. The files are synced first, then
-// every directory between them and the root, for the new names. Buckets
-// other than the file root (S3) are durable when their write returns.
-func (a *Archive) syncPut(ctx context.Context, put map[string]*Object) error {
-	if a.cfg.FileRoot == "" || len(put) == 0 {
+// syncPut makes the blobs of keys durable in the file root before the index
+// commits them: without it an acknowledged instance could be an empty or
+// missing file after a power loss. Blobs that existed before are synced too:
+// a concurrent request may have put one and not synced it yet, and syncing a
+// clean file costs next to nothing. Every directory between a file and the
+// root is synced as well, for the new names. Buckets other than the file
+// root (S3) are durable when their write returns.
+func (a *Archive) syncPut(ctx context.Context, keys map[string]bool) error {
+	if a.cfg.FileRoot == "" || len(keys) == 0 {
 		return nil
 	}
 	var files []string
 	dirs := map[string]bool{}
-	for key := range put {
+	for key := range keys {
 		path := filepath.Join(a.cfg.FileRoot, filepath.FromSlash(key))
 		files = append(files, path)
 		for d := filepath.Dir(path); d != a.cfg.FileRoot && strings.HasPrefix(d, a.cfg.FileRoot); d = filepath.Dir(d) {
@@ -176,13 +206,12 @@ func (a *Archive) syncPut(ctx context.Context, put map[string]*Object) error {
 		}
 	}
 	dirs[a.cfg.FileRoot] = true
+	// Files and directories together: their order does not matter, only
+	// that all are durable before the commit that makes them reachable.
 	g, _ := errgroup.WithContext(ctx)
 	g.SetLimit(syncParallel)
 	for _, f := range files {
 		g.Go(func() error { return a.sync(f) })
-	}
-	if err := g.Wait(); err != nil {
-		return err
 	}
 	for d := range dirs {
 		g.Go(func() error { return a.sync(d) })
