@@ -151,6 +151,11 @@ type Event struct {
 	// lookup finds the patients of Studies that have none; the DICOMweb
 	// middleware sets it, and the writer calls it off the request path.
 	lookup studyLookup
+	// response is a FHIR response body whose patients the writer reads,
+	// off the request path, and adds to Patients; scopePatient is the
+	// patient of a patient-scoped grant, recorded when none is found.
+	response     []byte
+	scopePatient string
 }
 
 // studyLookup returns the patient (Patient/x) of a study, or "" when the

@@ -99,8 +99,20 @@ func (rec *Recorder) finishFHIR(r *http.Request, ev *Event, req fhirRequest, t *
 	if req.interaction == SearchType || req.interaction == SearchSystem {
 		ev.Query = searchTarget(r, form)
 	}
+	// A response is read here only when more than its patients is needed
+	// from it; otherwise the writer reads it, off the request path.
+	deferred := false
 	if t.capturing && !t.over && t.buf.Len() > 0 {
-		respRes, _ = decodeResource(t.buf.Bytes())
+		if ev.Status < 400 && !needsResponse(req.interaction) {
+			scopePatient := ""
+			if ev.Principal != nil && holdsPatientData(ev.ResourceType) {
+				scopePatient = ev.Principal.Patient
+			}
+			deferred = rec.deferResponse(ev, t.buf.Bytes(), scopePatient)
+		}
+		if !deferred {
+			respRes, _ = decodeResource(t.buf.Bytes())
+		}
 	}
 	if t.over || (reqBody != nil && reqBody.over) {
 		rec.log.WarnContext(r.Context(), "a body was too large to read its patients; recording the access without them",
@@ -159,13 +171,23 @@ func (rec *Recorder) finishFHIR(r *http.Request, ev *Event, req fhirRequest, t *
 			queryPatients(req.typ, q, patients.add)
 		}
 	}
-	if len(*patients) == 0 && ev.Principal != nil && ev.Principal.Patient != "" && holdsPatientData(ev.ResourceType) {
+	if !deferred && len(*patients) == 0 && ev.Principal != nil && ev.Principal.Patient != "" && holdsPatientData(ev.ResourceType) {
 		// A patient-scoped grant reaches only its patient's data.
 		patients.add("Patient/" + ev.Principal.Patient)
 	}
 	ev.Patients = *patients
 	ev.OutcomeDesc = redact(ev.OutcomeDesc, r.URL.RawQuery, form)
 	rec.record(r, *ev)
+}
+
+// needsResponse reports whether recording interaction reads more than
+// patients from the response (the Bundle type, a created resource's id).
+func needsResponse(interaction Interaction) bool {
+	switch interaction {
+	case Transaction, Batch, Create, Update:
+		return true
+	}
+	return false
 }
 
 // holdsPatientData reports whether resources of typ can be about a patient;

@@ -279,3 +279,47 @@ func TestTee_Hijack(t *testing.T) {
 		t.Errorf("status %d", resp.StatusCode)
 	}
 }
+
+// The patients of a response are read by the writer while the bodies
+// waiting for it stay under maxDeferred; past it the request reads them.
+// Either way every byte counted is given back.
+func TestDeferResponse_BoundedAndGivenBack(t *testing.T) {
+	rec := &Recorder{}
+	body := []byte(`{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"ImagingStudy","id":"s1","subject":{"reference":"Patient/a"}}}]}`)
+	ev := &Event{Patients: []string{"Patient/q"}}
+	if !rec.deferResponse(ev, body, "") {
+		t.Fatal("an empty queue refused to take a response")
+	}
+	if got := rec.deferred.Load(); got != int64(len(body)) {
+		t.Errorf("deferred %d bytes, want %d", got, len(body))
+	}
+
+	rec.deferred.Add(maxDeferred - int64(len(body)) - 10)
+	full := &Event{}
+	if rec.deferResponse(full, body, "") || full.response != nil {
+		t.Error("a response was deferred past maxDeferred")
+	}
+	if got, want := rec.deferred.Load(), int64(maxDeferred-10); got != want {
+		t.Errorf("a refused response left %d bytes counted, want %d", got, want)
+	}
+	rec.deferred.Add(-(maxDeferred - int64(len(body)) - 10))
+
+	rec.responsePatients(ev)
+	if diff := cmp.Diff([]string{"Patient/q", "Patient/a"}, ev.Patients); diff != "" {
+		t.Errorf("patients (-want +got):\n%s", diff)
+	}
+	if ev.response != nil || rec.deferred.Load() != 0 {
+		t.Errorf("after reading: response kept %v, %d bytes still counted", ev.response != nil, rec.deferred.Load())
+	}
+
+	// A patient-scoped grant names its patient when the response has none.
+	endpoints := []byte(`{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Endpoint","id":"e1"}}]}`)
+	scoped := &Event{}
+	if !rec.deferResponse(scoped, endpoints, "z") {
+		t.Fatal("refused")
+	}
+	rec.responsePatients(scoped)
+	if diff := cmp.Diff([]string{"Patient/z"}, scoped.Patients); diff != "" {
+		t.Errorf("patients of a scoped search without any (-want +got):\n%s", diff)
+	}
+}
