@@ -31,6 +31,7 @@ type config struct {
 	Requests int
 	Block    int
 	MaxTime  time.Duration
+	Drain    time.Duration
 	Pages    int
 	Samples  int
 	Verify   int
@@ -55,6 +56,7 @@ func loadConfig(args []string) (*config, error) {
 	fs.IntVar(&c.Requests, "requests", 2000, "requests per query and side (pages for the paged scan)")
 	fs.IntVar(&c.Block, "block", 100, "requests per alternating FHIR/SQL block")
 	fs.DurationVar(&c.MaxTime, "max-time", 90*time.Second, "time limit per query, both sides")
+	fs.DurationVar(&c.Drain, "drain", 30*time.Minute, "longest wait before measuring for the subscription change events a load queued to be relayed (0: do not wait)")
 	fs.IntVar(&c.Pages, "pages", 10, "pages followed per walk of the paged _lastUpdated scan")
 	fs.IntVar(&c.Samples, "samples", 1000, "randomly chosen studies the searches look up")
 	fs.IntVar(&c.Verify, "verify", 20, "samples per query whose FHIR and SQL results are compared id by id")
@@ -99,6 +101,9 @@ func (c *config) validate() error {
 	}
 	if c.Clients > 64 || c.LoadClients > 64 {
 		errs = append(errs, errors.New("-clients and -load-clients must be at most 64"))
+	}
+	if c.Drain < 0 {
+		errs = append(errs, errors.New("-drain must not be negative"))
 	}
 	if c.MaxTime <= 0 || c.MaxTime > time.Hour {
 		errs = append(errs, errors.New("-max-time must be in (0, 1h]"))
