@@ -19,9 +19,9 @@ type Publisher interface {
 	Publish(ctx context.Context, subject, msgID string, data []byte) error
 }
 
-// Relay publishes resource_change_outbox in seq order and deletes each row
-// once JetStream acknowledged it; a crash between the two resends the same
-// event id, which the stream's duplicate window drops. One replica relays at
+// Relay publishes resource_change_outbox in seq order and deletes the rows
+// JetStream acknowledged; a crash between the two resends the same event
+// ids, which the stream's duplicate window drops. One replica relays at
 // a time (a session advisory lock), which keeps the commit order of the
 // changes of one resource (they lock its row).
 type Relay struct {
@@ -111,16 +111,29 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) error {
 		if len(batch) == 0 {
 			return nil
 		}
+		// Published rows are deleted together: one commit per batch, not
+		// per event (a WAL flush each; the relay fell behind a bulk load
+		// that way). A crash before the delete resends at most this batch,
+		// which the duplicate window drops.
+		published := make([]int64, 0, len(batch))
+		var perr error
 		for _, o := range batch {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := r.pub.Publish(pctx, o.subject, o.eventID, o.payload)
 			cancel()
 			if err != nil {
-				return fmt.Errorf("publish %s: %w", o.eventID, err)
+				perr = fmt.Errorf("publish %s: %w", o.eventID, err)
+				break
 			}
-			if _, err := conn.Exec(ctx, `DELETE FROM resource_change_outbox WHERE seq = $1`, o.seq); err != nil {
-				return fmt.Errorf("delete %d: %w", o.seq, err)
+			published = append(published, o.seq)
+		}
+		if len(published) > 0 {
+			if _, err := conn.Exec(ctx, `DELETE FROM resource_change_outbox WHERE seq = ANY($1)`, published); err != nil {
+				return errors.Join(perr, fmt.Errorf("delete %d published events: %w", len(published), err))
 			}
+		}
+		if perr != nil {
+			return perr
 		}
 	}
 }
