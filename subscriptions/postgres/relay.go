@@ -128,7 +128,11 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) error {
 			published = append(published, o.seq)
 		}
 		if len(published) > 0 {
-			if _, err := conn.Exec(ctx, `DELETE FROM resource_change_outbox WHERE seq = ANY($1)`, published); err != nil {
+			// Also at shutdown: what JetStream has is not sent again.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_, err := conn.Exec(dctx, `DELETE FROM resource_change_outbox WHERE seq = ANY($1)`, published)
+			cancel()
+			if err != nil {
 				return errors.Join(perr, fmt.Errorf("delete %d published events: %w", len(published), err))
 			}
 		}
