@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
@@ -17,11 +16,7 @@ import (
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 // withoutQIDO answers every search the way a server without QIDO-RS routes
 // does: 404 with a plain text body.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"testing"
 
 	"github.com/go-chi/chi/v5"
@@ -21,11 +20,7 @@ import (
 
 // TestMain drops the migrated template database when the tests are done;
 // every test file of this package shares it.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 // server is an archive served over DICOMweb at URL + "/dicomweb", and a
 // client that never asks for gzip, so that tests see the bytes as served.

@@ -24,11 +24,7 @@ import (
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 func staticVerifier(tb testing.TB, keys jwk.Set) *jwtauth.Verifier {
 	tb.Helper()

@@ -25,11 +25,7 @@ import (
 	"github.com/priorflow/priorflow/triggers/mllp"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()

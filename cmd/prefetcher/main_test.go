@@ -16,11 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 func TestRun_InvalidRulesStopStartupWithTheLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rules.yaml")

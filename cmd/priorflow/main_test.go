@@ -19,11 +19,7 @@ import (
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 // result is one run of the command.
 type result struct {

@@ -2,18 +2,13 @@ package bench
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 // The benchmark waits for queued change events to be relayed, and reports
 // what is left when it stops waiting.

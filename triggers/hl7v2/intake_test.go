@@ -32,11 +32,7 @@ import (
 	"github.com/priorflow/priorflow/triggers/postgres"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 // stack is the whole intake path on real peers: an MLLP server on a
 // loopback port, the intake, PostgreSQL and an embedded JetStream server.

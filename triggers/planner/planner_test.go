@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,11 +23,7 @@ import (
 	"github.com/priorflow/priorflow/triggers/rules"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 const rulesYAML = `
 sources:

@@ -3,7 +3,6 @@ package pullbench_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,11 +14,7 @@ import (
 	"github.com/priorflow/priorflow/internal/orthanctest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	dbtest.DropTemplates()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { dbtest.Main(m) }
 
 // The whole benchmark at a tiny size, so that it cannot rot: the real
 // prefetcher pulls two 5-instance studies beside Orthanc's /retrieve, runs

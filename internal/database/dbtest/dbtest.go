@@ -123,8 +123,16 @@ func NewPool(tb testing.TB) *pgxpool.Pool {
 // Logger is a logger that discards, for stores under test.
 func Logger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// Main runs a package's tests and then drops its template database; a
+// package whose tests use this one calls it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	DropTemplates()
+	os.Exit(code)
+}
+
 // DropTemplates removes the template database of this process; call it
-// from TestMain after m.Run.
+// from TestMain after m.Run (Main does).
 func DropTemplates() {
 	if templateName == "" {
 		return
