@@ -104,11 +104,7 @@ func (rec *Recorder) finishFHIR(r *http.Request, ev *Event, req fhirRequest, t *
 	deferred := false
 	if t.capturing && !t.over && t.buf.Len() > 0 {
 		if ev.Status < 400 && !needsResponse(req.interaction) {
-			scopePatient := ""
-			if ev.Principal != nil && holdsPatientData(ev.ResourceType) {
-				scopePatient = ev.Principal.Patient
-			}
-			deferred = rec.deferResponse(ev, t.buf.Bytes(), scopePatient)
+			deferred = rec.deferResponse(ev, t.buf.Bytes(), scopePatient(ev))
 		}
 		if !deferred {
 			respRes, _ = decodeResource(t.buf.Bytes())
@@ -171,13 +167,21 @@ func (rec *Recorder) finishFHIR(r *http.Request, ev *Event, req fhirRequest, t *
 			queryPatients(req.typ, q, patients.add)
 		}
 	}
-	if !deferred && len(*patients) == 0 && ev.Principal != nil && ev.Principal.Patient != "" && holdsPatientData(ev.ResourceType) {
-		// A patient-scoped grant reaches only its patient's data.
-		patients.add("Patient/" + ev.Principal.Patient)
+	if p := scopePatient(ev); !deferred && len(*patients) == 0 && p != "" {
+		patients.add("Patient/" + p)
 	}
 	ev.Patients = *patients
 	ev.OutcomeDesc = redact(ev.OutcomeDesc, r.URL.RawQuery, form)
 	rec.record(r, *ev)
+}
+
+// scopePatient is the patient of a patient-scoped grant, recorded when
+// nothing else names one: such a grant reaches only its patient's data.
+func scopePatient(ev *Event) string {
+	if ev.Principal == nil || !holdsPatientData(ev.ResourceType) {
+		return ""
+	}
+	return ev.Principal.Patient
 }
 
 // needsResponse reports whether recording interaction reads more than
