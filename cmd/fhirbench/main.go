@@ -217,30 +217,27 @@ func loadavg() string {
 // be relayed to JetStream, so that the searches are not measured beside
 // the relay, and says in the report what it found.
 func waitForRelay(ctx context.Context, db *pgxpool.Pool, timeout time.Duration, rep *bench.Report, log *slog.Logger) error {
-	n, err := bench.OutboxBacklog(ctx, db)
-	if err != nil || n == 0 {
-		return err
-	}
 	t0 := time.Now()
-	left := n
-	if timeout > 0 {
-		log.Info("waiting for the change event relay", "queued", n, "timeout", timeout)
-		last := time.Now()
-		left, err = bench.WaitOutboxDrained(ctx, db, timeout, 5*time.Second, func(left int64) {
-			if time.Since(last) >= time.Minute {
-				log.Info("waiting for the change event relay", "queued", left, "elapsed", time.Since(t0).Round(time.Second))
-				last = time.Now()
-			}
-		})
-		if err != nil {
-			return err
+	last := t0
+	var first int64
+	left, err := bench.WaitOutboxDrained(ctx, db, timeout, 5*time.Second, func(n int64) {
+		switch {
+		case first == 0:
+			first = n
+			log.Info("waiting for the change event relay", "queued", n, "timeout", timeout)
+		case time.Since(last) >= time.Minute:
+			log.Info("waiting for the change event relay", "queued", n, "elapsed", time.Since(t0).Round(time.Second))
+			last = time.Now()
 		}
+	})
+	if err != nil || first == 0 {
+		return err
 	}
 	wait := time.Since(t0).Round(time.Second)
 	if left == 0 {
-		rep.Settings = append(rep.Settings, fmt.Sprintf("%d subscription change events were queued for JetStream before measuring; the relay published them in %s", n, wait))
+		rep.Settings = append(rep.Settings, fmt.Sprintf("%d subscription change events were queued for JetStream before measuring; the relay published them in %s", first, wait))
 	} else {
-		rep.Settings = append(rep.Settings, fmt.Sprintf("**%d subscription change events were still queued for JetStream** after waiting %s (%d at first): the searches were measured beside the relay", left, wait, n))
+		rep.Settings = append(rep.Settings, fmt.Sprintf("**%d subscription change events were still queued for JetStream** after waiting %s (%d at first): the searches were measured beside the relay", left, wait, first))
 	}
 	return nil
 }

@@ -282,11 +282,11 @@ func ServerVersion(ctx context.Context, db *pgxpool.Pool) (string, error) {
 	return fmt.Sprintf("%s; shared_buffers %s, work_mem %s", v, sb, wm), err
 }
 
-// OutboxBacklog is the number of resource change events not yet relayed
+// outboxBacklog is the number of resource change events not yet relayed
 // to JetStream. A load queues one per ImagingStudy, and the relay can lag
 // far behind it (600,171 of 1M when the load ended); measuring before it
 // catches up measures the searches beside the relay.
-func OutboxBacklog(ctx context.Context, db *pgxpool.Pool) (int64, error) {
+func outboxBacklog(ctx context.Context, db *pgxpool.Pool) (int64, error) {
 	var n int64
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM resource_change_outbox`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("change outbox backlog: %w", err)
@@ -295,12 +295,12 @@ func OutboxBacklog(ctx context.Context, db *pgxpool.Pool) (int64, error) {
 }
 
 // WaitOutboxDrained polls the backlog every poll until it is empty or
-// timeout has passed, and returns what is left. progress is called with
-// each reading.
+// timeout has passed (0: one reading), and returns what is left. progress
+// is called with each reading that is not empty.
 func WaitOutboxDrained(ctx context.Context, db *pgxpool.Pool, timeout, poll time.Duration, progress func(left int64)) (int64, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		n, err := OutboxBacklog(ctx, db)
+		n, err := outboxBacklog(ctx, db)
 		if err != nil || n == 0 {
 			return n, err
 		}
