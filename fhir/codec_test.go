@@ -2,11 +2,15 @@ package fhir_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	dpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/datatypes_go_proto"
+	ispb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/imaging_study_go_proto"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/priorflow/priorflow/fhir"
@@ -200,5 +204,76 @@ func TestErrors_KindAndExpression(t *testing.T) {
 	cause := errors.New("cause")
 	if e := (&fhir.Error{Kind: fhir.KindUnavailable, Message: "db down", Err: cause}); !errors.Is(e, cause) {
 		t.Error("errors.Is does not reach the cause")
+	}
+}
+
+// Check must refuse what Parse refuses in a resource built in Go, and name
+// the element as Parse does.
+func TestCodec_Check(t *testing.T) {
+	c, err := fhir.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, _, err := c.Parse(benchStudy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Check(ok); err != nil {
+		t.Fatalf("Check(parsed study) = %v", err)
+	}
+	for name, tt := range map[string]struct {
+		mod  func(*ispb.ImagingStudy)
+		path string
+	}{
+		"no status": {mod: func(s *ispb.ImagingStudy) { s.Status = nil }, path: "ImagingStudy"}, // Parse names the parent too
+		"code with a leading space": {mod: func(s *ispb.ImagingStudy) { s.Series[0].Modality.Code.Value = " CT" },
+			path: "ImagingStudy.series[0].modality.code"},
+		"empty description": {mod: func(s *ispb.ImagingStudy) { s.Description = &dpb.String{} },
+			path: "ImagingStudy.description"},
+		"subject of a wrong type": {mod: func(s *ispb.ImagingStudy) {
+			r, err := fhir.Reference("Endpoint", "e")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Subject = r
+		}, path: "ImagingStudy.subject"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := proto.Clone(ok).(*ispb.ImagingStudy)
+			tt.mod(s)
+			err := c.Check(s)
+			if !fhir.IsKind(err, fhir.KindUnprocessable) {
+				t.Fatalf("Check = %v, want an unprocessable error", err)
+			}
+			var fe *fhir.Error
+			if !errors.As(err, &fe) || !slices.ContainsFunc(fe.Expression, func(e string) bool { return strings.HasPrefix(e, tt.path) }) {
+				t.Errorf("Check = %v (expression %v), want it to name %s", err, fe.Expression, tt.path)
+			}
+			// What Check refuses, Parse refuses from the printed JSON
+			// (when the printer keeps the fault in what it prints).
+			if b, err := c.Marshal(s); err == nil {
+				if _, _, err := c.Parse(b); err == nil && name != "empty description" {
+					t.Errorf("Parse accepted %s", b)
+				}
+			}
+		})
+	}
+}
+
+func TestReference_TypedAsParsed(t *testing.T) {
+	c, err := fhir.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _, err := c.Parse(benchStudy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := fhir.Reference("Patient", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := parsed.(*ispb.ImagingStudy).Subject; !proto.Equal(got, want) {
+		t.Errorf("Reference(Patient, p) = %v, want %v", got, want)
 	}
 }
