@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	dpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/datatypes_go_proto"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/priorflow/priorflow/archive/dicomheader"
@@ -87,51 +88,15 @@ func (a *Archive) findOrCreatePatient(ctx context.Context, tx *postgres.Tx, h *d
 		return "", fmt.Errorf("%w: several Patient resources (%s and %s) carry the object's PatientID in system %s",
 			ErrPatientMismatch, res.Matches[0].ID, res.Matches[1].ID, tok.System)
 	}
-	p := map[string]any{
-		"resourceType": "Patient",
-		"identifier":   []any{map[string]any{"system": tok.System, "value": tok.Code}},
+	p, err := a.patient(h, tok)
+	if err != nil {
+		return "", err
 	}
-	if n := h.PatientName; !n.IsEmpty() {
-		name := map[string]any{"text": n.Raw}
-		if n.Family != "" {
-			name["family"] = n.Family
-		}
-		if given := strings.Fields(strings.TrimSpace(n.Given + " " + n.Middle)); len(given) > 0 {
-			name["given"] = given
-		}
-		p["name"] = []any{name}
-	}
-	if t, prec, err := dicomheader.ParseDate(h.PatientBirthDate); err == nil && prec > 0 {
-		p["birthDate"] = t.Format("2006-01-02")
-	}
-	if g := gender(h.PatientSex); g != "" {
-		p["gender"] = g
-	}
-	out, err := a.createJSON(ctx, tx, p)
+	out, err := tx.Create(ctx, p)
 	if err != nil {
 		return "", fmt.Errorf("create patient: %w", err)
 	}
 	return out.ID, nil
-}
-
-func gender(sex string) string {
-	switch strings.ToUpper(sex) {
-	case "M":
-		return "male"
-	case "F":
-		return "female"
-	case "O":
-		return "other"
-	}
-	return ""
-}
-
-func (a *Archive) createJSON(ctx context.Context, tx *postgres.Tx, v map[string]any) (*fhir.Resource, error) {
-	res, err := a.parse(v)
-	if err != nil {
-		return nil, err
-	}
-	return tx.Create(ctx, res)
 }
 
 func (a *Archive) parse(v map[string]any) (protoMessage, error) {
@@ -228,112 +193,12 @@ func (a *Archive) reindex(ctx context.Context, tx *postgres.Tx, study string, st
 	if err := a.ensureEndpoint(ctx, tx); err != nil {
 		return err
 	}
-	is := map[string]any{}
-	if current != nil {
-		if err := json.Unmarshal(current, &is); err != nil {
-			return fmt.Errorf("reindex %s: %w", study, err)
-		}
-	}
-	loc := time.Local
-	if l, err := dicomheader.ParseTimezoneOffset(st.tz); err == nil && l != nil {
-		loc = l
-	}
-	ids := []any{map[string]any{"use": "official", "system": SystemDICOMUID, "value": "urn:oid:" + study}}
-	if st.acc != "" {
-		ids = append(ids, map[string]any{
-			"type":   map[string]any{"coding": []any{map[string]any{"system": SystemV20203, "code": "ACSN"}}},
-			"system": a.cfg.AccessionSystem, "value": st.acc})
-	}
-	is["resourceType"] = "ImagingStudy"
-	is["id"] = st.isID
-	is["identifier"] = ids
-	is["status"] = "available"
-	is["subject"] = map[string]any{"reference": "Patient/" + st.patientFHIR}
-	is["endpoint"] = []any{map[string]any{"reference": "Endpoint/" + LocalEndpointID}}
-	setOrDelete(is, "started", fhirDateTime(st.date, st.tm, loc))
-	setOrDelete(is, "description", st.desc)
-	if st.referrer != "" {
-		is["referrer"] = map[string]any{"display": dicomheader.ParsePersonName(st.referrer).Raw}
-	} else {
-		delete(is, "referrer")
-	}
-	var modalities []any
-	seenMod := map[string]bool{}
-	var fs []any
-	total := 0
-	for _, s := range series {
-		fser := map[string]any{"uid": s.uid, "numberOfInstances": len(s.instances)}
-		total += len(s.instances)
-		if s.number != nil {
-			fser["number"] = *s.number
-		}
-		mod := s.modality
-		if mod == "" {
-			mod = "OT"
-		}
-		fser["modality"] = map[string]any{"system": SystemDCM, "code": mod}
-		if !seenMod[mod] {
-			seenMod[mod] = true
-			modalities = append(modalities, map[string]any{"system": SystemDCM, "code": mod})
-		}
-		if s.description != "" {
-			fser["description"] = s.description
-		}
-		if bs := bodySite(s.bodyPart); bs != nil {
-			fser["bodySite"] = bs
-		}
-		if lat := laterality(s.laterality); lat != nil {
-			fser["laterality"] = lat
-		}
-		if started := fhirDateTime(s.date, s.time, loc); started != "" {
-			fser["started"] = started
-		}
-		var ins []any
-		for _, in := range s.instances {
-			fi := map[string]any{"uid": in.uid, "sopClass": map[string]any{"system": SystemRFC3986, "code": "urn:oid:" + in.sopClass}}
-			if in.number != nil {
-				fi["number"] = *in.number
-			}
-			ins = append(ins, fi)
-		}
-		fser["instance"] = ins
-		fs = append(fs, fser)
-	}
-	is["modality"] = modalities
-	is["numberOfSeries"] = len(series)
-	is["numberOfInstances"] = total
-	is["series"] = fs
-	res, err := a.parse(is)
+	is, err := a.imagingStudy(study, st, series, current)
 	if err != nil {
-		return fmt.Errorf("reindex %s: %w", study, err)
+		return err
 	}
-	_, _, err = tx.Put(ctx, res, 0)
+	_, _, err = tx.Put(ctx, is, 0)
 	return err
-}
-
-func setOrDelete(m map[string]any, k, v string) {
-	if v == "" {
-		delete(m, k)
-		return
-	}
-	m[k] = v
-}
-
-// fhirDateTime turns DICOM DA and TM into a FHIR dateTime at the precision
-// present: a date alone stays a date, a time gets the study's zone.
-func fhirDateTime(da, tm string, loc *time.Location) string {
-	if da == "" {
-		return ""
-	}
-	if tm != "" {
-		if t, _, err := dicomheader.CombineDateTime(da, tm, loc); err == nil {
-			return t.Format(time.RFC3339)
-		}
-	}
-	if t, _, err := dicomheader.ParseDate(da); err == nil {
-		return t.Format("2006-01-02")
-	}
-	return ""
 }
 
 // BodyPartExamined defined terms (PS3.16 Annex L) mapped to SNOMED CT.
@@ -350,23 +215,23 @@ var bodyParts = map[string][2]string{
 	"ABDOMENPELVIS": {"818982008", "Abdomen and Pelvis"}, "CHESTABDOMEN": {"416550000", "Chest and abdomen"},
 }
 
-func bodySite(part string) map[string]any {
+func bodySite(part string) *dpb.Coding {
 	p := strings.ToUpper(strings.TrimSpace(part))
 	if p == "" {
 		return nil
 	}
 	if c, ok := bodyParts[p]; ok {
-		return map[string]any{"system": SystemSNOMED, "code": c[0], "display": c[1]}
+		return coding(SystemSNOMED, c[0], c[1])
 	}
-	return map[string]any{"display": part}
+	return &dpb.Coding{Display: fhirString(part)}
 }
 
-func laterality(l string) map[string]any {
+func laterality(l string) *dpb.Coding {
 	switch strings.ToUpper(l) {
 	case "L":
-		return map[string]any{"system": SystemSNOMED, "code": "7771000", "display": "Left"}
+		return coding(SystemSNOMED, "7771000", "Left")
 	case "R":
-		return map[string]any{"system": SystemSNOMED, "code": "24028007", "display": "Right"}
+		return coding(SystemSNOMED, "24028007", "Right")
 	}
 	return nil
 }
