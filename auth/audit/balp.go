@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"encoding/base64"
 	"net/url"
 	"slices"
 	"strconv"
@@ -36,8 +35,10 @@ const (
 // them, and the DICOM event type (110103, 110112) does not tell them apart.
 const SystemDICOMwebInteraction = "urn:priorflow:audit:dicomweb"
 
-// The JSON shapes of the AuditEvent elements we write (FHIR R4
-// auditevent.html). Empty strings are left out: FHIR forbids them.
+// The AuditEvent elements we write, in the shape of their R4 JSON
+// (auditevent.html): the writer builds the protos from them (message), the
+// tests print and parse them to hold the protos to what the JSON gives.
+// Empty strings are left out: FHIR forbids them.
 type (
 	auditEvent struct {
 		ResourceType string   `json:"resourceType"`
@@ -98,7 +99,7 @@ type (
 		Type        *coding    `json:"type,omitempty"`
 		Role        *coding    `json:"role,omitempty"`
 		Description string     `json:"description,omitempty"`
-		Query       string     `json:"query,omitempty"`
+		Query       []byte     `json:"query,omitempty"` // base64 in the JSON
 	}
 )
 
@@ -196,7 +197,7 @@ func build(ev *Event, observer string, minimal bool) []auditEvent {
 			Type:        &entitySystem,
 			Role:        &roleQuery,
 			Description: fhirString(q, 4096),
-			Query:       base64.StdEncoding.EncodeToString([]byte(q)),
+			Query:       []byte(q),
 		})
 	}
 	if id := fhirString(ev.RequestID, 200); id != "" && !minimal {

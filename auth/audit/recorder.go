@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -481,8 +480,8 @@ func (rec *Recorder) responsePatients(ev *Event) {
 	ev.Patients, ev.response, ev.scopePatient = ps, nil, ""
 }
 
-// encodeAll encodes entries on every CPU: parsing FHIR JSON into protos
-// costs far more than storing them, and is what bounds the writer.
+// encodeAll encodes entries on every CPU: encoding, the codec's validation
+// above all, is CPU-bound and on one goroutine would bound the writer.
 func (rec *Recorder) encodeAll(todo []*entry) {
 	workers := min(runtime.GOMAXPROCS(0), len(todo))
 	var next atomic.Int64
@@ -509,16 +508,15 @@ func (rec *Recorder) encode(ev *Event) []proto.Message {
 		var out []proto.Message
 		var failed error
 		for _, ae := range build(ev, rec.cfg.Observer, minimal) {
-			b, err := json.Marshal(ae)
+			msg, err := ae.message()
 			if err == nil {
-				var msg proto.Message
-				msg, _, err = rec.codec.Parse(b)
-				out = append(out, msg)
+				err = rec.codec.Check(msg)
 			}
 			if err != nil {
 				failed = err
 				break
 			}
+			out = append(out, msg)
 		}
 		if failed == nil {
 			return out
