@@ -16,7 +16,13 @@ import (
 // two-instance MR studies, as cmd/dicombench's corpus) on 4 concurrent
 // workers, through Spool and Store as the DICOMweb handler does. One op is
 // one request; instances/s is the figure to compare.
-func BenchmarkStore_Request(b *testing.B) {
+func BenchmarkStore_Request(b *testing.B) { benchmarkStore(b, 5) }
+
+// BenchmarkStore_RequestOneStudy stores requests of one 10-instance study,
+// as a modality or a prefetch pull sends them.
+func BenchmarkStore_RequestOneStudy(b *testing.B) { benchmarkStore(b, 1) }
+
+func benchmarkStore(b *testing.B, studies int) {
 	env := archivetest.New(b, "http://127.0.0.1:8080/dicomweb")
 	gen := dicomtest.NewGenerator(b)
 	// Enough distinct requests that every op stores new instances.
@@ -24,9 +30,9 @@ func BenchmarkStore_Request(b *testing.B) {
 	nreq := b.N + 8
 	reqs := make([][][]byte, nreq)
 	for i := range reqs {
-		for j := 0; j < perRequest/2; j++ {
+		for j := 0; j < studies; j++ {
 			st, err := gen.Study(dicomtest.WithPatient(fmt.Sprintf("BENCH-%d-%d", i, j%3), "", "BENCH^PATIENT"),
-				dicomtest.WithModality("MR"), dicomtest.WithInstancesPerSeries(2))
+				dicomtest.WithModality("MR"), dicomtest.WithInstancesPerSeries(perRequest/studies))
 			if err != nil {
 				b.Fatal(err)
 			}
