@@ -185,10 +185,8 @@ func queueStudyRows(b *pgx.Batch, study string, out *[]*seriesRow) {
 		})
 }
 
-// reindex rebuilds the ImagingStudy of a study from the archive's record of
-// it (st, series) and its current version (nil when there is none).
-// Elements that do not come from DICOM (basedOn, encounter, reasonCode,
-// notes, meta tags ...) are kept from the current version.
+// reindex writes the ImagingStudy of a study as imagingStudy rebuilds it,
+// once the local Endpoint it points at exists.
 func (a *Archive) reindex(ctx context.Context, tx *postgres.Tx, study string, st *studyRow, series []*seriesRow, current []byte) error {
 	if err := a.ensureEndpoint(ctx, tx); err != nil {
 		return err
