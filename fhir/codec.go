@@ -151,14 +151,8 @@ func ValidUTF8(s string) string {
 		return s
 	}
 	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
-			b.WriteRune(utf8.RuneError)
-		} else {
-			b.WriteString(s[i : i+n])
-		}
-		i += n
+	for _, r := range s { // each invalid byte ranges as one utf8.RuneError
+		b.WriteRune(r)
 	}
 	return b.String()
 }
