@@ -8,13 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/fhirtest"
 	"github.com/priorflow/priorflow/fhir/postgres"
 )
 
@@ -55,20 +54,7 @@ func sameResource(t *testing.T, a *Archive, wantJSON []byte, got proto.Message) 
 	fhir.SetMeta(want, 4, at)
 	got = proto.Clone(got)
 	fhir.SetMeta(got, 4, at)
-	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-		t.Errorf("differs from the parsed JSON (-want +got):\n%s", diff)
-	}
-	wb, err := a.codec().Marshal(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gb, err := a.codec().Marshal(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(wb) != string(gb) {
-		t.Errorf("prints differently:\n got %s\nwant %s", gb, wb)
-	}
+	fhirtest.SameResource(t, a.codec(), fhir.TypeOf(got), want, got)
 }
 
 func TestImagingStudy_SameAsParsedJSON(t *testing.T) {

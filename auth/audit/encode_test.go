@@ -2,6 +2,7 @@ package audit
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/priorflow/priorflow/auth"
 	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/fhirtest"
 )
 
 // testObserver is a valid observer (Config.Validate) beyond ASCII.
@@ -99,23 +101,7 @@ func sameRecords(t *testing.T, codec *fhir.Codec, ev *Event, minimal bool) {
 		if err != nil {
 			t.Fatalf("record %d (minimal %v): %v", i, minimal, err)
 		}
-		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-			t.Errorf("record %d (minimal %v) differs from the parsed JSON (-want +got):\n%s", i, minimal, diff)
-		}
-		if !proto.Equal(want, got) {
-			t.Errorf("record %d (minimal %v): proto.Equal: false", i, minimal)
-		}
-		wb, err := codec.Marshal(want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gb, err := codec.Marshal(got)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(wb) != string(gb) {
-			t.Errorf("record %d (minimal %v): stored JSON differs:\n got %s\nwant %s", i, minimal, gb, wb)
-		}
+		fhirtest.SameResource(t, codec, fmt.Sprintf("record %d (minimal %v)", i, minimal), want, got)
 	}
 }
 

@@ -1,5 +1,6 @@
 // Package fhirtest holds fixtures for tests of the fhir packages: the official
-// FHIR R4 examples, found through the R4_EXAMPLES environment variable.
+// FHIR R4 examples, found through the R4_EXAMPLES environment variable, and
+// the check that a resource built in Go is the one its JSON parses into.
 package fhirtest
 
 import (

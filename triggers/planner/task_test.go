@@ -4,12 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/testing/protocmp"
-
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/fhirtest"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/triggers"
@@ -70,23 +66,7 @@ func TestTask_SameAsParsedJSON(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-				t.Errorf("task differs from the parsed JSON (-want +got):\n%s", diff)
-			}
-			if !proto.Equal(want, got) {
-				t.Error("proto.Equal: false")
-			}
-			wb, err := codec.Marshal(want)
-			if err != nil {
-				t.Fatal(err)
-			}
-			gb, err := codec.Marshal(got)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(wb) != string(gb) {
-				t.Errorf("stored JSON differs:\n got %s\nwant %s", gb, wb)
-			}
+			fhirtest.SameResource(t, codec, "task", want, got)
 		})
 	}
 }
