@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -17,29 +18,37 @@ import (
 	"github.com/priorflow/priorflow/fhir/postgres"
 )
 
-// resourceArchive is an Archive for building resources only: its store's
-// pool never connects.
-func resourceArchive(t *testing.T) *Archive {
+// resourceArchive returns the Archive the resource tests build with. One
+// serves them all: building reads only its configuration and codec, and its
+// store's pool never connects.
+func resourceArchive(t testing.TB) *Archive {
 	t.Helper()
-	codec, err := fhir.NewCodec()
+	a, err := sharedResourceArchive()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return a
+}
+
+var sharedResourceArchive = sync.OnceValues(func() (*Archive, error) {
+	codec, err := fhir.NewCodec()
+	if err != nil {
+		return nil, err
 	}
 	reg, err := fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint())
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	pool, err := pgxpool.New(t.Context(), "postgres://unused.invalid/none")
+	pool, err := pgxpool.New(context.Background(), "postgres://unused.invalid/none")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(pool.Close)
 	store, err := postgres.New(pool, reg, codec, slog.New(slog.DiscardHandler))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &Archive{store: store, cfg: Config{AccessionSystem: "urn:oid:1.2.3.99", DefaultPatientIDSystem: "urn:pid"}}
-}
+	return &Archive{store: store, cfg: Config{AccessionSystem: "urn:oid:1.2.3.99", DefaultPatientIDSystem: "urn:pid"}}, nil
+})
 
 // sameResource fails unless got is the message the codec parses from
 // wantJSON and prints the same bytes.
@@ -368,7 +377,7 @@ func FuzzResources_SameAsParsedJSON(f *testing.F) {
 	f.Add("CT CHEST", "CT", "CHEST", "Doe^Jane", "Doe^John^^Dr", "MRN-1", "ACC-1", "20240305", "1015")
 	f.Add(" x ", " MR", "foo", "", "\xff^\x80", "A\xc3", "", "2024", "25")
 	f.Fuzz(func(t *testing.T, desc, modality, bodyPart, referrer, name, pid, acc, date, tm string) {
-		a := fuzzArchive(t)
+		a := resourceArchive(t)
 		st := &studyRow{patientFHIR: "p-1", isID: "is-1", desc: desc, referrer: referrer, acc: acc, date: date, tm: tm, tz: "+0200"}
 		series := []*seriesRow{{uid: "1.2.3.4.1", modality: modality, description: desc, bodyPart: bodyPart, date: date, time: tm,
 			instances: []instanceRow{{uid: "1.2.3.4.1.1", sopClass: "1.2.840.10008.5.1.4.1.1.4"}}}}
@@ -391,15 +400,4 @@ func FuzzResources_SameAsParsedJSON(f *testing.F) {
 			t.Fatalf("Patient differs from the parsed JSON:\n got %v\nwant %v", gp, wp)
 		}
 	})
-}
-
-var fuzzArchives sync.Map // one per fuzz worker process is enough
-
-func fuzzArchive(t *testing.T) *Archive {
-	if a, ok := fuzzArchives.Load("a"); ok {
-		return a.(*Archive)
-	}
-	a := resourceArchive(t)
-	fuzzArchives.Store("a", a)
-	return a
 }
