@@ -101,10 +101,10 @@ func (rec *Recorder) finishFHIR(r *http.Request, ev *Event, req fhirRequest, t *
 	}
 	// A response is read here only when more than its patients is needed
 	// from it; otherwise the writer reads it, off the request path.
-	deferred := false
+	deferred, scope := false, scopePatient(ev)
 	if t.capturing && !t.over && t.buf.Len() > 0 {
 		if ev.Status < 400 && !needsResponse(req.interaction) {
-			deferred = rec.deferResponse(ev, t.buf.Bytes(), scopePatient(ev))
+			deferred = rec.deferResponse(ev, t.buf.Bytes(), scope)
 		}
 		if !deferred {
 			respRes, _ = decodeResource(t.buf.Bytes())
@@ -167,8 +167,8 @@ func (rec *Recorder) finishFHIR(r *http.Request, ev *Event, req fhirRequest, t *
 			queryPatients(req.typ, q, patients.add)
 		}
 	}
-	if p := scopePatient(ev); !deferred && len(*patients) == 0 && p != "" {
-		patients.add("Patient/" + p)
+	if !deferred && len(*patients) == 0 && scope != "" {
+		patients.add("Patient/" + scope)
 	}
 	ev.Patients = *patients
 	ev.OutcomeDesc = redact(ev.OutcomeDesc, r.URL.RawQuery, form)
