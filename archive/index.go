@@ -13,10 +13,8 @@ import (
 	dpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/datatypes_go_proto"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
-	"github.com/priorflow/priorflow/fhir/search"
 )
 
 // Code systems of the ImagingStudy index.
@@ -52,51 +50,10 @@ func (a *Archive) PatientSystem(issuer string) string {
 	return "urn:priorflow:issuer:" + url.PathEscape(issuer)
 }
 
-// tokenQuery builds a one-clause token search.
-func (a *Archive) tokenQuery(typ, param string, tok fhir.Token) *search.Query {
-	rt := a.store.Registry().Type(typ)
-	return &search.Query{Type: rt, Count: 2, Clauses: []search.Clause{{
-		Param: rt.Param(param), Values: []search.Value{{Token: tok, SystemSet: true}},
-	}}}
-}
-
 // lockKey is the key conditional creates lock, the same as the FHIR REST
 // layer's, so that the archive and API clients never both create.
 func lockKey(typ, param string, tok fhir.Token) string {
 	return typ + "?" + url.Values{param: {tok.System + "|" + tok.Code}}.Encode()
-}
-
-// findOrCreatePatient returns the FHIR Patient for the object's PatientID and
-// issuer, creating it when no Patient carries that identifier. Several
-// Patients with one identifier are refused: choosing one could file images
-// under the wrong person.
-func (a *Archive) findOrCreatePatient(ctx context.Context, tx *postgres.Tx, h *dicomheader.Header) (string, error) {
-	tok := fhir.Token{System: a.PatientSystem(h.IssuerOfPatientID), Code: h.PatientID}
-	if err := tx.Lock(ctx, lockKey("Patient", "identifier", tok)); err != nil {
-		return "", err
-	}
-	res, err := tx.Search(ctx, a.tokenQuery("Patient", "identifier", tok))
-	if err != nil {
-		return "", err
-	}
-	switch len(res.Matches) {
-	case 1:
-		return res.Matches[0].ID, nil
-	case 0:
-	default:
-		// The identifier value stays out of the error: errors reach logs.
-		return "", fmt.Errorf("%w: several Patient resources (%s and %s) carry the object's PatientID in system %s",
-			ErrPatientMismatch, res.Matches[0].ID, res.Matches[1].ID, tok.System)
-	}
-	p, err := a.patient(h, tok)
-	if err != nil {
-		return "", err
-	}
-	out, err := tx.Create(ctx, p)
-	if err != nil {
-		return "", fmt.Errorf("create patient: %w", err)
-	}
-	return out.ID, nil
 }
 
 func (a *Archive) parse(v map[string]any) (protoMessage, error) {
@@ -186,13 +143,19 @@ func queueStudyRows(b *pgx.Batch, study string, out *[]*seriesRow) {
 }
 
 // reindex writes the ImagingStudy of a study as imagingStudy rebuilds it,
-// once the local Endpoint it points at exists.
-func (a *Archive) reindex(ctx context.Context, tx *postgres.Tx, study string, st *studyRow, series []*seriesRow, current []byte) error {
+// once the local Endpoint it points at exists. fresh is an ImagingStudy
+// created here, under an id just made up: created without first looking
+// for a current version to replace.
+func (a *Archive) reindex(ctx context.Context, tx *postgres.Tx, study string, st *studyRow, series []*seriesRow, current []byte, fresh bool) error {
 	if err := a.ensureEndpoint(ctx, tx); err != nil {
 		return err
 	}
 	is, err := a.imagingStudy(study, st, series, current)
 	if err != nil {
+		return err
+	}
+	if fresh {
+		_, err = tx.CreateAs(ctx, is, st.isID)
 		return err
 	}
 	_, _, err = tx.Put(ctx, is, 0)

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -21,8 +20,6 @@ import (
 	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/archive/dicomjson"
 	"github.com/priorflow/priorflow/archive/multipart"
-	"github.com/priorflow/priorflow/fhir"
-	"github.com/priorflow/priorflow/fhir/postgres"
 )
 
 // Result is the outcome of storing one object.
@@ -37,10 +34,11 @@ type Result struct {
 	Err     error
 }
 
-// Store stores objects and indexes them. Objects of one study are committed
-// together with that study's ImagingStudy in one transaction; a study whose
-// transaction fails leaves no trace (its new blobs are removed). expectStudy,
-// when set, is the StudyInstanceUID the request was addressed to.
+// Store stores objects and indexes them. The objects are committed with
+// their studies' ImagingStudy resources in one transaction; a study that
+// fails fails alone and leaves no trace (its new blobs are removed).
+// expectStudy, when set, is the StudyInstanceUID the request was addressed
+// to.
 func (a *Archive) Store(ctx context.Context, objs []*Object, expectStudy string) []Result {
 	results := make([]Result, len(objs))
 	groups := map[string][]int{}
@@ -65,7 +63,7 @@ func (a *Archive) Store(ctx context.Context, objs []*Object, expectStudy string)
 	for s := range groups {
 		studies = append(studies, s)
 	}
-	sort.Strings(studies) // a fixed lock order across concurrent requests
+	sort.Strings(studies) // index takes its locks in this order
 	// Every study's blobs are put, then synced together, before any index
 	// commits: one round of fsyncs per request rather than one per study.
 	puts := make([]studyPut, len(studies))
@@ -87,9 +85,13 @@ func (a *Archive) Store(ctx context.Context, objs []*Object, expectStudy string)
 		a.unput(all)
 		return results
 	}
+	work := make([]*studyWork, 0, len(studies))
 	for k, study := range studies {
-		a.indexStudy(ctx, study, objs, puts[k], results)
+		if len(puts[k].pending) > 0 {
+			work = append(work, &studyWork{uid: study, studyPut: puts[k]})
+		}
 	}
+	a.index(ctx, objs, work, results)
 	return results
 }
 
@@ -124,39 +126,6 @@ func (a *Archive) putStudy(ctx context.Context, objs []*Object, idx []int, resul
 		pending = append(pending, i)
 	}
 	return studyPut{uploaded, pending}
-}
-
-// indexStudy indexes the objects put for one study in one transaction. A
-// transaction per study, not per request: transactions spanning several
-// studies would take study, patient and ImagingStudy locks in an order that
-// concurrent requests can interleave into deadlocks.
-func (a *Archive) indexStudy(ctx context.Context, study string, objs []*Object, put studyPut, results []Result) {
-	uploaded, pending := put.uploaded, put.pending
-	if len(pending) == 0 {
-		return
-	}
-	err := a.store.InTx(ctx, func(tx *postgres.Tx) error {
-		return a.indexObjects(ctx, tx, study, objs, pending, results)
-	})
-	if err != nil {
-		for _, i := range pending {
-			if results[i].Err == nil {
-				results[i].Err = err
-			}
-		}
-		a.unput(uploaded)
-		return
-	}
-	// Objects refused inside the transaction (conflicts) leave their blob.
-	stale := map[string]*Object{}
-	for _, i := range pending {
-		if results[i].Err != nil {
-			if key := blobKey(objs[i].Header, objs[i].SHA256); uploaded[key] != nil {
-				stale[key] = objs[i]
-			}
-		}
-	}
-	a.unput(stale)
 }
 
 // put stores a spooled object's bytes under key. With a file root on the
@@ -322,127 +291,6 @@ type studyRow struct {
 	date, tm, tz, acc, desc, referrer string
 }
 
-// indexObjects writes the instance rows of one study and rebuilds its
-// ImagingStudy, all inside tx. The study is locked first so that concurrent
-// STOWs of one study serialize and end with exact counts. Statements go in
-// batches: on this kind of machine a round trip to PostgreSQL costs more CPU
-// than most statements themselves.
-func (a *Archive) indexObjects(ctx context.Context, tx *postgres.Tx, study string, objs []*Object, idx []int, results []Result) error {
-	db := tx.PgxTx()
-	sops := make([]string, len(idx))
-	for k, i := range idx {
-		sops[k] = objs[i].Header.SOPInstanceUID
-	}
-	var st *studyRow
-	stored := map[string]string{} // SOP Instance UID → sha256, stored or earlier in this request
-	b := &pgx.Batch{}
-	tx.QueueLock(b, "dicom-study:"+study)
-	b.Queue(`SELECT patient_id, issuer, patient_fhir_id, imaging_study_id, study_date, study_time, timezone_offset,
-			accession_number, study_description, referring_physician
-		FROM dicom_study WHERE study_uid = $1`, study).QueryRow(func(row pgx.Row) error {
-		var r studyRow
-		err := row.Scan(&r.patient, &r.issuer, &r.patientFHIR, &r.isID, &r.date, &r.tm, &r.tz, &r.acc, &r.desc, &r.referrer)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		st = &r
-		return err
-	})
-	b.Queue(`SELECT sop_uid, sha256 FROM dicom_instance WHERE sop_uid = ANY($1)`, sops).Query(func(rows pgx.Rows) error {
-		var sop, sha string
-		_, err := pgx.ForEachRow(rows, []any{&sop, &sha}, func() error {
-			stored[sop] = sha
-			return nil
-		})
-		return err
-	})
-	if err := db.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("index study: %w", err)
-	}
-	var added []int
-	for _, i := range idx {
-		h, r := objs[i].Header, &results[i]
-		if st != nil && (h.PatientID != st.patient || h.IssuerOfPatientID != st.issuer) {
-			r.Err = ErrPatientMismatch
-			continue
-		}
-		if sha, ok := stored[h.SOPInstanceUID]; ok {
-			if sha == objs[i].SHA256 {
-				r.Existed = true
-			} else {
-				r.Err = ErrConflict
-			}
-			continue
-		}
-		if st == nil {
-			var err error
-			if st, err = a.insertStudy(ctx, tx, h); err != nil {
-				return err
-			}
-		}
-		stored[h.SOPInstanceUID] = objs[i].SHA256
-		added = append(added, i)
-	}
-	if len(added) == 0 {
-		return nil
-	}
-
-	b = &pgx.Batch{}
-	var series []string
-	for _, i := range added {
-		h := objs[i].Header
-		if slices.Contains(series, h.SeriesInstanceUID) {
-			continue
-		}
-		series = append(series, h.SeriesInstanceUID)
-		b.Queue(`
-			INSERT INTO dicom_series (series_uid, study_uid, modality, series_number, series_description, body_part, laterality, series_date, series_time)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-			ON CONFLICT (series_uid) DO NOTHING`,
-			h.SeriesInstanceUID, h.StudyInstanceUID, h.Modality, h.SeriesNumber, h.SeriesDescription, h.BodyPartExamined,
-			h.Laterality, h.SeriesDate, h.SeriesTime)
-	}
-	var foreign string
-	b.Queue(`SELECT series_uid FROM dicom_series WHERE series_uid = ANY($1) AND study_uid <> $2 LIMIT 1`, series, study).
-		QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(&foreign); !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			return nil
-		})
-	for _, i := range added {
-		o := objs[i]
-		h := o.Header
-		meta, err := instanceMetadata(h)
-		if err != nil {
-			return err
-		}
-		b.Queue(`
-			INSERT INTO dicom_instance (sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax, instance_number,
-				number_of_frames, size, sha256, blob_key, metadata, rows, columns)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-			h.SOPInstanceUID, h.SeriesInstanceUID, h.StudyInstanceUID, h.SOPClassUID, h.TransferSyntaxUID, h.InstanceNumber,
-			h.NumberOfFrames, o.Size, o.SHA256, blobKey(h, o.SHA256), string(meta), positive(h.Rows), positive(h.Columns))
-	}
-	var rows []*seriesRow
-	queueStudyRows(b, study, &rows)
-	var current []byte
-	b.Queue(`SELECT body FROM resource WHERE type = 'ImagingStudy' AND id = $1 AND NOT deleted`, st.isID).
-		QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(&current); !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			return nil
-		})
-	if err := db.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("index instances: %w", err)
-	}
-	if foreign != "" {
-		return fmt.Errorf("%w: series %s belongs to another study", ErrInvalidObject, foreign)
-	}
-	return a.reindex(ctx, tx, study, st, rows, current)
-}
-
 // instanceMetadata is the DICOM JSON stored for /metadata.
 func instanceMetadata(h *dicomheader.Header) ([]byte, error) {
 	meta, err := dicomjson.Marshal(h.Dataset, dicomjson.Options{BulkDataURI: relativeBulkURI(h)})
@@ -453,67 +301,6 @@ func instanceMetadata(h *dicomheader.Header) ([]byte, error) {
 		return nil, fmt.Errorf("index instance: metadata: %w", err)
 	}
 	return meta, nil
-}
-
-func (a *Archive) insertStudy(ctx context.Context, tx *postgres.Tx, h *dicomheader.Header) (*studyRow, error) {
-	patientID, err := a.findOrCreatePatient(ctx, tx, h)
-	if err != nil {
-		return nil, err
-	}
-	isID, err := a.existingImagingStudy(ctx, tx, h.StudyInstanceUID, patientID)
-	if err != nil {
-		return nil, err
-	}
-	st := &studyRow{patient: h.PatientID, issuer: h.IssuerOfPatientID, patientFHIR: patientID,
-		date: h.StudyDate, tm: h.StudyTime, tz: h.TimezoneOffsetFromUTC, acc: h.AccessionNumber,
-		desc: h.StudyDescription, referrer: h.ReferringPhysicianName.Raw}
-	err = tx.PgxTx().QueryRow(ctx, `
-		INSERT INTO dicom_study (study_uid, patient_id, issuer, patient_name, patient_name_norm, patient_birth_date, patient_sex,
-			study_date, study_time, timezone_offset, accession_number, study_id, study_description,
-			referring_physician, referring_norm, specific_charset, imaging_study_id, patient_fhir_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, COALESCE($18, gen_random_uuid()::text), $17)
-		RETURNING imaging_study_id`,
-		h.StudyInstanceUID, h.PatientID, h.IssuerOfPatientID, h.PatientName.Raw, fhir.NormalizeString(h.PatientName.Raw),
-		h.PatientBirthDate, h.PatientSex, h.StudyDate, h.StudyTime, h.TimezoneOffsetFromUTC, h.AccessionNumber, h.StudyID,
-		h.StudyDescription, h.ReferringPhysicianName.Raw, fhir.NormalizeString(h.ReferringPhysicianName.Raw),
-		joinCharset(h.SpecificCharacterSet), patientID, isID).Scan(&st.isID)
-	if err != nil {
-		return nil, fmt.Errorf("index study: %w", err)
-	}
-	return st, nil
-}
-
-// existingImagingStudy finds an ImagingStudy already describing the study
-// (one the network search listed before its images arrived) so the archive
-// completes it rather than creating a second one. It must name the same
-// patient.
-func (a *Archive) existingImagingStudy(ctx context.Context, tx *postgres.Tx, study, patientID string) (*string, error) {
-	tok := StudyIdentifier(study)
-	if err := tx.Lock(ctx, lockKey("ImagingStudy", "identifier", tok)); err != nil {
-		return nil, err
-	}
-	res, err := tx.Search(ctx, a.tokenQuery("ImagingStudy", "identifier", tok))
-	if err != nil {
-		return nil, err
-	}
-	switch len(res.Matches) {
-	case 0:
-		return nil, nil
-	case 1:
-		var is struct {
-			Subject struct {
-				Reference string `json:"reference"`
-			} `json:"subject"`
-		}
-		if err := json.Unmarshal(res.Matches[0].Body, &is); err != nil {
-			return nil, fmt.Errorf("existing ImagingStudy: %w", err)
-		}
-		if is.Subject.Reference != "Patient/"+patientID {
-			return nil, fmt.Errorf("%w: ImagingStudy/%s names %s", ErrPatientMismatch, res.Matches[0].ID, is.Subject.Reference)
-		}
-		return &res.Matches[0].ID, nil
-	}
-	return nil, fmt.Errorf("%w: several ImagingStudy resources carry StudyInstanceUID %s", ErrPatientMismatch, study)
 }
 
 // withPixelDataURI adds the Pixel Data BulkDataURI to an image's metadata

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,12 @@ func (s *Searcher) index(ctx context.Context, id *identity, found []RemoteStudy,
 	if id.ref == "" || len(found) == 0 {
 		return nil
 	}
+	// In StudyInstanceUID order, the order in which the archive takes the
+	// same identifier locks for a request of several studies: the two then
+	// cannot deadlock.
+	found = slices.SortedFunc(slices.Values(found), func(a, b RemoteStudy) int {
+		return strings.Compare(a.StudyInstanceUID, b.StudyInstanceUID)
+	})
 	bases := map[string]string{}
 	err := s.cfg.Store.InTx(ctx, func(tx *postgres.Tx) error {
 		for _, st := range found {
