@@ -28,7 +28,6 @@
 package audit
 
 import (
-	"context"
 	"net/http"
 	"time"
 
@@ -150,17 +149,13 @@ type Event struct {
 
 	// lookup finds the patients of Studies that have none; the DICOMweb
 	// middleware sets it, and the writer calls it off the request path.
-	lookup studyLookup
+	lookup StudyPatients
 	// response is a FHIR response body whose patients the writer reads,
 	// off the request path, and adds to Patients; scopePatient is the
 	// patient of a patient-scoped grant, recorded when none is found.
 	response     []byte
 	scopePatient string
 }
-
-// studyLookup returns the patient (Patient/x) of a study, or "" when the
-// study or its patient is not known.
-type studyLookup func(ctx context.Context, studyInstanceUID string) (string, error)
 
 // FHIR R4 audit-event-outcome codes.
 const (

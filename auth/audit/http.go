@@ -220,8 +220,9 @@ func (rec *Recorder) storedPatients(ctx context.Context, typ, id string, add fun
 
 // DICOMweb returns the middleware that records every request to the
 // DICOMweb API: wrap the handler mounted at Config.DICOMwebPath with it,
-// inside the authentication middleware. lookup finds the patient of a study
-// (StudyPatientLookup); it may be nil, and then records name no patient.
+// inside the authentication middleware. lookup finds the patients of
+// studies (StudyPatientLookup); it may be nil, and then records name no
+// patient.
 //
 // The study comes from the path (/studies/{uid}…); for QIDO-RS without one
 // and for STOW-RS the studies are read from the JSON response (every QIDO
@@ -230,7 +231,7 @@ func (rec *Recorder) storedPatients(ctx context.Context, typ, id string, add fun
 // — except for a DELETE, whose study is looked up before it is gone.
 // Retrieved DICOM, multipart and rendered bodies are passed through, never
 // read.
-func (rec *Recorder) DICOMweb(lookup func(ctx context.Context, studyUID string) (patientRef string, err error)) func(http.Handler) http.Handler {
+func (rec *Recorder) DICOMweb(lookup StudyPatients) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			interaction, study, ok := classifyDICOMweb(r.Method, relPath(r, rec.cfg.DICOMwebPath))
@@ -246,8 +247,8 @@ func (rec *Recorder) DICOMweb(lookup func(ctx context.Context, studyUID string) 
 			if study != "" {
 				s := Study{InstanceUID: study}
 				if interaction == DICOMDelete && lookup != nil {
-					if p, err := lookup(r.Context(), study); err == nil {
-						s.Patient = patientRef(p)
+					if found, err := lookup(r.Context(), []string{study}); err == nil {
+						s.Patient = patientRef(found[study])
 						if s.Patient != "" {
 							rec.gone.remember(study, s.Patient, rec.now())
 						}

@@ -5,39 +5,50 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
-	"github.com/priorflow/priorflow/fhir/search"
 )
+
+// StudyPatients returns the patients (Patient/x) of studies by
+// StudyInstanceUID; a study whose patient is not known is left out.
+type StudyPatients func(ctx context.Context, studyUIDs []string) (map[string]string, error)
 
 // StudyPatientLookup returns a lookup for Recorder.DICOMweb: the patient of
 // a study is the subject of its ImagingStudy, found by the identifier the
 // archive indexes it under (identifier=urn:dicom:uid|urn:oid:<uid>). A study
 // that is not indexed, or whose ImagingStudy has no Patient subject, has
-// none (""). Without ImagingStudy in the registry every study has none.
-func StudyPatientLookup(store *postgres.Store) func(ctx context.Context, studyUID string) (string, error) {
-	return func(ctx context.Context, uid string) (string, error) {
+// none. Without ImagingStudy in the registry no study has one. All the
+// studies of an event are looked up in one statement: a STOW-RS request
+// names several, a QIDO-RS response up to a thousand.
+func StudyPatientLookup(store *postgres.Store) StudyPatients {
+	return func(ctx context.Context, uids []string) (map[string]string, error) {
+		out := map[string]string{}
 		rt := store.Registry().Type("ImagingStudy")
-		if rt == nil || rt.Param("identifier") == nil || !validUID(uid) {
-			return "", nil
+		if rt == nil || rt.Param("identifier") == nil {
+			return out, nil
 		}
-		res, err := store.Search(ctx, &search.Query{Type: rt, Count: 2, Total: "none", Clauses: []search.Clause{{
-			Param:  rt.Param("identifier"),
-			Values: []search.Value{{Token: fhir.Token{System: SystemDICOMUID, Code: "urn:oid:" + uid}, SystemSet: true}},
-		}}})
-		if err != nil {
-			return "", fmt.Errorf("look up the ImagingStudy of a study: %w", err)
-		}
-		for _, m := range res.Matches {
-			var is struct {
-				Subject *ref `json:"subject"`
+		codes := make([]string, 0, len(uids))
+		for _, uid := range uids {
+			if validUID(uid) {
+				codes = append(codes, "urn:oid:"+uid)
 			}
-			if json.Unmarshal(m.Body, &is) == nil && is.Subject != nil {
-				if p := patientRef(is.Subject.Reference); p != "" {
-					return p, nil
+		}
+		found, err := store.TokenMatches(ctx, "ImagingStudy", "identifier", SystemDICOMUID, codes)
+		if err != nil {
+			return nil, fmt.Errorf("look up the ImagingStudy of studies: %w", err)
+		}
+		for code, ms := range found {
+			for _, m := range ms {
+				var is struct {
+					Subject *ref `json:"subject"`
+				}
+				if json.Unmarshal(m.Body, &is) == nil && is.Subject != nil {
+					if p := patientRef(is.Subject.Reference); p != "" {
+						out[code[len("urn:oid:"):]] = p
+						break
+					}
 				}
 			}
 		}
-		return "", nil
+		return out, nil
 	}
 }

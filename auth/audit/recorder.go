@@ -416,33 +416,39 @@ func (rec *Recorder) resolve(ctx context.Context, e *entry) error {
 		e.resolved = true
 		return nil
 	}
-	found := map[string]string{}
+	var uids []string
 	for i, s := range ev.Studies {
 		if i >= maxLookups {
 			break
 		}
-		if s.Patient != "" {
-			continue
+		if s.Patient == "" {
+			uids = append(uids, s.InstanceUID)
 		}
-		p, ok := found[s.InstanceUID]
-		if !ok {
-			var err error
-			p, err = ev.lookup(ctx, s.InstanceUID)
-			if err == nil && p == "" {
-				p = rec.gone.patient(s.InstanceUID, rec.now())
+	}
+	if len(uids) > 0 {
+		found, err := ev.lookup(ctx, uids)
+		if err != nil {
+			e.lookups++
+			if e.lookups < lookupAttempts {
+				return fmt.Errorf("audit: look up the patients of studies: %w", err)
 			}
-			if err != nil {
-				e.lookups++
-				if e.lookups < lookupAttempts {
-					return fmt.Errorf("audit: look up the patient of a study: %w", err)
-				}
-				rec.log.Warn("looking up the patient of a study failed; recording the access without it",
-					"interaction", ev.Interaction, errAttr(err))
+			rec.log.Warn("looking up the patients of studies failed; recording the access without them",
+				"interaction", ev.Interaction, errAttr(err))
+			found = nil
+		}
+		for i, s := range ev.Studies {
+			if i >= maxLookups || err != nil {
 				break
 			}
-			found[s.InstanceUID] = p
+			if s.Patient != "" {
+				continue
+			}
+			p := found[s.InstanceUID]
+			if p == "" {
+				p = rec.gone.patient(s.InstanceUID, rec.now())
+			}
+			ev.Studies[i].Patient = patientRef(p)
 		}
-		ev.Studies[i].Patient = patientRef(p)
 	}
 	e.resolved = true
 	return nil

@@ -455,3 +455,40 @@ func (s *Store) includes(ctx context.Context, db querier, q *search.Query, res *
 	}
 	return nil
 }
+
+// TokenMatches returns, for each of codes, the current resources of typ
+// whose token parameter param holds system|code, oldest first: the search
+// typ?param=system|code for many codes in one statement, as the audit
+// trail looks up the ImagingStudy of every study a DICOMweb response named.
+// Like a search it is planned for its values each time.
+func (s *Store) TokenMatches(ctx context.Context, typ, param, system string, codes []string) (map[string][]*fhir.Resource, error) {
+	out := map[string][]*fhir.Resource{}
+	if len(codes) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT k.code, r.rid, r.id, r.version, r.last_updated, r.body
+		FROM unnest($3::text[]) AS k(code)
+		JOIN idx_token t ON t.type = $1 AND t.param = $2 AND t.code = k.code AND t.system = $4
+		JOIN resource r ON r.rid = t.rid AND NOT r.deleted
+		ORDER BY k.code, r.rid`, customPlan([]any{typ, param, codes, system})...)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s by %s: %w", typ, param, err)
+	}
+	var code, body string
+	r := &fhir.Resource{Type: typ, Method: "GET"}
+	_, err = pgx.ForEachRow(rows, []any{&code, &r.RID, &r.ID, &r.Version, &r.LastUpdated, &body}, func() error {
+		ms := out[code]
+		if n := len(ms); n > 0 && ms[n-1].RID == r.RID {
+			return nil // the resource holds the identifier twice
+		}
+		m := *r
+		m.Body = []byte(body)
+		out[code] = append(ms, &m)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up %s by %s: %w", typ, param, err)
+	}
+	return out, nil
+}
