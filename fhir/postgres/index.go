@@ -96,39 +96,44 @@ func (b *indexBuffer) tables() []*[][]any {
 	return []*[][]any{&b.token, &b.str, &b.date, &b.ref, &b.num}
 }
 
+// flush writes the buffered search index rows and the deferred statements
+// (Defer).
 func (t *Tx) flush(ctx context.Context) error {
 	total := 0
 	for _, rows := range t.ix.tables() {
 		total += len(*rows)
 	}
-	if total == 0 {
-		return nil
-	}
-	if total < copyRows {
-		b := &pgx.Batch{}
+	b := &pgx.Batch{}
+	if total >= copyRows {
 		for i, rows := range t.ix.tables() {
-			if len(*rows) > 0 {
-				b.Queue(indexInserts[i], columns(*rows)...)
+			if len(*rows) == 0 {
+				continue
 			}
-		}
-		if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("write search index: %w", err)
-		}
-		for _, rows := range t.ix.tables() {
+			tbl := indexTables[i]
+			if _, err := t.tx.CopyFrom(ctx, pgx.Identifier{tbl.name}, tbl.cols, pgx.CopyFromRows(*rows)); err != nil {
+				return fmt.Errorf("write %s: %w", tbl.name, err)
+			}
 			*rows = nil
 		}
-		return nil
 	}
 	for i, rows := range t.ix.tables() {
-		if len(*rows) == 0 {
-			continue
+		if len(*rows) > 0 {
+			b.Queue(indexInserts[i], columns(*rows)...)
 		}
-		tbl := indexTables[i]
-		if _, err := t.tx.CopyFrom(ctx, pgx.Identifier{tbl.name}, tbl.cols, pgx.CopyFromRows(*rows)); err != nil {
-			return fmt.Errorf("write %s: %w", tbl.name, err)
-		}
+	}
+	for _, d := range t.deferred {
+		b.Queue(d.sql, d.args...)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("write search index and deferred writes: %w", err)
+	}
+	for _, rows := range t.ix.tables() {
 		*rows = nil
 	}
+	t.deferred = nil
 	return nil
 }
 

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 
@@ -83,5 +84,55 @@ func TestStore_TokenMatches(t *testing.T) {
 	}
 	if got, err := s.TokenMatches(ctx, "Patient", "identifier", "urn:s", nil); err != nil || len(got) != 0 {
 		t.Errorf("no codes: %v %v", got, err)
+	}
+}
+
+// A deferred write goes in with the commit, not at all when the transaction
+// rolls back, and fails the transaction when it fails.
+func TestTx_Defer(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	outbox := func() int {
+		t.Helper()
+		var n int
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM resource_change_outbox`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	patient, _, err := s.Codec().Parse([]byte(`{"resourceType":"Patient","identifier":[{"system":"urn:s","value":"DEFER"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert := `INSERT INTO resource_change_outbox (event_id, subject, payload) VALUES ($1, 's', '{}')`
+
+	err = s.InTx(ctx, func(tx *postgres.Tx) error {
+		tx.Defer(insert, "committed")
+		if n := outbox(); n != 0 {
+			t.Errorf("%d outbox rows before the commit", n)
+		}
+		_, err := tx.Create(ctx, patient)
+		return err
+	})
+	if err != nil || outbox() != 1 {
+		t.Fatalf("committed: err %v, %d rows, want 1", err, outbox())
+	}
+
+	boom := errors.New("boom")
+	if err := s.InTx(ctx, func(tx *postgres.Tx) error { tx.Defer(insert, "rolled back"); return boom }); !errors.Is(err, boom) || outbox() != 1 {
+		t.Errorf("rolled back: err %v, %d rows, want 1", err, outbox())
+	}
+
+	err = s.InTx(ctx, func(tx *postgres.Tx) error {
+		tx.Defer(insert, "committed") // a duplicate event_id: the write fails
+		_, err := tx.Create(ctx, patient)
+		return err
+	})
+	if err == nil {
+		t.Error("a failing deferred write did not fail the transaction")
+	}
+	if got, err := s.TokenMatches(ctx, "Patient", "identifier", "urn:s", []string{"DEFER"}); err != nil || len(got["DEFER"]) != 1 {
+		t.Errorf("Patients after the failed transaction: %v %v, want the first one only", got, err)
 	}
 }

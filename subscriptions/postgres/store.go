@@ -149,13 +149,11 @@ func (s *Store) resourceWritten(ctx context.Context, tx *fhirpg.Tx, _, next *fhi
 	if err != nil {
 		return fmt.Errorf("resource change %s: %w", ev.EventID, err)
 	}
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO resource_change_outbox (event_id, subject, payload) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING`,
+	// Written with the transaction's index rows; PostgreSQL delivers the
+	// notification once per transaction however often it is sent.
+	tx.Defer(`INSERT INTO resource_change_outbox (event_id, subject, payload) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING`,
 		ev.EventID, ev.Subject(), string(payload))
-	b.Queue(`SELECT pg_notify($1, '')`, ChangeChannel)
-	if err := tx.PgxTx().SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("resource change %s: %w", ev.EventID, err)
-	}
+	tx.Defer(`SELECT pg_notify($1, '')`, ChangeChannel)
 	return nil
 }
 
