@@ -256,7 +256,8 @@ func TestStore_OneFailingStudyDoesNotFailTheRequest(t *testing.T) {
 	intruder := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN8", "", "ROE^RICHARD"), dicomtest.WithStudyInstanceUID(first.StudyInstanceUID))
 	good := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN9", "", "POE^EDGAR"), dicomtest.WithInstancesPerSeries(2))
 	// A study whose second instance claims a series of another study: its
-	// first instance is written, then the savepoint rolls both back.
+	// first instance is written, then the transaction is rolled back and the
+	// other studies are indexed again without this one.
 	clash := dicomtest.NewStudy(t, dicomtest.WithPatient("MRN10", "", "DOE^JOHN"), dicomtest.WithInstancesPerSeries(2))
 	clashBytes := [][]byte{clash.Instances()[0].Bytes, withTag(t, clash.Instances()[1].Bytes, tag.SeriesInstanceUID, first.Series[0].SeriesInstanceUID)}
 	var objs []*archive.Object
