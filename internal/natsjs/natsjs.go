@@ -7,11 +7,12 @@ package natsjs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,7 +33,9 @@ type EmbeddedConfig struct {
 
 // Embedded is a NATS server running in this process.
 type Embedded struct {
-	srv *server.Server
+	srv      *server.Server
+	lock     *os.File // held while srv may write the store
+	stopOnce sync.Once
 }
 
 // StartEmbedded starts a JetStream-enabled NATS server in the process.
@@ -47,6 +50,10 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	}
+	lock, err := lockStore(cfg.StoreDir)
+	if err != nil {
+		return nil, err
 	}
 	opts := &server.Options{
 		ServerName:         "priorflow-embedded",
@@ -66,25 +73,32 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(15 * time.Second) {
 		srv.Shutdown()
-		return nil, errors.New("embedded nats: not ready after 15s")
+		srv.WaitForShutdown()
+		lock.Close()
+		return nil, fmt.Errorf("embedded nats: not ready after 15s (is %s taken?)", cfg.Addr)
 	}
 	log.Info("embedded NATS JetStream started", "url", srv.ClientURL(), "store", cfg.StoreDir)
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, lock: lock}, nil
 }
 
 // URL is the client URL of the embedded server.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
 
 // Shutdown stops the server after its clients have drained; JetStream
-// flushes its store, so no acknowledged message is lost.
+// flushes its store, so no acknowledged message is lost. Only then is the
+// store directory released to another server.
 func (e *Embedded) Shutdown() {
-	e.srv.Shutdown()
-	e.srv.WaitForShutdown()
+	e.stopOnce.Do(func() {
+		e.srv.Shutdown()
+		e.srv.WaitForShutdown()
+		e.lock.Close()
+	})
 }
 
 // Connect connects to url with reconnects that outlast a server restart.
