@@ -171,7 +171,15 @@ func Reference(typ, id string) (*dpb.Reference, error) {
 // extension, as jsonformat lets `"status": ""` through. R4 forbids it (JSON
 // 2.6.2: a string value is never empty; ele-1), and printing drops it, so a
 // required element would vanish from the stored JSON. It returns the path.
-func emptyPrimitive(m protoreflect.Message, path string) (string, bool) {
+func emptyPrimitive(m protoreflect.Message, typ string) (string, bool) {
+	suffix, ok := emptyIn(m)
+	return typ + suffix, ok
+}
+
+// emptyIn returns the path below m of its first empty primitive. The path
+// is put together only on the way back from one: every valid resource is
+// walked whole, and building each element's path cost more than the walk.
+func emptyIn(m protoreflect.Message) (string, bool) {
 	if fd := m.Descriptor().Fields().ByName("value"); fd != nil && fd.Message() == nil {
 		switch fd.Kind() {
 		case protoreflect.StringKind, protoreflect.EnumKind, protoreflect.BytesKind:
@@ -180,34 +188,40 @@ func emptyPrimitive(m protoreflect.Message, path string) (string, bool) {
 				empty = false
 				return false
 			})
-			return path, empty
+			return "", empty
 		}
 	}
 	var found string
+	var ok bool
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Message() == nil {
 			return true
 		}
-		p := path + "." + fd.JSONName()
-		if fd.ContainingOneof() != nil {
-			p = path // a choice or reference variant is part of its parent
-		}
 		if fd.IsList() {
 			for i, l := 0, v.List(); i < l.Len(); i++ {
-				if f, ok := emptyPrimitive(l.Get(i).Message(), fmt.Sprintf("%s[%d]", p, i)); ok {
-					found = f
+				if s, empty := emptyIn(l.Get(i).Message()); empty {
+					found, ok = step(fd)+"["+strconv.Itoa(i)+"]"+s, true
 					return false
 				}
 			}
 			return true
 		}
-		if f, ok := emptyPrimitive(v.Message(), p); ok {
-			found = f
+		if s, empty := emptyIn(v.Message()); empty {
+			found, ok = step(fd)+s, true
 			return false
 		}
 		return true
 	})
-	return found, found != ""
+	return found, ok
+}
+
+// step is the path segment of field fd: a choice or reference variant is
+// part of its parent.
+func step(fd protoreflect.FieldDescriptor) string {
+	if fd.ContainingOneof() != nil {
+		return ""
+	}
+	return "." + fd.JSONName()
 }
 
 func invalidResource(typ string, err error) error {

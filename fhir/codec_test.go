@@ -56,6 +56,7 @@ func TestCodec_Parse_Errors(t *testing.T) {
 			fhir.KindUnprocessable, []string{"Patient.birthDate", "Patient.gender"}},
 		{"empty required code", `{"resourceType":"Encounter","status":"","class":{"code":"AMB"}}`, fhir.KindUnprocessable, []string{"Encounter.status"}},
 		{"empty string in a list", `{"resourceType":"Patient","name":[{"family":"Doe","given":["Jo",""]}]}`, fhir.KindUnprocessable, []string{"Patient.name[0].given[1]"}},
+		{"empty string deep in lists", `{"resourceType":"ImagingStudy","status":"available","subject":{"reference":"Patient/p"},"series":[{"uid":"1.2.1","modality":{"code":"CT"}},{"uid":"1.2.2","modality":{"code":"CT"},"instance":[{"uid":"1.2.2.1","sopClass":{"code":"1.2"}},{"uid":"1.2.2.2","sopClass":{"code":"1.2"},"title":""}]}]}`, fhir.KindUnprocessable, []string{"ImagingStudy.series[1].instance[1].title"}},
 		{"empty reference", `{"resourceType":"ImagingStudy","status":"available","subject":{"reference":""}}`, fhir.KindUnprocessable, nil},
 		{"deep nesting", deep, fhir.KindUnprocessable, nil}, // named in TestCodec_Parse_DeepNesting
 		{"very deep nesting", `{"resourceType":"Patient","x":` + strings.Repeat(`[`, 20000) + strings.Repeat(`]`, 20000) + `}`, fhir.KindInvalid, nil},
