@@ -19,38 +19,56 @@ type ref struct {
 // entity[].what is one in AuditEvent and Provenance alike), so one struct
 // serves them all; patientsIn picks the elements by resourceType.
 type resourceFields struct {
-	ResourceType string `json:"resourceType"`
-	ID           string `json:"id"`
-	Subject      *ref   `json:"subject"`
-	For          *ref   `json:"for"`
-	Participant  []struct {
-		Actor *ref `json:"actor"`
-	} `json:"participant"`
-	Entity []struct {
-		What *ref `json:"what"`
-	} `json:"entity"`
-	Target []ref `json:"target"`
+	ResourceType string             `json:"resourceType"`
+	ID           string             `json:"id"`
+	Subject      *ref               `json:"subject"`
+	For          *ref               `json:"for"`
+	Participant  []participantField `json:"participant"`
+	Entity       []entityField      `json:"entity"`
+	Target       []ref              `json:"target"`
 	// Bundle
 	Type  json.RawMessage `json:"type"`
-	Entry []struct {
-		Resource *resourceFields `json:"resource"`
-		Request  *struct {
-			URL string `json:"url"`
-		} `json:"request"`
-		Response *struct {
-			Location string `json:"location"`
-		} `json:"response"`
-	} `json:"entry"`
+	Entry []entryField    `json:"entry"`
 	// OperationOutcome
-	Issue []struct {
-		Diagnostics string `json:"diagnostics"`
-	} `json:"issue"`
+	Issue []issueField `json:"issue"`
 }
+
+type (
+	participantField struct {
+		Actor *ref `json:"actor"`
+	}
+	entityField struct {
+		What *ref `json:"what"`
+	}
+	entryField struct {
+		Resource *resourceFields `json:"resource"`
+		Request  *requestField   `json:"request"`
+		Response *responseField  `json:"response"`
+	}
+	requestField struct {
+		URL string `json:"url"`
+	}
+	responseField struct {
+		Location string `json:"location"`
+	}
+	issueField struct {
+		Diagnostics string `json:"diagnostics"`
+	}
+)
 
 // decodeResource decodes the elements of body we read. A value of an
 // unexpected shape only leaves its own field empty: encoding/json completes
 // the rest and reports an UnmarshalTypeError, which we ignore.
 func decodeResource(body []byte) (*resourceFields, bool) {
+	if r, ok, sure := skimResource(body); sure {
+		return r, ok
+	}
+	return decodeJSON(body)
+}
+
+// decodeJSON is decodeResource by encoding/json, for what skimResource is
+// not sure of.
+func decodeJSON(body []byte) (*resourceFields, bool) {
 	var r resourceFields
 	if err := json.Unmarshal(body, &r); err != nil {
 		var te *json.UnmarshalTypeError
