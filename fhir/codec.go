@@ -200,14 +200,14 @@ func emptyIn(m protoreflect.Message) (string, bool) {
 		if fd.IsList() {
 			for i, l := 0, v.List(); i < l.Len(); i++ {
 				if s, empty := emptyIn(l.Get(i).Message()); empty {
-					found, ok = step(fd)+"["+strconv.Itoa(i)+"]"+s, true
+					found, ok = pathStep(fd)+"["+strconv.Itoa(i)+"]"+s, true
 					return false
 				}
 			}
 			return true
 		}
 		if s, empty := emptyIn(v.Message()); empty {
-			found, ok = step(fd)+s, true
+			found, ok = pathStep(fd)+s, true
 			return false
 		}
 		return true
@@ -215,9 +215,9 @@ func emptyIn(m protoreflect.Message) (string, bool) {
 	return found, ok
 }
 
-// step is the path segment of field fd: a choice or reference variant is
+// pathStep is the path segment of field fd: a choice or reference variant is
 // part of its parent.
-func step(fd protoreflect.FieldDescriptor) string {
+func pathStep(fd protoreflect.FieldDescriptor) string {
 	if fd.ContainingOneof() != nil {
 		return ""
 	}
