@@ -427,17 +427,11 @@ func (s *skimmer) resource(r *resourceFields, depth int) {
 		case "for":
 			r.For = s.ref(depth + 1)
 		case "participant":
-			r.Participant = s.participants(depth + 1)
+			r.Participant = objects(s, depth+1, actorKeys, func(p *participantField) { p.Actor = s.ref(depth + 3) })
 		case "entity":
-			r.Entity = s.entities(depth + 1)
+			r.Entity = objects(s, depth+1, whatKeys, func(e *entityField) { e.What = s.ref(depth + 3) })
 		case "target":
-			r.Target = []ref{}
-			s.array(func() {
-				x := s.ref(depth + 2)
-				if x != nil {
-					r.Target = append(r.Target, *x)
-				}
-			})
+			r.Target = objects(s, depth+1, refKeys, func(x *ref) { x.Reference = s.str() })
 		case "type":
 			start := s.i
 			s.skip(depth + 1)
@@ -445,60 +439,26 @@ func (s *skimmer) resource(r *resourceFields, depth int) {
 		case "entry":
 			s.entries(r, depth+1)
 		case "issue":
-			r.Issue = s.issues(depth + 1)
+			r.Issue = objects(s, depth+1, diagnosticsKeys, func(is *issueField) { is.Diagnostics = s.str() })
 		}
 	})
 }
 
 // ref reads a Reference object.
 func (s *skimmer) ref(depth int) *ref {
-	if s.peek() != '{' {
-		s.fail()
-		return nil
-	}
 	x := &ref{}
 	s.object(refKeys, depth, func(string) { x.Reference = s.str() })
 	return x
 }
 
-func (s *skimmer) participants(depth int) []participantField {
-	out := []participantField{}
+// objects reads an array of objects, each of which has one field among
+// keys that read fills in.
+func objects[T any](s *skimmer, depth int, keys []string, read func(*T)) []T {
+	out := []T{}
 	s.array(func() {
-		var p participantField
-		if s.peek() != '{' {
-			s.fail()
-			return
-		}
-		s.object(actorKeys, depth+1, func(string) { p.Actor = s.ref(depth + 2) })
-		out = append(out, p)
-	})
-	return out
-}
-
-func (s *skimmer) entities(depth int) []entityField {
-	out := []entityField{}
-	s.array(func() {
-		var e entityField
-		if s.peek() != '{' {
-			s.fail()
-			return
-		}
-		s.object(whatKeys, depth+1, func(string) { e.What = s.ref(depth + 2) })
-		out = append(out, e)
-	})
-	return out
-}
-
-func (s *skimmer) issues(depth int) []issueField {
-	out := []issueField{}
-	s.array(func() {
-		var is issueField
-		if s.peek() != '{' {
-			s.fail()
-			return
-		}
-		s.object(diagnosticsKeys, depth+1, func(string) { is.Diagnostics = s.str() })
-		out = append(out, is)
+		var v T
+		s.object(keys, depth+1, func(string) { read(&v) })
+		out = append(out, v)
 	})
 	return out
 }
@@ -507,16 +467,9 @@ func (s *skimmer) issues(depth int) []issueField {
 func (s *skimmer) entries(r *resourceFields, depth int) {
 	r.Entry = []entryField{}
 	s.array(func() {
-		if s.peek() != '{' {
-			s.fail()
-			return
-		}
 		var e entryField
+		// Each field is an object: object fails on anything else.
 		s.object(entryKeys, depth+1, func(key string) {
-			if s.peek() != '{' {
-				s.fail()
-				return
-			}
 			switch key {
 			case "resource":
 				e.Resource = &resourceFields{}
