@@ -126,19 +126,34 @@ func (c *Codec) Check(res proto.Message) error {
 	// paths of the errors are the same ("ImagingStudy.series[0]...").
 	cr := &rpb.ContainedResource{}
 	cr.ProtoReflect().Set(fd, protoreflect.ValueOfMessage(res.ProtoReflect()))
+	return validate(cr, res, typ)
+}
+
+// CheckPart validates part, an element of a resource (an AuditEvent's
+// entity, say), with the rules of Check, which it applies to each element
+// on its own: a resource checked whole stays valid when an element that
+// passes CheckPart is added to a list of its that has no upper bound. The
+// error's path is relative to part.
+func (c *Codec) CheckPart(part proto.Message) error {
+	return validate(part, part, string(part.ProtoReflect().Descriptor().Name()))
+}
+
+// validate applies google/fhir's validation to walk and looks for empty
+// values in m, the message of name that walk is or holds.
+func validate(walk, m proto.Message, name string) error {
 	er := errorreporter.NewBasicErrorReporter()
-	if err := fhirvalidate.ValidateWithErrorReporter(cr, er); err != nil {
-		return invalidResource(typ, err)
+	if err := fhirvalidate.ValidateWithErrorReporter(walk, er); err != nil {
+		return invalidResource(name, err)
 	}
 	if len(er.Errors) > 0 {
 		lines := make([]string, len(er.Errors))
 		for i, e := range er.Errors {
 			lines[i] = (*e).Error()
 		}
-		return invalidResource(typ, errors.New(strings.Join(lines, "\n")))
+		return invalidResource(name, errors.New(strings.Join(lines, "\n")))
 	}
-	if path, ok := emptyPrimitive(res.ProtoReflect(), typ); ok {
-		return Errorf(KindUnprocessable, "invalid %s: a value is empty", typ).At(path)
+	if path, ok := emptyPrimitive(m.ProtoReflect(), name); ok {
+		return Errorf(KindUnprocessable, "invalid %s: a value is empty", name).At(path)
 	}
 	return nil
 }
@@ -261,7 +276,15 @@ func (c *Codec) Marshal(res proto.Message) ([]byte, error) {
 	// jsonformat rewrites the references of what it prints in place
 	// (Patient/1 from the typed patient_id back into uri); print a copy so
 	// that res stays as parsed and can be printed concurrently.
-	b, err := c.m.MarshalResource(proto.Clone(res))
+	return c.MarshalOwned(proto.Clone(res))
+}
+
+// MarshalOwned is Marshal without the copy, for a resource the caller owns
+// and is done with: printing changes its references back to their uri form
+// (Patient/1 from the typed patient_id), so res must not be printed again
+// or have its search values read afterwards.
+func (c *Codec) MarshalOwned(res proto.Message) ([]byte, error) {
+	b, err := c.m.MarshalResource(res)
 	if err != nil {
 		return nil, fmt.Errorf("marshal %s: %w", res.ProtoReflect().Descriptor().Name(), err)
 	}

@@ -257,6 +257,41 @@ func TestCodec_Check(t *testing.T) {
 	}
 }
 
+// CheckPart refuses in an element what Check refuses in the resource that
+// holds it: what the audit writer relies on to check a record's entities
+// alone.
+func TestCodec_CheckPart(t *testing.T) {
+	c := newCodec(t)
+	ok, _ := mustParse(t, c, benchStudy)
+	if err := c.CheckPart(ok.(*ispb.ImagingStudy).Series[0]); err != nil {
+		t.Fatalf("CheckPart(a parsed series) = %v", err)
+	}
+	for name, mod := range map[string]func(*ispb.ImagingStudy_Series){
+		"no uid":                    func(s *ispb.ImagingStudy_Series) { s.Uid = nil },
+		"code with a leading space": func(s *ispb.ImagingStudy_Series) { s.Modality.Code.Value = " CT" },
+		"empty description":         func(s *ispb.ImagingStudy_Series) { s.Description = &dpb.String{} },
+		"control character":         func(s *ispb.ImagingStudy_Series) { s.Description = &dpb.String{Value: "a\x01b"} },
+		"endpoint of a wrong type": func(s *ispb.ImagingStudy_Series) {
+			r, err := fhir.Reference("Patient", "p")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Endpoint = []*dpb.Reference{r}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			study := proto.Clone(ok).(*ispb.ImagingStudy)
+			mod(study.Series[0])
+			if err := c.Check(study); err == nil {
+				t.Fatal("Check accepts the study: not a case for this test")
+			}
+			if err := c.CheckPart(study.Series[0]); !fhir.IsKind(err, fhir.KindUnprocessable) {
+				t.Errorf("CheckPart = %v, want an unprocessable error", err)
+			}
+		})
+	}
+}
+
 func TestReference_TypedAsParsed(t *testing.T) {
 	parsed, _ := mustParse(t, newCodec(t), benchStudy)
 	got, err := fhir.Reference("Patient", "p")

@@ -150,6 +150,8 @@ func instant(t time.Time) string {
 // patient's record; studies whose patient is unknown get a record of their
 // own. minimal leaves out every element that came from the caller's token
 // or request text, for the rare record the codec refuses otherwise.
+// The records are the same but for their entities: encode checks only the
+// first whole (held by FuzzEncode_SameAsParsedJSON).
 func build(ev *Event, observer string, minimal bool) []auditEvent {
 	base := auditEvent{
 		ResourceType: "AuditEvent",

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,8 @@ import (
 
 // testObserver is a valid observer (Config.Validate) beyond ASCII.
 const testObserver = "Priorflow test ✓"
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // parseJSON is a record as the writer first encoded it: printed as JSON and
 // parsed by the codec. The protos the writer builds must equal it.
@@ -73,7 +77,7 @@ func newTestRecorder(tb testing.TB) *Recorder {
 	}
 	return &Recorder{
 		codec: codec,
-		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		log:   discard,
 		cfg:   Config{Observer: testObserver},
 		lost:  prometheus.NewCounter(prometheus.CounterOpts{Name: "lost"}),
 	}
@@ -279,6 +283,36 @@ func TestEncode_RefusesWhatParseRefuses(t *testing.T) {
 	}
 }
 
+// encode checks the first record of an event whole and, after it, only the
+// entities a record does not share with those before: an entity refused in
+// a later record must fail the event as checking every record whole does.
+func TestEncode_ChecksEveryRecordsOwnEntities(t *testing.T) {
+	for name, studies := range map[string][]Study{
+		"second patient's study":                  {{"1.2.3", "Patient/p1"}, {"1.2.\x01", "Patient/p2"}},
+		"study of unknown patient after patients": {{"1.2.3", "Patient/p1"}, {"1.2.4", "Patient/p2"}, {"1.2.\x01", ""}},
+		"second patient's second study":           {{"1.2.3", "Patient/p1"}, {"1.2.4", "Patient/p2"}, {"1.2.\x00", "Patient/p2"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := newTestRecorder(t)
+			ev := Event{Interaction: QIDORS, Query: "/dicomweb/studies", Studies: studies, Status: 200, Principal: clinician, Recorded: t0}
+			records := build(&ev, testObserver, false)
+			if len(records) < 2 {
+				t.Fatalf("%d records: not a case for this test", len(records))
+			}
+			if _, err := direct(rec.codec, &records[0]); err != nil {
+				t.Fatalf("the first record is refused (%v): not a case for this test", err)
+			}
+			got := rec.encode(&ev)
+			if diff := cmp.Diff(encodeJSON(rec.codec, testObserver, &ev), got, protocmp.Transform()); diff != "" {
+				t.Errorf("encode differs from the parsed JSON (-want +got):\n%s", diff)
+			}
+			if len(got) != 0 || counterValue(t, rec.lost) != 1 {
+				t.Errorf("%d records written, lost %v; want the event lost", len(got), counterValue(t, rec.lost))
+			}
+		})
+	}
+}
+
 // FuzzEncode_SameAsParsedJSON feeds the text a caller controls to both
 // encodings: each record must be accepted by both or refused by both, and
 // be the same proto when accepted.
@@ -296,8 +330,9 @@ func FuzzEncode_SameAsParsedJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, kind uint8, clientID, subject, fhirUser, jti, purpose, query, desc, requestID, studyUID, patient string, minimal bool) {
 		ev := &Event{
 			Interaction: interactions[int(kind)%len(interactions)], ResourceType: "Patient", ResourceID: "p1",
-			Query: query, Patients: []string{patient}, Studies: []Study{{studyUID, patient}, {studyUID, ""}},
-			Status: 200 + 100*int(kind%4), OutcomeDesc: desc, RequestID: requestID, ClientAddress: clientID, ServerHost: subject,
+			Query: query, Patients: []string{patient, "Patient/p2"},
+			Studies: []Study{{studyUID, patient}, {"1.2.3", "Patient/p2"}, {studyUID, "Patient/p2"}, {studyUID, ""}},
+			Status:  200 + 100*int(kind%4), OutcomeDesc: desc, RequestID: requestID, ClientAddress: clientID, ServerHost: subject,
 			Principal: &auth.Principal{Issuer: "https://issuer.example.org", ClientID: clientID, Subject: subject,
 				FHIRUser: fhirUser, TokenID: jti, PurposeOfUse: []string{purpose}},
 			Start: t0, Recorded: t0,
@@ -305,7 +340,8 @@ func FuzzEncode_SameAsParsedJSON(f *testing.F) {
 		if kind >= 128 {
 			ev.Principal = nil
 		}
-		for i, ae := range build(ev, testObserver, minimal) {
+		records := build(ev, testObserver, minimal)
+		for i, ae := range records {
 			want, werr := parseJSON(codec, &ae)
 			got, gerr := direct(codec, &ae)
 			if (werr == nil) != (gerr == nil) {
@@ -314,6 +350,17 @@ func FuzzEncode_SameAsParsedJSON(f *testing.F) {
 			if werr == nil && !proto.Equal(want, got) {
 				t.Fatalf("record %d differs from the parsed JSON (-want +got):\n%s", i, cmp.Diff(want, got, protocmp.Transform()))
 			}
+			// encode checks only the entities of records after the first.
+			first := records[0]
+			first.Entity, ae.Entity = nil, nil
+			if !reflect.DeepEqual(first, ae) {
+				t.Fatalf("record %d differs from the first in more than its entities", i)
+			}
+		}
+		rec := &Recorder{codec: codec, log: discard, cfg: Config{Observer: testObserver}, lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "lost"})}
+		want, got := encodeJSON(codec, testObserver, ev), rec.encode(ev)
+		if !slices.EqualFunc(want, got, proto.Equal) {
+			t.Fatalf("encode differs from the parsed JSON (-want +got):\n%s", cmp.Diff(want, got, protocmp.Transform()))
 		}
 	})
 }

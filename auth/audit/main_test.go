@@ -94,7 +94,7 @@ type env struct {
 	stop   func() error // stops the writer, after starting it if need be
 }
 
-func registry(t *testing.T) *fhir.Registry {
+func registry(t testing.TB) *fhir.Registry {
 	t.Helper()
 	reg, err := fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint(), fhir.AuditEvent())
 	if err != nil {
@@ -103,7 +103,7 @@ func registry(t *testing.T) *fhir.Registry {
 	return reg
 }
 
-func newStore(t *testing.T) *postgres.Store {
+func newStore(t testing.TB) *postgres.Store {
 	t.Helper()
 	codec, err := fhir.NewCodec()
 	if err != nil {
@@ -116,7 +116,7 @@ func newStore(t *testing.T) *postgres.Store {
 	return store
 }
 
-func newRecorder(t *testing.T, store *postgres.Store, cfg audit.Config) (*audit.Recorder, *syncBuffer) {
+func newRecorder(t testing.TB, store *postgres.Store, cfg audit.Config) (*audit.Recorder, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	rec, err := audit.NewRecorder(store, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), cfg)
@@ -128,7 +128,7 @@ func newRecorder(t *testing.T, store *postgres.Store, cfg audit.Config) (*audit.
 
 // run starts rec.Run and returns the function that stops it and waits for
 // its result; it is called at cleanup too.
-func run(t *testing.T, rec *audit.Recorder) func() error {
+func run(t testing.TB, rec *audit.Recorder) func() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- rec.Run(ctx) }()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	aepb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/audit_event_go_proto"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
@@ -383,19 +384,14 @@ func (rec *Recorder) write(ctx context.Context, batch []*entry) error {
 		}
 	}
 	rec.encodeAll(todo)
-	n := 0
+	var msgs []proto.Message
 	for _, e := range batch {
-		n += len(e.msgs)
+		msgs = append(msgs, e.msgs...)
 	}
+	n := len(msgs)
 	err := rec.store.InTx(ctx, func(tx *postgres.Tx) error {
-		for _, e := range batch {
-			for _, m := range e.msgs {
-				if _, err := tx.Create(ctx, m); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		_, err := tx.CreateMany(ctx, msgs)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("audit: write %d events: %w", n, err)
@@ -513,10 +509,11 @@ func (rec *Recorder) encode(ev *Event) []proto.Message {
 	for _, minimal := range []bool{false, true} {
 		var out []proto.Message
 		var failed error
-		for _, ae := range build(ev, rec.cfg.Observer, minimal) {
+		checked := map[entityKey]bool{}
+		for i, ae := range build(ev, rec.cfg.Observer, minimal) {
 			msg, err := ae.message()
 			if err == nil {
-				err = rec.codec.Check(msg)
+				err = rec.check(msg, ae.Entity, i == 0, checked)
 			}
 			if err != nil {
 				failed = err
@@ -531,6 +528,52 @@ func (rec *Recorder) encode(ev *Event) []proto.Message {
 	}
 	rec.lost.Inc()
 	return []proto.Message{}
+}
+
+// check validates msg, built from a record of build with entities ents.
+// The records of one event are the same but for their entities (build), and
+// validation looks at each element on its own: so only the first record is
+// checked whole, and after it only the entities not checked yet. With a
+// hundred patients on a page of search results, checking every record whole
+// was a quarter of the writer's CPU.
+func (rec *Recorder) check(msg *aepb.AuditEvent, ents []entity, first bool, checked map[entityKey]bool) error {
+	if first {
+		if err := rec.codec.Check(msg); err != nil {
+			return err
+		}
+		for _, e := range ents {
+			checked[e.key()] = true
+		}
+		return nil
+	}
+	for i, e := range ents {
+		k := e.key()
+		if checked[k] {
+			continue
+		}
+		if err := rec.codec.CheckPart(msg.Entity[i]); err != nil {
+			if whole := rec.codec.Check(msg); whole != nil {
+				return whole // with the element's path in the record
+			}
+			return err
+		}
+		checked[k] = true
+	}
+	return nil
+}
+
+// entityKey identifies an entity of build by the values it points to, which
+// nothing changes once built: the entities shared by an event's records are
+// copies of one entity, with the same key.
+type entityKey struct {
+	what        *reference
+	typ, role   *coding
+	description string
+	query       string
+}
+
+func (e *entity) key() entityKey {
+	return entityKey{e.What, e.Type, e.Role, e.Description, string(e.Query)}
 }
 
 // errAttr describes err for the log without patient data: database errors

@@ -53,6 +53,25 @@ var indexInserts = func() []string {
 const copyRows = 2000
 
 func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
+	rows := indexRows(rt, res)
+	b.append(&rows, rid)
+}
+
+// append adds rows, made for a resource before its rid was known, as the
+// rows of rid.
+func (b *indexBuffer) append(rows *indexBuffer, rid int64) {
+	for i, dst := range b.tables() {
+		for _, r := range *rows.tables()[i] {
+			r[0] = rid
+			*dst = append(*dst, r)
+		}
+	}
+}
+
+// indexRows are the search index rows of res, with rid 0 for append to set.
+func indexRows(rt *fhir.ResourceType, res proto.Message) indexBuffer {
+	var b indexBuffer
+	const rid = int64(0)
 	for _, p := range rt.Params {
 		for _, v := range p.Values(res) {
 			switch p.Type {
@@ -76,6 +95,7 @@ func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
 			}
 		}
 	}
+	return b
 }
 
 // drop forgets buffered rows of rid (its resource was replaced again in the

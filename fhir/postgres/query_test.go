@@ -2,9 +2,14 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
+
+	eppb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/endpoint_go_proto"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
@@ -135,4 +140,154 @@ func TestTx_Defer(t *testing.T) {
 	if got, err := s.TokenMatches(ctx, "Patient", "identifier", "urn:s", []string{"DEFER"}); err != nil || len(got["DEFER"]) != 1 {
 		t.Errorf("Patients after the failed transaction: %v %v, want the first one only", got, err)
 	}
+}
+
+// CreateMany stores what Create stores, one resource at a time: the same
+// JSON but for id and meta, the same search index rows, the write hooks of
+// each; across more resources than one statement takes, in order, leaving
+// the caller's protos as they were.
+func TestTx_CreateMany(t *testing.T) {
+	t.Parallel()
+	codec, err := fhir.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := fhir.NewRegistry(fhir.Patient(), fhir.ImagingStudy(), fhir.AuditEvent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := postgres.New(dbtest.NewPool(t), reg, codec, dbtest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooked := map[string]int{}
+	for _, typ := range []string{"ImagingStudy", "AuditEvent"} {
+		s.OnWrite(typ, func(_ context.Context, _ *postgres.Tx, prev, next *fhir.Resource) error {
+			if prev != nil || next.RID == 0 || next.Version != 1 {
+				t.Errorf("hook of %s/%s: prev %v, next version %d rid %d", next.Type, next.ID, prev, next.Version, next.RID)
+			}
+			hooked[next.Type+"/"+next.ID]++
+			return nil
+		})
+	}
+	ctx := context.Background()
+	bodies := []string{
+		`{"resourceType":"ImagingStudy","status":"available","subject":{"reference":"Patient/p1"},"identifier":[{"system":"urn:dicom:uid","value":"urn:oid:1.2.3"}],"started":"2026-12-06T10:00:00Z","series":[{"uid":"1.2.3.1","modality":{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"CT"}}]}`,
+		`{"resourceType":"AuditEvent","type":{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest"},"action":"E","recorded":"2026-12-06T10:00:00.000000Z","agent":[{"who":{"reference":"Practitioner/pr1"},"requestor":true,"name":"viewer"}],"source":{"observer":{"display":"Priorflow"}},"entity":[{"what":{"reference":"Patient/p1"}},{"what":{"reference":"https://other.example.org/fhir/Patient/p9"}}]}`,
+		`{"resourceType":"Patient","identifier":[{"system":"urn:s","value":"MANY"}],"name":[{"family":"Many","given":["Ann"]}],"birthDate":"1970-01-01"}`,
+	}
+	var msgs, before []proto.Message
+	for i := range 1201 { // more than one statement's worth
+		m, _, err := codec.Parse([]byte(bodies[i%len(bodies)]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, before = append(msgs, m), append(before, proto.Clone(m))
+	}
+
+	// One of each through Create, for what they must match.
+	var one []*fhir.Resource
+	if err := s.InTx(ctx, func(tx *postgres.Tx) error {
+		for _, m := range msgs[:len(bodies)] {
+			r, err := tx.Create(ctx, m)
+			if err != nil {
+				return err
+			}
+			one = append(one, r)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var many []*fhir.Resource
+	if err := s.InTx(ctx, func(tx *postgres.Tx) error {
+		var err error
+		many, err = tx.CreateMany(ctx, msgs)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	if len(many) != len(msgs) {
+		t.Fatalf("%d results for %d resources", len(many), len(msgs))
+	}
+	ids := map[string]bool{}
+	for i, r := range many {
+		if !proto.Equal(msgs[i], before[i]) {
+			t.Fatalf("resource %d was changed", i)
+		}
+		if ids[r.ID] {
+			t.Fatalf("id %s twice", r.ID)
+		}
+		ids[r.ID] = true
+		want := one[i%len(bodies)]
+		if r.Type != want.Type || r.Version != 1 || r.Method != "POST" || r.RID == 0 {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+		stored, err := s.Read(ctx, r.Type, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(stored.Body) != string(r.Body) || stored.RID != r.RID || !stored.LastUpdated.Equal(r.LastUpdated) {
+			t.Fatalf("result %d is not what was stored", i)
+		}
+		if got, want := withoutIDAndMeta(t, stored.Body), withoutIDAndMeta(t, want.Body); got != want {
+			t.Fatalf("result %d: stored\n%s\nwant (as Create stores it)\n%s", i, got, want)
+		}
+		if got, want := indexRows(t, s, r.RID), indexRows(t, s, want.RID); !slices.Equal(got, want) {
+			t.Fatalf("result %d: search index\n%v\nwant (as Create indexes it)\n%v", i, got, want)
+		}
+		if r.Type != "Patient" && hooked[r.Type+"/"+r.ID] != 1 {
+			t.Fatalf("result %d: write hook ran %d times", i, hooked[r.Type+"/"+r.ID])
+		}
+	}
+
+	if err := s.InTx(ctx, func(tx *postgres.Tx) error {
+		_, err := tx.CreateMany(ctx, []proto.Message{msgs[2], &eppb.Endpoint{}})
+		return err
+	}); !fhir.IsKind(err, fhir.KindNotFound) {
+		t.Errorf("an unregistered type: %v, want not found", err)
+	}
+	if got, err := s.TokenMatches(ctx, "Patient", "identifier", "urn:s", []string{"MANY"}); err != nil || len(got["MANY"]) != 1+400 {
+		t.Errorf("%d Patients found by identifier (%v), want 401: nothing of the failed call", len(got["MANY"]), err)
+	}
+}
+
+// withoutIDAndMeta is a stored body without the elements the store sets.
+func withoutIDAndMeta(t *testing.T, body []byte) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "id")
+	delete(m, "meta")
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// indexRows are the search index rows of rid, sorted, without the rid.
+func indexRows(t *testing.T, s *postgres.Store, rid int64) []string {
+	t.Helper()
+	rows, err := s.Pool().Query(context.Background(), `
+		SELECT 'token ' || param || ' ' || system || '|' || code FROM idx_token WHERE rid = $1
+		UNION ALL SELECT 'string ' || param || ' ' || norm || ' ' || exact FROM idx_string WHERE rid = $1
+		UNION ALL SELECT 'date ' || param || ' ' || lo::text || ' ' || hi::text FROM idx_date WHERE rid = $1
+		UNION ALL SELECT 'ref ' || param || ' ' || target_type || '/' || target_id || ' ' || url FROM idx_ref WHERE rid = $1
+		UNION ALL SELECT 'number ' || param || ' ' || value::text FROM idx_number WHERE rid = $1`, rid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		t.Fatalf("no search index rows for rid %d", rid)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -313,6 +313,78 @@ func (t *Tx) CreateAs(ctx context.Context, res proto.Message, id string) (*fhir.
 	return t.insert(ctx, res, typ, id, "POST")
 }
 
+// createManyRows bounds the resources of one INSERT of CreateMany, so that
+// a statement's parameters stay a few megabytes.
+const createManyRows = 500
+
+// CreateMany stores each of res as a new resource with a server-assigned id,
+// as Create would one by one, in one round trip per createManyRows
+// resources instead of one each: the audit writer stores a hundred
+// AuditEvents for one page of a search. The results are in the order of res.
+func (t *Tx) CreateMany(ctx context.Context, res []proto.Message) ([]*fhir.Resource, error) {
+	now := t.s.now().UTC().Truncate(time.Microsecond)
+	out := make([]*fhir.Resource, 0, len(res))
+	rows := make([]indexBuffer, 0, min(len(res), createManyRows))
+	for len(res) > 0 {
+		chunk := res[:min(len(res), createManyRows)]
+		res = res[len(chunk):]
+		types, ids, bodies := make([]string, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
+		rows = rows[:0]
+		for i, m := range chunk {
+			typ := fhir.TypeOf(m)
+			rt := t.s.reg.Type(typ)
+			if rt == nil {
+				return nil, fhir.Errorf(fhir.KindNotFound, "resource type %s is not supported", typ)
+			}
+			// One copy, which this method owns: its index rows are read
+			// before the codec prints it in place.
+			m = proto.Clone(m)
+			id := uuid.NewString()
+			fhir.SetID(m, id)
+			fhir.SetMeta(m, 1, now)
+			rows = append(rows, indexRows(rt, m))
+			body, err := t.s.codec.MarshalOwned(m)
+			if err != nil {
+				return nil, err
+			}
+			types[i], ids[i], bodies[i] = typ, id, string(body)
+			out = append(out, &fhir.Resource{Type: typ, ID: id, Version: 1, LastUpdated: now, Method: "POST", Body: body})
+		}
+		got, err := t.tx.Query(ctx, `
+			INSERT INTO resource (type, id, version, last_updated, method, body)
+			SELECT type, id, 1, $4, 'POST', body FROM unnest($1::text[], $2::text[], $3::text[]) AS r(type, id, body)
+			ON CONFLICT (type, id) DO NOTHING
+			RETURNING id, rid`, types, ids, bodies, now)
+		if err != nil {
+			return nil, fmt.Errorf("create %d resources: %w", len(chunk), err)
+		}
+		rids := make(map[string]int64, len(chunk))
+		var id string
+		var rid int64
+		_, err = pgx.ForEachRow(got, []any{&id, &rid}, func() error {
+			rids[id] = rid
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create %d resources: %w", len(chunk), err)
+		}
+		made := out[len(out)-len(chunk):]
+		for i, r := range made {
+			var ok bool
+			if r.RID, ok = rids[r.ID]; !ok {
+				return nil, fhir.Errorf(fhir.KindConflict, "%s/%s already exists", r.Type, r.ID)
+			}
+			t.ix.append(&rows[i], r.RID)
+		}
+		for _, r := range made {
+			if err := t.runWriteHooks(ctx, r.Type, nil, r); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
 func (t *Tx) insert(ctx context.Context, res proto.Message, typ, id, method string) (*fhir.Resource, error) {
 	now := t.s.now().UTC().Truncate(time.Microsecond)
 	fhir.SetMeta(res, 1, now)
