@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
+	"github.com/priorflow/priorflow/internal/parallel"
 )
 
 // Config tunes a Recorder. The zero value of each field picks its default.
@@ -485,21 +485,10 @@ func (rec *Recorder) responsePatients(ev *Event) {
 // encodeAll encodes entries on every CPU: encoding, the codec's validation
 // above all, is CPU-bound and on one goroutine would bound the writer.
 func (rec *Recorder) encodeAll(todo []*entry) {
-	workers := min(runtime.GOMAXPROCS(0), len(todo))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(todo) {
-					return
-				}
-				todo[i].msgs = rec.encode(&todo[i].ev)
-			}
-		})
-	}
-	wg.Wait()
+	_ = parallel.Do(len(todo), func(i int) error {
+		todo[i].msgs = rec.encode(&todo[i].ev)
+		return nil
+	})
 }
 
 // encode turns ev into AuditEvent protos. Should the codec refuse a record

@@ -20,6 +20,7 @@ import (
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/search"
 	"github.com/priorflow/priorflow/internal/database"
+	"github.com/priorflow/priorflow/internal/parallel"
 )
 
 // Store is the PostgreSQL resource store.
@@ -324,17 +325,21 @@ const createManyRows = 500
 func (t *Tx) CreateMany(ctx context.Context, res []proto.Message) ([]*fhir.Resource, error) {
 	now := t.s.now().UTC().Truncate(time.Microsecond)
 	out := make([]*fhir.Resource, 0, len(res))
-	rows := make([]indexBuffer, 0, min(len(res), createManyRows))
+	rows := make([]indexBuffer, min(len(res), createManyRows))
 	for len(res) > 0 {
 		chunk := res[:min(len(res), createManyRows)]
 		res = res[len(chunk):]
 		types, ids, bodies := make([]string, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
-		rows = rows[:0]
-		for i, m := range chunk {
+		rows = rows[:len(chunk)]
+		made := make([]*fhir.Resource, len(chunk))
+		// Printing is most of the cost and each resource's is its own: the
+		// writer of a page of search results prints a hundred at once.
+		err := parallel.Do(len(chunk), func(i int) error {
+			m := chunk[i]
 			typ := fhir.TypeOf(m)
 			rt := t.s.reg.Type(typ)
 			if rt == nil {
-				return nil, fhir.Errorf(fhir.KindNotFound, "resource type %s is not supported", typ)
+				return fhir.Errorf(fhir.KindNotFound, "resource type %s is not supported", typ)
 			}
 			// One copy, which this method owns: its index rows are read
 			// before the codec prints it in place.
@@ -342,14 +347,19 @@ func (t *Tx) CreateMany(ctx context.Context, res []proto.Message) ([]*fhir.Resou
 			id := uuid.NewString()
 			fhir.SetID(m, id)
 			fhir.SetMeta(m, 1, now)
-			rows = append(rows, indexRows(rt, m))
+			rows[i] = indexRows(rt, m)
 			body, err := t.s.codec.MarshalOwned(m)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			types[i], ids[i], bodies[i] = typ, id, string(body)
-			out = append(out, &fhir.Resource{Type: typ, ID: id, Version: 1, LastUpdated: now, Method: "POST", Body: body})
+			made[i] = &fhir.Resource{Type: typ, ID: id, Version: 1, LastUpdated: now, Method: "POST", Body: body}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, made...)
 		got, err := t.tx.Query(ctx, `
 			INSERT INTO resource (type, id, version, last_updated, method, body)
 			SELECT type, id, 1, $4, 'POST', body FROM unnest($1::text[], $2::text[], $3::text[]) AS r(type, id, body)
@@ -368,7 +378,6 @@ func (t *Tx) CreateMany(ctx context.Context, res []proto.Message) ([]*fhir.Resou
 		if err != nil {
 			return nil, fmt.Errorf("create %d resources: %w", len(chunk), err)
 		}
-		made := out[len(out)-len(chunk):]
 		for i, r := range made {
 			var ok bool
 			if r.RID, ok = rids[r.ID]; !ok {
