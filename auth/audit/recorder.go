@@ -383,14 +383,15 @@ func (rec *Recorder) write(ctx context.Context, batch []*entry) error {
 			todo = append(todo, e)
 		}
 	}
-	rec.encodeAll(todo)
+	workers := rec.workers()
+	rec.encodeAll(todo, workers)
 	var msgs []proto.Message
 	for _, e := range batch {
 		msgs = append(msgs, e.msgs...)
 	}
 	n := len(msgs)
 	err := rec.store.InTx(ctx, func(tx *postgres.Tx) error {
-		_, err := tx.CreateMany(ctx, msgs)
+		_, err := tx.CreateMany(ctx, msgs, workers)
 		return err
 	})
 	if err != nil {
@@ -482,13 +483,25 @@ func (rec *Recorder) responsePatients(ev *Event) {
 	ev.Patients, ev.response, ev.scopePatient = ps, nil, ""
 }
 
-// encodeAll encodes entries on every CPU: encoding, the codec's validation
-// above all, is CPU-bound and on one goroutine would bound the writer.
-func (rec *Recorder) encodeAll(todo []*entry) {
-	_ = parallel.Do(len(todo), func(i int) error {
+// encodeAll encodes entries on up to workers CPUs.
+func (rec *Recorder) encodeAll(todo []*entry, workers int) {
+	_ = parallel.Do(workers, len(todo), func(i int) error {
 		todo[i].msgs = rec.encode(&todo[i].ev)
 		return nil
 	})
+}
+
+// workers is how many CPUs the writer takes for a batch: one while the
+// queue has room, every one once it is half full. The writer's work can
+// wait and the requests' cannot: on every CPU it took them from requests
+// during bursts the queue absorbs anyway (a page of search results is a
+// hundred AuditEvents, ~60 ms of CPU), and on one alone it would block
+// requests in Record under sustained load, sooner than it need.
+func (rec *Recorder) workers() int {
+	if len(rec.queue) < cap(rec.queue)/2 {
+		return 1
+	}
+	return 0
 }
 
 // encode turns ev into AuditEvent protos. Should the codec refuse a record

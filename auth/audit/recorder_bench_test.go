@@ -59,10 +59,20 @@ func machineCPU() (time.Duration, bool) {
 // Besides the time it reports the process's CPU per AuditEvent written and,
 // on Linux, the machine's (the process's and PostgreSQL's).
 func BenchmarkRecorder_SearchPage(b *testing.B) {
+	benchmarkRecorder(b, 100)
+}
+
+// BenchmarkRecorder_Read is BenchmarkRecorder_SearchPage for accesses of one
+// patient each, as reads and most searches are.
+func BenchmarkRecorder_Read(b *testing.B) {
+	benchmarkRecorder(b, 1)
+}
+
+func benchmarkRecorder(b *testing.B, perAccess int) {
 	store := newStore(b)
 	rec, _ := newRecorder(b, store, audit.Config{})
 	stop := run(b, rec)
-	patients := make([]string, 100)
+	patients := make([]string, perAccess)
 	for i := range patients {
 		patients[i] = "Patient/p" + itoa(i)
 	}

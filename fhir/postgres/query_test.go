@@ -202,7 +202,7 @@ func TestTx_CreateMany(t *testing.T) {
 	var many []*fhir.Resource
 	if err := s.InTx(ctx, func(tx *postgres.Tx) error {
 		var err error
-		many, err = tx.CreateMany(ctx, msgs)
+		many, err = tx.CreateMany(ctx, msgs, 0)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -242,11 +242,13 @@ func TestTx_CreateMany(t *testing.T) {
 		}
 	}
 
-	if err := s.InTx(ctx, func(tx *postgres.Tx) error {
-		_, err := tx.CreateMany(ctx, []proto.Message{msgs[2], &eppb.Endpoint{}})
-		return err
-	}); !fhir.IsKind(err, fhir.KindNotFound) {
-		t.Errorf("an unregistered type: %v, want not found", err)
+	for _, workers := range []int{0, 1} {
+		if err := s.InTx(ctx, func(tx *postgres.Tx) error {
+			_, err := tx.CreateMany(ctx, []proto.Message{msgs[2], &eppb.Endpoint{}}, workers)
+			return err
+		}); !fhir.IsKind(err, fhir.KindNotFound) {
+			t.Errorf("an unregistered type (%d workers): %v, want not found", workers, err)
+		}
 	}
 	if got, err := s.TokenMatches(ctx, "Patient", "identifier", "urn:s", []string{"MANY"}); err != nil || len(got["MANY"]) != 1+400 {
 		t.Errorf("%d Patients found by identifier (%v), want 401: nothing of the failed call", len(got["MANY"]), err)

@@ -322,7 +322,10 @@ const createManyRows = 500
 // as Create would one by one, in one round trip per createManyRows
 // resources instead of one each: the audit writer stores a hundred
 // AuditEvents for one page of a search. The results are in the order of res.
-func (t *Tx) CreateMany(ctx context.Context, res []proto.Message) ([]*fhir.Resource, error) {
+// Printing them is most of the cost and each resource's is its own: workers
+// bounds the goroutines that print (0: one per CPU; 1: the caller's only,
+// for work that must leave the other CPUs to requests).
+func (t *Tx) CreateMany(ctx context.Context, res []proto.Message, workers int) ([]*fhir.Resource, error) {
 	now := t.s.now().UTC().Truncate(time.Microsecond)
 	out := make([]*fhir.Resource, 0, len(res))
 	rows := make([]indexBuffer, min(len(res), createManyRows))
@@ -332,9 +335,7 @@ func (t *Tx) CreateMany(ctx context.Context, res []proto.Message) ([]*fhir.Resou
 		types, ids, bodies := make([]string, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
 		rows = rows[:len(chunk)]
 		made := make([]*fhir.Resource, len(chunk))
-		// Printing is most of the cost and each resource's is its own: the
-		// writer of a page of search results prints a hundred at once.
-		err := parallel.Do(len(chunk), func(i int) error {
+		err := parallel.Do(workers, len(chunk), func(i int) error {
 			m := chunk[i]
 			typ := fhir.TypeOf(m)
 			rt := t.s.reg.Type(typ)

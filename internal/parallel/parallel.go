@@ -7,13 +7,27 @@ import (
 	"sync/atomic"
 )
 
-// Do calls fn(0) ... fn(n-1) on up to GOMAXPROCS goroutines and returns the
-// error of the lowest i that failed, once every call has returned.
-func Do(n int, fn func(i int) error) error {
+// Do calls fn(0) ... fn(n-1) on up to workers goroutines (GOMAXPROCS when
+// workers is 0 or more) and returns the error of the lowest i that failed,
+// once every call has returned. With one worker the calls run in order on
+// the caller's goroutine.
+func Do(workers, n int, fn func(i int) error) error {
+	if workers <= 0 || workers > runtime.GOMAXPROCS(0) {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	if workers == 1 || n == 1 {
+		var first error
+		for i := range n {
+			if err := fn(i); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
 	errs := make([]error, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), n) {
+	for range min(workers, n) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 				errs[i] = fn(i)
