@@ -388,3 +388,17 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	})
 }
+
+// The writer takes one CPU while its queue has room and every CPU once the
+// queue is half full.
+func TestRecorder_Workers(t *testing.T) {
+	rec := &Recorder{queue: make(chan Event, 4)}
+	for i, want := range []int{1, 1, 0, 0, 0} {
+		if got := rec.workers(); got != want {
+			t.Errorf("%d of 4 queued: %d workers, want %d", i, got, want)
+		}
+		if i < 4 {
+			rec.queue <- Event{}
+		}
+	}
+}
