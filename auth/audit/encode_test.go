@@ -313,6 +313,41 @@ func TestEncode_ChecksEveryRecordsOwnEntities(t *testing.T) {
 	}
 }
 
+// A record whose base (all but its times, outcome text and entities) was
+// checked whole before is checked by those elements alone: one refused
+// there must fail the record as a whole check does.
+func TestEncode_ChecksWhatDiffersFromACheckedBase(t *testing.T) {
+	ok := Event{Interaction: SearchType, ResourceType: "Patient", Query: "/fhir/Patient?name=x", Patients: []string{"Patient/p1"},
+		Status: 200, Principal: clinician, RequestID: "req-1", Start: t0.Add(-time.Second), Recorded: t0}
+	for name, mod := range map[string]func(ev *Event){
+		"control character in the outcome description": func(ev *Event) { ev.OutcomeDesc = "upstream said \x1b[31mno" },
+		"control character in the query":               func(ev *Event) { ev.Query = "/fhir/Patient?name=\x01" },
+		"control character in the request id":          func(ev *Event) { ev.RequestID = "req\x00" },
+		"study UID with a control character":           func(ev *Event) { ev.Studies = []Study{{"1.2.\x01", "Patient/p2"}} },
+		"valid, another patient and time":              func(ev *Event) { ev.Patients, ev.Recorded = []string{"Patient/p2"}, t0.Add(time.Hour) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := newTestRecorder(t)
+			if got := rec.encode(&ok); len(got) != 1 {
+				t.Fatalf("the first access: %d records", len(got))
+			}
+			ev := ok
+			mod(&ev)
+			first, err := build(&ev, testObserver, false)[0].message()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rec.bases.has(baseKey(first)) {
+				t.Fatal("the base of the second access is not known: not a case for this test")
+			}
+			want, got := encodeJSON(rec.codec, testObserver, &ev), rec.encode(&ev)
+			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("encode differs from the parsed JSON (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // FuzzEncode_SameAsParsedJSON feeds the text a caller controls to both
 // encodings: each record must be accepted by both or refused by both, and
 // be the same proto when accepted.
@@ -327,6 +362,10 @@ func FuzzEncode_SameAsParsedJSON(f *testing.F) {
 	}
 	interactions := []Interaction{Read, VRead, HistoryInstance, HistoryType, SearchType, SearchSystem, Create, Update, Patch,
 		Delete, Transaction, Batch, Operation, QIDORS, WADORS, STOWRS, DICOMDelete}
+	newRecorder := func() *Recorder {
+		return &Recorder{codec: codec, log: discard, cfg: Config{Observer: testObserver}, lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "lost"})}
+	}
+	shared := newRecorder()
 	f.Fuzz(func(t *testing.T, kind uint8, clientID, subject, fhirUser, jti, purpose, query, desc, requestID, studyUID, patient string, minimal bool) {
 		ev := &Event{
 			Interaction: interactions[int(kind)%len(interactions)], ResourceType: "Patient", ResourceID: "p1",
@@ -357,10 +396,13 @@ func FuzzEncode_SameAsParsedJSON(f *testing.F) {
 				t.Fatalf("record %d differs from the first in more than its entities", i)
 			}
 		}
-		rec := &Recorder{codec: codec, log: discard, cfg: Config{Observer: testObserver}, lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "lost"})}
-		want, got := encodeJSON(codec, testObserver, ev), rec.encode(ev)
-		if !slices.EqualFunc(want, got, proto.Equal) {
-			t.Fatalf("encode differs from the parsed JSON (-want +got):\n%s", cmp.Diff(want, got, protocmp.Transform()))
+		// A new recorder checks the first record whole; the shared one
+		// remembers the bases of earlier inputs, often the same as this one's.
+		want := encodeJSON(codec, testObserver, ev)
+		for _, rec := range []*Recorder{newRecorder(), shared} {
+			if got := rec.encode(ev); !slices.EqualFunc(want, got, proto.Equal) {
+				t.Fatalf("encode differs from the parsed JSON (-want +got):\n%s", cmp.Diff(want, got, protocmp.Transform()))
+			}
 		}
 	})
 }

@@ -146,6 +146,9 @@ type Recorder struct {
 	// gone remembers the patients of studies deleted through DICOMweb, for
 	// events queued before the delete whose lookups run after it.
 	gone deletedStudies
+	// bases are the parts of records checked whole, which later records
+	// that share them need not check again (check).
+	bases checkedBases
 	// deferred is the size of the response bodies queued for the writer
 	// to read patients from (Event.response), bounded by maxDeferred.
 	deferred atomic.Int64
@@ -533,35 +536,106 @@ func (rec *Recorder) encode(ev *Event) []proto.Message {
 }
 
 // check validates msg, built from a record of build with entities ents.
-// The records of one event are the same but for their entities (build), and
-// validation looks at each element on its own: so only the first record is
-// checked whole, and after it only the entities not checked yet. With a
-// hundred patients on a page of search results, checking every record whole
-// was a quarter of the writer's CPU.
+// Validation looks at each element on its own, so a record need not be
+// checked whole when its other elements were: the records of one access
+// are the same but for their entities (build), and accesses by one client
+// differ mostly in their times, outcome text and entities. The first record
+// of an access is checked whole unless a record with the same rest (its
+// base) was; then, as for the later records, only the elements it does not
+// share are. A whole check of a record cost 235 µs, an entity's 18 µs.
 func (rec *Recorder) check(msg *aepb.AuditEvent, ents []entity, first bool, checked map[entityKey]bool) error {
 	if first {
-		if err := rec.codec.Check(msg); err != nil {
-			return err
+		key := baseKey(msg)
+		if !rec.bases.has(key) {
+			if err := rec.codec.Check(msg); err != nil {
+				return err
+			}
+			rec.bases.add(key)
+			for _, e := range ents {
+				checked[e.key()] = true
+			}
+			return nil
 		}
-		for _, e := range ents {
-			checked[e.key()] = true
+		if msg.Recorded == nil { // required; the base left it out
+			return rec.codec.Check(msg)
 		}
-		return nil
+		parts := []proto.Message{msg.Recorded}
+		if msg.Period != nil {
+			parts = append(parts, msg.Period)
+		}
+		if msg.OutcomeDesc != nil {
+			parts = append(parts, msg.OutcomeDesc)
+		}
+		for _, part := range parts {
+			if err := rec.checkPart(msg, part); err != nil {
+				return err
+			}
+		}
 	}
 	for i, e := range ents {
 		k := e.key()
 		if checked[k] {
 			continue
 		}
-		if err := rec.codec.CheckPart(msg.Entity[i]); err != nil {
-			if whole := rec.codec.Check(msg); whole != nil {
-				return whole // with the element's path in the record
-			}
+		if err := rec.checkPart(msg, msg.Entity[i]); err != nil {
 			return err
 		}
 		checked[k] = true
 	}
 	return nil
+}
+
+// checkPart checks part of msg; when it is refused, msg is checked whole
+// for the error, with the element's path in the record.
+func (rec *Recorder) checkPart(msg *aepb.AuditEvent, part proto.Message) error {
+	err := rec.codec.CheckPart(part)
+	if err == nil {
+		return nil
+	}
+	if whole := rec.codec.Check(msg); whole != nil {
+		return whole
+	}
+	return err
+}
+
+// baseKey is msg without the elements check looks at apart (its times,
+// outcome text and entities), as bytes. msg is changed meanwhile: it must
+// not be in use elsewhere.
+func baseKey(msg *aepb.AuditEvent) string {
+	recorded, period, desc, entities := msg.Recorded, msg.Period, msg.OutcomeDesc, msg.Entity
+	msg.Recorded, msg.Period, msg.OutcomeDesc, msg.Entity = nil, nil, nil, nil
+	defer func() { msg.Recorded, msg.Period, msg.OutcomeDesc, msg.Entity = recorded, period, desc, entities }()
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	if err != nil {
+		return "" // never known: the record is checked whole
+	}
+	return string(b)
+}
+
+// maxBases bounds the bases check remembers; past it they are forgotten all
+// at once. Clients, their addresses and interactions make a few hundred.
+const maxBases = 4096
+
+// checkedBases are the bases (baseKey) of records that passed a whole check.
+type checkedBases struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+func (c *checkedBases) has(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[key]
+	return ok && key != ""
+}
+
+func (c *checkedBases) add(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxBases {
+		c.m = map[string]struct{}{}
+	}
+	c.m[key] = struct{}{}
 }
 
 // entityKey identifies an entity of build by the values it points to, which
