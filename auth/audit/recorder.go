@@ -499,7 +499,7 @@ func (rec *Recorder) encodeAll(todo []*entry, workers int) {
 // wait and the requests' cannot: on every CPU it took them from requests
 // during bursts the queue absorbs anyway (a page of search results is a
 // hundred AuditEvents, ~60 ms of CPU), and on one alone it would block
-// requests in Record under sustained load, sooner than it need.
+// requests in Record under sustained load sooner than it needs to.
 func (rec *Recorder) workers() int {
 	if len(rec.queue) < cap(rec.queue)/2 {
 		return 1

@@ -1,4 +1,4 @@
-// Package parallel runs independent CPU-bound steps on every CPU.
+// Package parallel runs independent CPU-bound steps on several CPUs.
 package parallel
 
 import (
@@ -8,9 +8,9 @@ import (
 )
 
 // Do calls fn(0) ... fn(n-1) on up to workers goroutines (GOMAXPROCS when
-// workers is 0 or more) and returns the error of the lowest i that failed,
-// once every call has returned. With one worker the calls run in order on
-// the caller's goroutine.
+// workers is 0 or above GOMAXPROCS) and returns the error of the lowest i
+// that failed, once every call has returned. With one worker the calls run
+// in order on the caller's goroutine.
 func Do(workers, n int, fn func(i int) error) error {
 	if workers <= 0 || workers > runtime.GOMAXPROCS(0) {
 		workers = runtime.GOMAXPROCS(0)
