@@ -251,3 +251,47 @@ func allAuditEvents(store *postgres.Store) *search.Query {
 }
 
 func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Events that arrive a few milliseconds apart are written together while
+// the writer lingers, each in its own transaction when it does not. One
+// write stamps its AuditEvents with one meta.lastUpdated.
+func TestRecorder_LingerBatchesSparseEvents(t *testing.T) {
+	t.Parallel()
+	for name, tt := range map[string]struct {
+		linger time.Duration
+		writes int
+	}{
+		"lingering":     {linger: 2 * time.Second, writes: 1},
+		"not lingering": {linger: time.Nanosecond, writes: 5},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			store := newStore(t)
+			rec, _ := newRecorder(t, store, audit.Config{Linger: tt.linger})
+			run(t, rec)
+			for i := range 5 {
+				if err := rec.Record(context.Background(), event(i)); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			var writes int
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				var n int
+				err := store.Pool().QueryRow(context.Background(),
+					`SELECT count(*), count(DISTINCT last_updated) FROM resource WHERE type = 'AuditEvent'`).Scan(&n, &writes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n == 5 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if writes != tt.writes {
+				t.Errorf("5 events written in %d writes, want %d", writes, tt.writes)
+			}
+		})
+	}
+}
