@@ -169,10 +169,16 @@ func (w *Worker) EnsureConsumers(ctx context.Context) error {
 func (w *Worker) Run(ctx context.Context) error {
 	stat, err := w.cfg.JetStream.Consumer(ctx, planner.JobsStream, ConsumerStat)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it began: nothing was fetched
+		}
 		return fmt.Errorf("worker: consumer %s: %w", ConsumerStat, err)
 	}
 	routine, err := w.cfg.JetStream.Consumer(ctx, planner.JobsStream, ConsumerRoutine)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it began: nothing was fetched
+		}
 		return fmt.Errorf("worker: consumer %s: %w", ConsumerRoutine, err)
 	}
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))

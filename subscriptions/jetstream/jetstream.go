@@ -146,10 +146,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		FilterSubjects: []string{subscriptions.SubjectChangedPrefix + ">", subscriptions.SubjectStudyAvailable},
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it began: nothing was pulled
+		}
 		return fmt.Errorf("subscriptions dispatcher: consumer: %w", err)
 	}
 	it, err := cons.Messages(njs.PullMaxMessages(64))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("subscriptions dispatcher: messages: %w", err)
 	}
 	// On cancel, drain: stop pulling and nak what was already pulled, so

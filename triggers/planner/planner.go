@@ -190,6 +190,9 @@ func (p *Planner) EnsureStreams(ctx context.Context) error {
 func (p *Planner) Run(ctx context.Context) error {
 	cons, err := p.js.Consumer(ctx, cejs.StreamName, ConsumerName)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it began: nothing was fetched
+		}
 		return fmt.Errorf("planner: consumer: %w", err)
 	}
 	sweepDone := make(chan struct{})

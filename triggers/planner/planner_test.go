@@ -517,3 +517,15 @@ func BenchmarkPlanner_Burst(b *testing.B) {
 		b.ReportMetric(published.Seconds(), "s-publish")
 	}
 }
+
+// A planner stopped before it has started stops cleanly: shutdown at any
+// moment is not an error.
+func TestPlanner_StoppedBeforeItStarted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.p.Run(ctx); err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
+}
