@@ -220,9 +220,8 @@ func (o observer) Received(source string, n int, b int64) {
 
 func (o observer) Retried(source string) { o.e.metrics.Retried(source) }
 
-// startWorker runs a worker until the returned stop is called (or the test
-// ends); stop waits for it to return.
-func (e *env) startWorker() (stop func()) {
+// newWorker is a worker of this env, not yet running.
+func (e *env) newWorker() *worker.Worker {
 	e.t.Helper()
 	src := retrieve.Source{Name: "hospital-b", Client: &http.Client{Transport: e.requests}, Concurrency: 2}
 	if e.retrieval != nil {
@@ -249,6 +248,14 @@ func (e *env) startWorker() (stop func()) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return w
+}
+
+// startWorker runs a worker until the returned stop is called (or the test
+// ends); stop waits for it to return.
+func (e *env) startWorker() (stop func()) {
+	e.t.Helper()
+	w := e.newWorker()
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := w.EnsureConsumers(ctx); err != nil {
 		e.t.Fatal(err)
