@@ -52,13 +52,15 @@ var indexInserts = func() []string {
 // table, which is what a single resource's write mostly costs.
 const copyRows = 2000
 
-func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
-	rows := indexRows(rt, res)
-	b.append(&rows, rid)
+// indexRows are the search index rows of res, with rid 0 for append to set:
+// for a resource whose rid is not known yet.
+func indexRows(rt *fhir.ResourceType, res proto.Message) indexBuffer {
+	var b indexBuffer
+	b.add(rt, 0, res)
+	return b
 }
 
-// append adds rows, made for a resource before its rid was known, as the
-// rows of rid.
+// append adds rows, made by indexRows, as the rows of rid.
 func (b *indexBuffer) append(rows *indexBuffer, rid int64) {
 	for i, dst := range b.tables() {
 		for _, r := range *rows.tables()[i] {
@@ -68,10 +70,7 @@ func (b *indexBuffer) append(rows *indexBuffer, rid int64) {
 	}
 }
 
-// indexRows are the search index rows of res, with rid 0 for append to set.
-func indexRows(rt *fhir.ResourceType, res proto.Message) indexBuffer {
-	var b indexBuffer
-	const rid = int64(0)
+func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
 	for _, p := range rt.Params {
 		for _, v := range p.Values(res) {
 			switch p.Type {
@@ -95,7 +94,6 @@ func indexRows(rt *fhir.ResourceType, res proto.Message) indexBuffer {
 			}
 		}
 	}
-	return b
 }
 
 // drop forgets buffered rows of rid (its resource was replaced again in the
