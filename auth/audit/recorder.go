@@ -655,10 +655,14 @@ func (c *checkedBases) has(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, ok := c.m[key]
-	return ok && key != ""
+	return ok
 }
 
+// add remembers key; "" (no base: baseKey failed) is never remembered.
 func (c *checkedBases) add(key string) {
+	if key == "" {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxBases {
