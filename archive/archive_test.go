@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"testing/iotest"
@@ -337,4 +338,75 @@ func TestSpool_CopiesExactlyAndFailsOnATruncatedSource(t *testing.T) {
 			t.Errorf("Spool of a truncated source: err = %v, want io.ErrUnexpectedEOF", err)
 		}
 	})
+}
+
+// A new study's ImagingStudy lists its series and instances in the order a
+// later rebuild from the index rows gives them: numbers first, missing
+// numbers last, then UIDs. The first request builds it from the headers it
+// holds, the second reads the rows back.
+func TestStore_NewStudyListedAsRebuiltFromRows(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	gen := dicomtest.NewGenerator(t)
+	patient := dicomtest.WithPatient("MRN-ORDER", "", "ORDER^ODETTE")
+	study := func(opts ...dicomtest.Option) *dicomtest.Study {
+		st, err := gen.Study(append([]dicomtest.Option{patient}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	numbered := study(dicomtest.WithSeries(3), dicomtest.WithInstancesPerSeries(3))
+	uid := dicomtest.WithStudyInstanceUID(numbered.StudyInstanceUID)
+	unnumbered := study(uid, dicomtest.WithSeries(3), dicomtest.WithInstancesPerSeries(3),
+		dicomtest.WithEdits(dicomtest.Remove(tag.SeriesNumber), dicomtest.Remove(tag.InstanceNumber)))
+	var first []*archive.Object
+	for _, st := range []*dicomtest.Study{unnumbered, numbered} {
+		ins := st.Instances()
+		for i := len(ins) - 1; i >= 0; i-- {
+			first = append(first, spool(t, env.Archive, ins[i].Bytes))
+		}
+	}
+	for _, r := range env.Archive.Store(context.Background(), first, "") {
+		if r.Err != nil {
+			t.Fatalf("store %s: %v", r.SOPInstanceUID, r.Err)
+		}
+	}
+	listed := func() (series []string, instances [][]string) {
+		for _, s := range imagingStudy(t, env, numbered.StudyInstanceUID)["series"].([]any) {
+			s := s.(map[string]any)
+			series = append(series, s["uid"].(string))
+			var in []string
+			for _, i := range s["instance"].([]any) {
+				in = append(in, i.(map[string]any)["uid"].(string))
+			}
+			instances = append(instances, in)
+		}
+		return series, instances
+	}
+	built, builtInstances := listed()
+	if len(built) != 6 {
+		t.Fatalf("%d series listed, want 6", len(built))
+	}
+
+	later := study(uid, dicomtest.WithEdits(dicomtest.Set(tag.SeriesNumber, "99")))
+	for _, r := range storeAll(t, env.Archive, later) {
+		if r.Err != nil {
+			t.Fatalf("store %s: %v", r.SOPInstanceUID, r.Err)
+		}
+	}
+	rebuilt, rebuiltInstances := listed()
+	k := slices.Index(rebuilt, later.Series[0].SeriesInstanceUID)
+	if k < 0 {
+		t.Fatalf("the later series is not listed: %v", rebuilt)
+	}
+	rebuilt, rebuiltInstances = slices.Delete(rebuilt, k, k+1), slices.Delete(rebuiltInstances, k, k+1)
+	if !slices.Equal(built, rebuilt) {
+		t.Errorf("series as built from the request:\n%v\nas rebuilt from the rows:\n%v", built, rebuilt)
+	}
+	for i := range built {
+		if !slices.Equal(builtInstances[i], rebuiltInstances[i]) {
+			t.Errorf("series %s: instances as built %v, as rebuilt %v", built[i], builtInstances[i], rebuiltInstances[i])
+		}
+	}
 }

@@ -1,12 +1,14 @@
 package archive
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -122,7 +124,7 @@ func queueStudyRows(b *pgx.Batch, study string, out *[]*seriesRow) {
 		       i.sop_uid, i.sop_class_uid, i.instance_number
 		FROM dicom_series s JOIN dicom_instance i ON i.series_uid = s.series_uid
 		WHERE s.study_uid = $1
-		ORDER BY s.series_number NULLS LAST, s.series_uid, i.instance_number NULLS LAST, i.sop_uid`, study).
+		ORDER BY s.series_number NULLS LAST, s.series_uid COLLATE "C", i.instance_number NULLS LAST, i.sop_uid COLLATE "C"`, study).
 		Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				// Fresh targets per row: the series and instances keep them.
@@ -140,6 +142,47 @@ func queueStudyRows(b *pgx.Batch, study string, out *[]*seriesRow) {
 			}
 			return nil // the batch checks rows.Err
 		})
+}
+
+// seriesRowsOf is what queueStudyRows reads for a study whose only rows are
+// those the objects added inserted: the series as the first object of each
+// describes it (the insert keeps the first), in the same order.
+func seriesRowsOf(objs []*Object, added []int) []*seriesRow {
+	var out []*seriesRow
+	bySeries := map[string]*seriesRow{}
+	for _, i := range added {
+		h := objs[i].Header
+		s := bySeries[h.SeriesInstanceUID]
+		if s == nil {
+			s = &seriesRow{uid: h.SeriesInstanceUID, modality: h.Modality, number: h.SeriesNumber, description: h.SeriesDescription,
+				bodyPart: h.BodyPartExamined, laterality: h.Laterality, date: h.SeriesDate, time: h.SeriesTime}
+			bySeries[s.uid] = s
+			out = append(out, s)
+		}
+		s.instances = append(s.instances, instanceRow{uid: h.SOPInstanceUID, sopClass: h.SOPClassUID, number: h.InstanceNumber})
+	}
+	slices.SortFunc(out, func(a, b *seriesRow) int {
+		return cmp.Or(compareNullsLast(a.number, b.number), strings.Compare(a.uid, b.uid))
+	})
+	for _, s := range out {
+		slices.SortFunc(s.instances, func(a, b instanceRow) int {
+			return cmp.Or(compareNullsLast(a.number, b.number), strings.Compare(a.uid, b.uid))
+		})
+	}
+	return out
+}
+
+// compareNullsLast orders numbers as ORDER BY … NULLS LAST does.
+func compareNullsLast(a, b *int) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return 1
+	case b == nil:
+		return -1
+	}
+	return cmp.Compare(*a, *b)
 }
 
 // reindex writes the ImagingStudy of a study as imagingStudy rebuilds it,

@@ -329,8 +329,12 @@ func (a *Archive) indexStudy(ctx context.Context, tx *postgres.Tx, objs []*Objec
 			h.NumberOfFrames, o.Size, o.SHA256, blobKey(h, o.SHA256), string(meta), positive(h.Rows), positive(h.Columns))
 	}
 	var rows []*seriesRow
-	queueStudyRows(b, study, &rows)
-	if create == nil {
+	if create != nil {
+		// A study new to the archive holds only what this request adds: its
+		// rows are the headers just inserted, not read back.
+		rows = seriesRowsOf(objs, added)
+	} else {
+		queueStudyRows(b, study, &rows)
 		b.Queue(`SELECT body FROM resource WHERE type = 'ImagingStudy' AND id = $1 AND NOT deleted`, st.isID).
 			QueryRow(func(row pgx.Row) error {
 				if err := row.Scan(&current); !errors.Is(err, pgx.ErrNoRows) {
