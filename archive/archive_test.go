@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/archivetest"
+	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/fhir/search"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
@@ -327,6 +329,24 @@ func TestSpool_CopiesExactlyAndFailsOnATruncatedSource(t *testing.T) {
 		}
 		if o.Err != nil || o.Header == nil || o.Header.SOPInstanceUID == "" {
 			t.Errorf("header not parsed: %v", o.Err)
+		}
+	})
+	t.Run("headers of small objects and of objects larger than a chunk", func(t *testing.T) {
+		// A small object's header is parsed from the copy buffer, a larger
+		// one's from the spooled file.
+		for _, file := range []string{dicomtest.FileMR, dicomtest.FileCTMulti, dicomtest.FileOTDeflated} {
+			raw := dicomtest.NewStudy(t, dicomtest.WithTemplate(file)).Instances()[0].Bytes
+			want, err := dicomheader.Parse(bytes.NewReader(raw), int64(len(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := spool(t, env.Archive, raw)
+			if o.Err != nil {
+				t.Fatalf("%s: %v", file, o.Err)
+			}
+			if !reflect.DeepEqual(o.Header, want) {
+				t.Errorf("%s (%d bytes): the spool parsed another header than the file's", file, len(raw))
+			}
 		}
 	})
 	t.Run("a source cut short fails the spool", func(t *testing.T) {
