@@ -381,3 +381,22 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkMarshal prints the header of an MR image as the archive stores
+// it for /metadata at every instance it indexes.
+func BenchmarkMarshal(b *testing.B) {
+	raw, err := os.ReadFile(dicomtest.TestdataPath(b, dicomtest.FileMR))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := dicomheader.Parse(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := dicomjson.Marshal(h.Dataset, dicomjson.Options{BulkDataURI: bulkURI}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

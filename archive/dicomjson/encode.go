@@ -70,11 +70,11 @@ func (p Path) String() string {
 
 // Marshal returns the DICOM JSON object of ds. See Encode.
 func Marshal(ds dicom.Dataset, opts Options) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := Encode(&buf, ds, opts); err != nil {
+	e, err := encode(ds, opts)
+	if err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return e.buf.Bytes(), nil
 }
 
 // Encode writes ds as one DICOM JSON object (PS3.18 F.2): attributes keyed
@@ -85,18 +85,29 @@ func Marshal(ds dicom.Dataset, opts Options) ([]byte, error) {
 // 0002) and group lengths (gggg,0000) are not written. Invalid IS or DS
 // values are written as JSON strings rather than dropped.
 func Encode(w io.Writer, ds dicom.Dataset, opts Options) error {
-	if opts.BulkDataThreshold == 0 {
-		opts.BulkDataThreshold = DefaultBulkDataThreshold
-	}
-	e := &encoder{opts: opts}
-	e.object(ds.Elements, nil, true)
-	if e.err != nil {
-		return fmt.Errorf("dicomjson.Encode: %w", e.err)
+	e, err := encode(ds, opts)
+	if err != nil {
+		return err
 	}
 	if _, err := w.Write(e.buf.Bytes()); err != nil {
 		return fmt.Errorf("dicomjson.Encode: %w", err)
 	}
 	return nil
+}
+
+func encode(ds dicom.Dataset, opts Options) (*encoder, error) {
+	if opts.BulkDataThreshold == 0 {
+		opts.BulkDataThreshold = DefaultBulkDataThreshold
+	}
+	e := &encoder{opts: opts}
+	// Most headers print to a few KB: one allocation instead of a doubling
+	// series.
+	e.buf.Grow(64 * len(ds.Elements))
+	e.object(ds.Elements, nil, true)
+	if e.err != nil {
+		return nil, fmt.Errorf("dicomjson.Encode: %w", e.err)
+	}
+	return e, nil
 }
 
 type encoder struct {
@@ -125,10 +136,24 @@ func (e *encoder) object(elems []*dicom.Element, path Path, top bool) {
 			e.buf.WriteByte(',')
 		}
 		first = false
-		fmt.Fprintf(&e.buf, `"%04X%04X":`, el.Tag.Group, el.Tag.Element)
+		e.buf.WriteByte('"')
+		e.tag(el.Tag)
+		e.buf.WriteString(`":`)
 		e.attribute(el, path)
 	}
 	e.buf.WriteByte('}')
+}
+
+// tag writes t as eight upper-case hex digits.
+func (e *encoder) tag(t tag.Tag) {
+	const hex = "0123456789ABCDEF"
+	v := uint32(t.Group)<<16 | uint32(t.Element)
+	var b [8]byte
+	for i := 7; i >= 0; i-- {
+		b[i] = hex[v&0xF]
+		v >>= 4
+	}
+	e.buf.Write(b[:])
 }
 
 // attribute writes the JSON object of one element.
@@ -140,16 +165,19 @@ func (e *encoder) attribute(el *dicom.Element, parent Path) {
 	if len(vr) != 2 {
 		vr = "UN"
 	}
-	path := append(slices.Clip(parent), Step{Tag: el.Tag, Item: -1})
 	e.buf.WriteString(`{"vr":`)
 	e.str(vr)
 	if el.Value != nil {
-		e.value(el, vr, path)
+		e.value(el, vr, parent)
 	}
 	e.buf.WriteByte('}')
 }
 
-func (e *encoder) value(el *dicom.Element, vr string, path Path) {
+// value writes the value of el, whose data set is at parent.
+func (e *encoder) value(el *dicom.Element, vr string, parent Path) {
+	// Only sequences and bulk data need the element's path: most elements
+	// are printed without making it.
+	path := func() Path { return append(slices.Clip(parent), Step{Tag: el.Tag, Item: -1}) }
 	switch v := el.Value.GetValue().(type) {
 	case []*dicom.SequenceItemValue:
 		if len(v) == 0 {
@@ -160,16 +188,16 @@ func (e *encoder) value(el *dicom.Element, vr string, path Path) {
 			if i > 0 {
 				e.buf.WriteByte(',')
 			}
-			itemPath := slices.Clone(path)
+			itemPath := path()
 			itemPath[len(itemPath)-1].Item = i
 			elems, _ := item.GetValue().([]*dicom.Element)
 			e.object(elems, itemPath, false)
 		}
 		e.buf.WriteByte(']')
 	case dicom.PixelDataInfo:
-		e.bulk(nil, path, true)
+		e.bulk(nil, path(), true)
 	case []byte:
-		e.bulk(v, path, false)
+		e.bulk(v, path(), false)
 	case []int:
 		e.ints(v, vr)
 	case []float64:
@@ -247,7 +275,7 @@ func (e *encoder) number(f float64) {
 }
 
 // strings writes the values of a string-typed element.
-func (e *encoder) strings(v []string, vr string, path Path) {
+func (e *encoder) strings(v []string, vr string, path func() Path) {
 	switch vr {
 	case "LT", "ST", "UT", "UR":
 		// Backslash is not a delimiter for these VRs (PS3.5 6.2); the
@@ -255,7 +283,7 @@ func (e *encoder) strings(v []string, vr string, path Path) {
 		v = []string{strings.Join(v, `\`)}
 	case "OB", "OD", "OF", "OL", "OV", "OW", "UN":
 		// The library reads OD, OF, OL and OV as strings.
-		e.bulk([]byte(strings.Join(v, `\`)), path, false)
+		e.bulk([]byte(strings.Join(v, `\`)), path(), false)
 		return
 	case "SV", "UV":
 		e.vlongs([]byte(strings.Join(v, `\`)), vr == "SV")
@@ -337,13 +365,33 @@ func (e *encoder) personName(s string) {
 	e.buf.WriteByte('}')
 }
 
-// str writes a JSON string.
+// str writes a JSON string, as encoding/json does.
 func (e *encoder) str(s string) {
+	if plain(s) {
+		// Nothing to escape: most values are codes, UIDs, names and numbers.
+		e.buf.WriteByte('"')
+		e.buf.WriteString(s)
+		e.buf.WriteByte('"')
+		return
+	}
 	b, err := json.Marshal(s)
 	if err != nil && e.err == nil {
 		e.err = err
 	}
 	e.buf.Write(b)
+}
+
+// plain reports a string that encoding/json writes unchanged between
+// quotes: printable ASCII other than the quote, the backslash and the
+// characters it escapes for HTML.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7F, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // trimValue removes the padding of one value (PS3.5 6.2): trailing spaces
