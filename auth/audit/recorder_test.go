@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/priorflow/priorflow/auth/audit"
@@ -293,5 +295,77 @@ func TestRecorder_LingerBatchesSparseEvents(t *testing.T) {
 				t.Errorf("5 events written in %d writes, want %d", writes, tt.writes)
 			}
 		})
+	}
+}
+
+// The AuditEvents of one access are alike, and the store prints all but the
+// first by splicing what differs into the first's JSON: each stored body is
+// still the one google/fhir prints for the record (printing what it parses
+// to gives the same bytes), with its own id and patient.
+func TestRecorder_StoresEachRecordAsPrinted(t *testing.T) {
+	t.Parallel()
+	store := newStore(t)
+	rec, _ := newRecorder(t, store, audit.Config{})
+	stop := run(t, rec)
+	var patients []string
+	for i := range 30 {
+		patients = append(patients, "Patient/p"+itoa(i))
+	}
+	ev := audit.Event{Interaction: audit.SearchType, ResourceType: "ImagingStudy",
+		Query: "/fhir/ImagingStudy?_sort=_lastUpdated&_count=100&_x=<&>", Patients: patients, Status: http.StatusOK,
+		Principal: callers["clinician"], ClientAddress: "192.0.2.7", RequestID: "req-1"}
+	for range 3 {
+		if err := rec.Record(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := store.Pool().Query(context.Background(), `SELECT id, body FROM resource WHERE type = 'AuditEvent'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([2]string, error) {
+		var r [2]string
+		err := row.Scan(&r[0], &r[1])
+		return r, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec := store.Codec()
+	seen := map[string]int{}
+	for _, row := range stored {
+		id, body := row[0], row[1]
+		msg, _, err := codec.Parse([]byte(body))
+		if err != nil {
+			t.Fatalf("AuditEvent/%s does not parse: %v", id, err)
+		}
+		again, err := codec.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(again) != body {
+			t.Fatalf("AuditEvent/%s is stored as\n%s\nbut prints as\n%s", id, body, again)
+		}
+		if fhir.ID(msg) != id {
+			t.Errorf("AuditEvent/%s carries id %s", id, fhir.ID(msg))
+		}
+		var ae map[string]any
+		if err := json.Unmarshal([]byte(body), &ae); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range patientsOf(ae) {
+			seen[p]++
+		}
+	}
+	if len(stored) != 3*len(patients) {
+		t.Fatalf("%d AuditEvents stored, want %d", len(stored), 3*len(patients))
+	}
+	for _, p := range patients {
+		if seen[p] != 3 {
+			t.Errorf("%s is the patient of %d AuditEvents, want 3", p, seen[p])
+		}
 	}
 }

@@ -231,6 +231,15 @@ func TestTx_CreateMany(t *testing.T) {
 		if string(stored.Body) != string(r.Body) || stored.RID != r.RID || !stored.LastUpdated.Equal(r.LastUpdated) {
 			t.Fatalf("result %d is not what was stored", i)
 		}
+		var own struct {
+			ID   string `json:"id"`
+			Meta struct {
+				VersionID string `json:"versionId"`
+			} `json:"meta"`
+		}
+		if err := json.Unmarshal(stored.Body, &own); err != nil || own.ID != r.ID || own.Meta.VersionID != "1" {
+			t.Fatalf("result %d: the body carries id %q, version %q (%v), want %s and 1", i, own.ID, own.Meta.VersionID, err, r.ID)
+		}
 		if got, want := withoutIDAndMeta(t, stored.Body), withoutIDAndMeta(t, want.Body); got != want {
 			t.Fatalf("result %d: stored\n%s\nwant (as Create stores it)\n%s", i, got, want)
 		}

@@ -7,14 +7,21 @@ import (
 	"sync/atomic"
 )
 
+// Workers is the goroutines Do runs for a worker count: GOMAXPROCS when
+// workers is 0 or above it.
+func Workers(workers int) int {
+	if workers <= 0 || workers > runtime.GOMAXPROCS(0) {
+		return runtime.GOMAXPROCS(0)
+	}
+	return workers
+}
+
 // Do calls fn(0) ... fn(n-1) on up to workers goroutines (GOMAXPROCS when
 // workers is 0 or above GOMAXPROCS) and returns the error of the lowest i
 // that failed, once every call has returned. With one worker the calls run
 // in order on the caller's goroutine.
 func Do(workers, n int, fn func(i int) error) error {
-	if workers <= 0 || workers > runtime.GOMAXPROCS(0) {
-		workers = runtime.GOMAXPROCS(0)
-	}
+	workers = Workers(workers)
 	if workers == 1 || n == 1 {
 		var first error
 		for i := range n {
