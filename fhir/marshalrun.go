@@ -20,8 +20,11 @@ const maxSplicedFields = 4
 // entities. The first resource is printed whole; a later one of the same
 // type that differs from it in a few top-level fields is printed as the
 // first's JSON with those fields' members replaced by what printing them
-// alone gives. jsonformat prints every element on its own and writes an
-// object's members in key order, so the two are the same bytes
+// alone gives; in a list of elements of the same length, only the
+// elements that differ are printed and spliced into the first's array.
+// jsonformat prints every element on its own and writes an object's
+// members in key order and an array's elements in order, so the two are
+// the same bytes
 // (TestMarshalOwnedRun_SameAsMarshal and its fuzz target hold them to it).
 // As MarshalOwned, it takes the resources over: they must not be printed
 // again or have their search values read afterwards.
@@ -34,13 +37,16 @@ func (c *Codec) MarshalOwnedRun(res []proto.Message) ([][]byte, error) {
 	// Which fields each resource does not share with the first, found
 	// before anything is printed: printing changes references in place.
 	diffs := make([][]protoreflect.FieldDescriptor, len(res))
+	elems := make([]map[int][]int, len(res))
 	if len(res) > 1 {
 		base, ok := encodeFields(first)
 		if !ok {
 			base = nil
 		}
+		baseElems := map[int][][]byte{}
 		for i := 1; i < len(res); i++ {
 			diffs[i] = differingFields(base, first.Descriptor(), res[i].ProtoReflect())
+			elems[i] = differingElements(first, res[i].ProtoReflect(), diffs[i], baseElems)
 		}
 	}
 	// The first's own members for those fields, printed from a copy of
@@ -55,7 +61,7 @@ func (c *Codec) MarshalOwnedRun(res []proto.Message) ([][]byte, error) {
 		if _, ok := firstKeys[k]; ok {
 			continue
 		}
-		part, err := c.printFields(first, d, true)
+		part, err := c.printFields(first, d, nil, true)
 		if err != nil {
 			return nil, err
 		}
@@ -70,42 +76,109 @@ func (c *Codec) MarshalOwnedRun(res []proto.Message) ([][]byte, error) {
 		return nil, err
 	}
 	out[0] = body
-	var members map[string]json.RawMessage // of the first, parsed on first use
+	sp := &splicer{c: c, body: body, firstKeys: firstKeys, arrays: map[string][]json.RawMessage{}}
 	for i := 1; i < len(res); i++ {
-		if out[i], err = c.spliced(res[i], diffs[i], firstKeys, body, &members); err != nil {
+		if out[i], err = sp.spliced(res[i], diffs[i], elems[i]); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-// spliced prints m, which differs from the run's first resource (printed
-// as body) in the fields d, by splicing; or whole when it cannot.
-func (c *Codec) spliced(m proto.Message, d []protoreflect.FieldDescriptor, firstKeys map[string][]string,
-	body []byte, members *map[string]json.RawMessage) ([]byte, error) {
-	if d == nil {
-		return c.MarshalOwned(m)
-	}
-	old, ok := firstKeys[fieldsKey(d)]
-	if !ok || old == nil {
-		return c.MarshalOwned(m)
-	}
-	if len(d) == 0 {
-		return slices.Clone(body), nil
-	}
-	if *members == nil {
-		if err := json.Unmarshal(body, members); err != nil {
-			return c.MarshalOwned(m)
+// splicer prints the later resources of a run from the first's JSON.
+type splicer struct {
+	c         *Codec
+	body      []byte                       // the first, printed
+	firstKeys map[string][]string          // the first's members of each set of differing fields
+	members   map[string]json.RawMessage   // of body, parsed on first use
+	arrays    map[string][]json.RawMessage // elements of body's arrays, by key, parsed on first use
+}
+
+// differingElements returns, for each list field of d that m holds as many
+// elements of as first, the indexes of the elements that differ, when they
+// are not all of them. baseElems caches the encodings of first's elements.
+func differingElements(first, m protoreflect.Message, d []protoreflect.FieldDescriptor, baseElems map[int][][]byte) map[int][]int {
+	var out map[int][]int
+	for _, fd := range d {
+		if !fd.IsList() || fd.Kind() != protoreflect.MessageKind || !first.Has(fd) || !m.Has(fd) {
+			continue
+		}
+		a, b := first.Get(fd).List(), m.Get(fd).List()
+		if a.Len() != b.Len() {
+			continue
+		}
+		enc, ok := baseElems[fd.Index()]
+		if !ok {
+			for k := 0; k < a.Len(); k++ {
+				e, err := deterministic.Marshal(a.Get(k).Message().Interface())
+				if err != nil {
+					enc = nil
+					break
+				}
+				enc = append(enc, e)
+			}
+			baseElems[fd.Index()] = enc
+		}
+		if enc == nil {
+			continue
+		}
+		var idx []int
+		for k := 0; k < b.Len(); k++ {
+			e, err := deterministic.Marshal(b.Get(k).Message().Interface())
+			if err != nil || !bytes.Equal(e, enc[k]) {
+				idx = append(idx, k)
+			}
+		}
+		if len(idx) < b.Len() {
+			if out == nil {
+				out = map[int][]int{}
+			}
+			out[fd.Index()] = idx
 		}
 	}
-	part, err := c.printFields(m.ProtoReflect(), d, false)
+	return out
+}
+
+// spliced prints m, which differs from the run's first resource in the
+// fields d (and, of its lists in elems, only in those elements), by
+// splicing; or whole when it cannot.
+func (sp *splicer) spliced(m proto.Message, d []protoreflect.FieldDescriptor, elems map[int][]int) ([]byte, error) {
+	if d == nil {
+		return sp.c.MarshalOwned(m)
+	}
+	old, ok := sp.firstKeys[fieldsKey(d)]
+	if !ok || old == nil {
+		return sp.c.MarshalOwned(m)
+	}
+	if len(d) == 0 {
+		return slices.Clone(sp.body), nil
+	}
+	if sp.members == nil {
+		if err := json.Unmarshal(sp.body, &sp.members); err != nil {
+			return sp.c.MarshalOwned(m)
+		}
+	}
+	part, err := sp.c.printFields(m.ProtoReflect(), d, elems, false)
 	if err != nil {
 		return nil, err
 	}
 	if part == nil {
-		return c.MarshalOwned(m)
+		return sp.c.MarshalOwned(m)
 	}
-	merged := maps.Clone(*members)
+	for _, fd := range d {
+		idx := elems[fd.Index()]
+		if idx == nil {
+			continue
+		}
+		// Only the differing elements were printed: put them in the
+		// first's array.
+		arr, ok := sp.elementsSpliced(fd.JSONName(), part, idx)
+		if !ok {
+			return sp.c.MarshalOwned(m)
+		}
+		part[fd.JSONName()] = arr
+	}
+	merged := maps.Clone(sp.members)
 	for _, k := range old {
 		delete(merged, k)
 	}
@@ -113,14 +186,66 @@ func (c *Codec) spliced(m proto.Message, d []protoreflect.FieldDescriptor, first
 	return compactObject(merged), nil
 }
 
+// elementsSpliced returns the first's array under key with the elements at
+// idx replaced by those printed in part, or false when the two do not
+// line up as expected.
+func (sp *splicer) elementsSpliced(key string, part map[string]json.RawMessage, idx []int) (json.RawMessage, bool) {
+	if _, ext := part["_"+key]; ext {
+		return nil, false
+	}
+	if _, ext := sp.members["_"+key]; ext {
+		return nil, false
+	}
+	base, ok := sp.arrays[key]
+	if !ok {
+		if raw, found := sp.members[key]; found && json.Unmarshal(raw, &base) != nil {
+			base = nil
+		}
+		sp.arrays[key] = base
+	}
+	var printed []json.RawMessage
+	if raw, found := part[key]; !found || json.Unmarshal(raw, &printed) != nil || len(printed) != len(idx) {
+		return nil, false
+	}
+	if len(base) == 0 || idx[len(idx)-1] >= len(base) {
+		return nil, false
+	}
+	arr := slices.Clone(base)
+	for k, i := range idx {
+		arr[i] = printed[k]
+	}
+	n := 2
+	for _, e := range arr {
+		n += len(e) + 1
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '[')
+	for k, e := range arr {
+		if k > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, e...)
+	}
+	return append(out, ']'), true
+}
+
 // printFields prints the fields d of m alone, as the members of a resource
 // of m's type holding nothing else, and returns them by key (without
 // resourceType). With copyFields the fields are printed from a copy, so
 // that m stays as it is. It returns nil when the result cannot be spliced.
-func (c *Codec) printFields(m protoreflect.Message, d []protoreflect.FieldDescriptor, copyFields bool) (map[string]json.RawMessage, error) {
+func (c *Codec) printFields(m protoreflect.Message, d []protoreflect.FieldDescriptor, elems map[int][]int, copyFields bool) (map[string]json.RawMessage, error) {
 	only := m.New()
 	for _, fd := range d {
 		if !m.Has(fd) {
+			continue
+		}
+		if idx := elems[fd.Index()]; idx != nil {
+			// Of a list, the elements at idx alone (m is the caller's to
+			// print in place).
+			from, to := m.Get(fd).List(), only.Mutable(fd).List()
+			for _, k := range idx {
+				to.Append(from.Get(k))
+			}
 			continue
 		}
 		v := m.Get(fd)

@@ -53,6 +53,27 @@ func mixed(a, b proto.Message, mask uint64) proto.Message {
 	return out
 }
 
+// withElement returns a copy of a whose element k of the list field f is
+// b's first element of it, or nil when the two do not have such elements.
+func withElement(a, b proto.Message, f, k int) proto.Message {
+	fd := a.ProtoReflect().Descriptor().Fields().Get(f)
+	if !fd.IsList() || fd.Kind() != protoreflect.MessageKind {
+		return nil
+	}
+	from := b.ProtoReflect()
+	if !from.Has(fd) {
+		return nil
+	}
+	out := proto.Clone(a)
+	l := out.ProtoReflect().Mutable(fd).List()
+	if k >= l.Len() {
+		return nil
+	}
+	e := proto.Clone(from.Get(fd).List().Get(0).Message().Interface())
+	l.Set(k, protoreflect.ValueOfMessage(e.ProtoReflect()))
+	return out
+}
+
 // checkRun prints run with MarshalOwnedRun and each of its resources with
 // Marshal, and fails when any body differs.
 func checkRun(t *testing.T, codec *fhir.Codec, run []proto.Message) {
@@ -99,6 +120,11 @@ func TestMarshalOwnedRun_SameAsMarshal(t *testing.T) {
 				n := a.ProtoReflect().Descriptor().Fields().Len()
 				for f := 0; f < n && f < 63; f++ {
 					run = append(run, mixed(a, b, 1<<f), mixed(a, b, 1<<f|1<<(f+1)))
+					for k := range 3 {
+						if m := withElement(a, b, f, k); m != nil {
+							run = append(run, m, mixed(m, b, 1<<((f+1)%n)))
+						}
+					}
 				}
 			}
 			t.Run(typ, func(t *testing.T) { checkRun(t, codec, run) })
@@ -116,10 +142,16 @@ func TestMarshalOwnedRun_SplicesAuditEventsOfOneAccess(t *testing.T) {
 	exs := parsedExamples(t, codec)["AuditEvent"]
 	base := exs[0]
 	var run []proto.Message
+	entity := base.ProtoReflect().Descriptor().Fields().ByName("entity").Index()
 	for k, other := range exs {
 		m := mixed(base, other, fieldMask(base, "entity"))
 		fhir.SetID(m, strings.Repeat("a", k+1))
 		run = append(run, m)
+		// As an access's records are: the same entities but the patient's.
+		if m := withElement(base, other, entity, 0); m != nil {
+			fhir.SetID(m, strings.Repeat("b", k+1))
+			run = append(run, m)
+		}
 	}
 	checkRun(t, codec, run)
 }
@@ -151,6 +183,11 @@ func FuzzMarshalOwnedRun_SameAsMarshal(f *testing.F) {
 			return
 		}
 		a, b := list[int(i)%len(list)], list[int(j)%len(list)]
-		checkRun(t, codec, []proto.Message{a, mixed(a, b, mask1), mixed(b, a, mask2), mixed(a, b, mask2)})
+		run := []proto.Message{a, mixed(a, b, mask1), mixed(b, a, mask2), mixed(a, b, mask2)}
+		n := a.ProtoReflect().Descriptor().Fields().Len()
+		if m := withElement(a, b, int(mask1%uint64(n)), int(mask2%4)); m != nil {
+			run = append(run, m, mixed(m, b, mask2&^mask1))
+		}
+		checkRun(t, codec, run)
 	})
 }
