@@ -172,7 +172,7 @@ func (sp *splicer) spliced(m proto.Message, d []protoreflect.FieldDescriptor, el
 		}
 		// Only the differing elements were printed: put them in the
 		// first's array.
-		arr, ok := sp.elementsSpliced(fd.JSONName(), part, idx)
+		arr, ok := sp.elementsSpliced(fd.JSONName(), part, idx, m.ProtoReflect().Get(fd).List().Len())
 		if !ok {
 			return sp.c.MarshalOwned(m)
 		}
@@ -186,10 +186,10 @@ func (sp *splicer) spliced(m proto.Message, d []protoreflect.FieldDescriptor, el
 	return compactObject(merged), nil
 }
 
-// elementsSpliced returns the first's array under key with the elements at
-// idx replaced by those printed in part, or false when the two do not
-// line up as expected.
-func (sp *splicer) elementsSpliced(key string, part map[string]json.RawMessage, idx []int) (json.RawMessage, bool) {
+// elementsSpliced returns the first's array under key, of n elements, with
+// the elements at idx replaced by those printed in part, or false when the
+// two do not line up element for element.
+func (sp *splicer) elementsSpliced(key string, part map[string]json.RawMessage, idx []int, n int) (json.RawMessage, bool) {
 	if _, ext := part["_"+key]; ext {
 		return nil, false
 	}
@@ -207,18 +207,18 @@ func (sp *splicer) elementsSpliced(key string, part map[string]json.RawMessage, 
 	if raw, found := part[key]; !found || json.Unmarshal(raw, &printed) != nil || len(printed) != len(idx) {
 		return nil, false
 	}
-	if len(base) == 0 || idx[len(idx)-1] >= len(base) {
+	if len(base) != n {
 		return nil, false
 	}
 	arr := slices.Clone(base)
 	for k, i := range idx {
 		arr[i] = printed[k]
 	}
-	n := 2
+	size := 2
 	for _, e := range arr {
-		n += len(e) + 1
+		size += len(e) + 1
 	}
-	out := make([]byte, 0, n)
+	out := make([]byte, 0, size)
 	out = append(out, '[')
 	for k, e := range arr {
 		if k > 0 {
