@@ -63,6 +63,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	release, err := claimDatabase(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer release()
 	apiBin, err := exec.LookPath(cfg.APIBin)
 	if err != nil {
 		return fmt.Errorf("the Priorflow API binary: %w (go build -o bin/ ./cmd/api)", err)
@@ -273,6 +278,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	_, err = stdout.Write(md.Bytes())
 	return err
+}
+
+// claimDatabase makes this run the only one using the bench database until
+// release is called: two runs at once drop and recreate each other's
+// database under their servers, which then fail mid-run (seen: STOW-RS
+// answering 409 to every instance). The claim is a session advisory lock
+// held on a connection of its own, so a run that dies releases it.
+func claimDatabase(ctx context.Context, url string) (release func(), err error) {
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, errors.New("database url cannot be parsed")
+	}
+	name := cc.Database
+	cc.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, "dicombench:"+name).Scan(&ok); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("claim database %s: %w", name, err)
+	}
+	if !ok {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("another dicombench run is using database %s: wait for it, or give this one another -database-url", name)
+	}
+	return func() { conn.Close(context.Background()) }, nil
 }
 
 // dropDatabase drops the bench database (config validation has checked
