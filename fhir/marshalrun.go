@@ -24,8 +24,8 @@ const maxSplicedFields = 4
 // elements that differ are printed and spliced into the first's array.
 // jsonformat prints every element on its own and writes an object's
 // members in key order and an array's elements in order, so the two are
-// the same bytes
-// (TestMarshalOwnedRun_SameAsMarshal and its fuzz target hold them to it).
+// the same bytes (TestMarshalOwnedRun_SameAsMarshal and its fuzz target
+// hold them to it).
 // As MarshalOwned, it takes the resources over: they must not be printed
 // again or have their search values read afterwards.
 func (c *Codec) MarshalOwnedRun(res []proto.Message) ([][]byte, error) {
@@ -39,14 +39,9 @@ func (c *Codec) MarshalOwnedRun(res []proto.Message) ([][]byte, error) {
 	diffs := make([][]protoreflect.FieldDescriptor, len(res))
 	elems := make([]map[int][]int, len(res))
 	if len(res) > 1 {
-		base, ok := encodeFields(first)
-		if !ok {
-			base = nil
-		}
-		baseElems := map[int][][]byte{}
+		base := encodeFields(first)
 		for i := 1; i < len(res); i++ {
-			diffs[i] = differingFields(base, first.Descriptor(), res[i].ProtoReflect())
-			elems[i] = differingElements(first, res[i].ProtoReflect(), diffs[i], baseElems)
+			diffs[i], elems[i] = differing(base, first.Descriptor(), res[i].ProtoReflect())
 		}
 	}
 	// The first's own members for those fields, printed from a copy of
@@ -92,51 +87,6 @@ type splicer struct {
 	firstKeys map[string][]string          // the first's members of each set of differing fields
 	members   map[string]json.RawMessage   // of body, parsed on first use
 	arrays    map[string][]json.RawMessage // elements of body's arrays, by key, parsed on first use
-}
-
-// differingElements returns, for each list field of d that m holds as many
-// elements of as first, the indexes of the elements that differ, when they
-// are not all of them. baseElems caches the encodings of first's elements.
-func differingElements(first, m protoreflect.Message, d []protoreflect.FieldDescriptor, baseElems map[int][][]byte) map[int][]int {
-	var out map[int][]int
-	for _, fd := range d {
-		if !fd.IsList() || fd.Kind() != protoreflect.MessageKind || !first.Has(fd) || !m.Has(fd) {
-			continue
-		}
-		a, b := first.Get(fd).List(), m.Get(fd).List()
-		if a.Len() != b.Len() {
-			continue
-		}
-		enc, ok := baseElems[fd.Index()]
-		if !ok {
-			for k := 0; k < a.Len(); k++ {
-				e, err := deterministic.Marshal(a.Get(k).Message().Interface())
-				if err != nil {
-					enc = nil
-					break
-				}
-				enc = append(enc, e)
-			}
-			baseElems[fd.Index()] = enc
-		}
-		if enc == nil {
-			continue
-		}
-		var idx []int
-		for k := 0; k < b.Len(); k++ {
-			e, err := deterministic.Marshal(b.Get(k).Message().Interface())
-			if err != nil || !bytes.Equal(e, enc[k]) {
-				idx = append(idx, k)
-			}
-		}
-		if len(idx) < b.Len() {
-			if out == nil {
-				out = map[int][]int{}
-			}
-			out[fd.Index()] = idx
-		}
-	}
-	return out
 }
 
 // spliced prints m, which differs from the run's first resource in the
@@ -274,59 +224,91 @@ func (c *Codec) printFields(m protoreflect.Message, d []protoreflect.FieldDescri
 }
 
 // fieldBytes are the deterministic wire encodings of a message's top-level
-// fields, one per field (nil when unset). Comparing them is how the fields
-// of a run are compared: equal messages encode alike, and encoding goes
-// through generated code where proto.Equal walks by reflection (it was a
-// third of MarshalOwnedRun).
-type fieldBytes [][]byte
+// fields: per field, none when it is unset, one for each element of a list
+// of messages, and the field's own otherwise. Comparing them is how the
+// resources of a run are compared: equal messages encode alike, and
+// encoding goes through generated code where proto.Equal walks by
+// reflection (it was a third of MarshalOwnedRun).
+type fieldBytes [][][]byte
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-func encodeFields(m protoreflect.Message) (fieldBytes, bool) {
+// encodeFields returns the encodings of m's fields, or nil when m cannot be
+// spliced (unknown fields, a map).
+func encodeFields(m protoreflect.Message) fieldBytes {
+	if len(m.GetUnknown()) > 0 {
+		return nil
+	}
 	fields := m.Descriptor().Fields()
 	out := make(fieldBytes, fields.Len())
 	only := m.New()
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
-		if !m.Has(fd) {
-			continue
+		switch {
+		case !m.Has(fd):
+		case fd.IsMap():
+			return nil // FHIR protos have none
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+			l := m.Get(fd).List()
+			for k := 0; k < l.Len(); k++ {
+				b, err := deterministic.Marshal(l.Get(k).Message().Interface())
+				if err != nil {
+					return nil
+				}
+				out[i] = append(out[i], b)
+			}
+		default:
+			only.Set(fd, m.Get(fd))
+			b, err := deterministic.Marshal(only.Interface())
+			only.Clear(fd)
+			if err != nil {
+				return nil
+			}
+			out[i] = [][]byte{b}
 		}
-		if fd.IsMap() {
-			return nil, false // FHIR protos have none; never spliced
-		}
-		only.Set(fd, m.Get(fd))
-		b, err := deterministic.Marshal(only.Interface())
-		only.Clear(fd)
-		if err != nil {
-			return nil, false
-		}
-		out[i] = b
 	}
-	return out, len(m.GetUnknown()) == 0
+	return out
 }
 
-// differingFields returns the top-level fields in which m differs from the
-// message whose fields encode as base, or nil when it is of another type or
-// differs in too many.
-func differingFields(base fieldBytes, baseType protoreflect.MessageDescriptor, m protoreflect.Message) []protoreflect.FieldDescriptor {
+// differing returns the top-level fields in which m differs from the
+// message whose fields encode as base, and for those that are lists of as
+// many elements as base's, the indexes of the elements that differ when not
+// all do. d is nil when m is of another type or differs in too many fields.
+func differing(base fieldBytes, baseType protoreflect.MessageDescriptor, m protoreflect.Message) (d []protoreflect.FieldDescriptor, elems map[int][]int) {
 	if base == nil || m.Descriptor() != baseType {
-		return nil
+		return nil, nil
 	}
-	own, ok := encodeFields(m)
-	if !ok {
-		return nil
+	own := encodeFields(m)
+	if own == nil {
+		return nil, nil
 	}
-	d := []protoreflect.FieldDescriptor{}
-	for i := range own {
-		if bytes.Equal(own[i], base[i]) && (own[i] == nil) == (base[i] == nil) {
-			continue
+	d = []protoreflect.FieldDescriptor{}
+	for i, b := range own {
+		a := base[i]
+		var idx []int
+		if len(a) == len(b) {
+			for k := range b {
+				if !bytes.Equal(a[k], b[k]) {
+					idx = append(idx, k)
+				}
+			}
+			if idx == nil {
+				continue
+			}
 		}
 		if len(d) == maxSplicedFields {
-			return nil
+			return nil, nil
 		}
 		d = append(d, baseType.Fields().Get(i))
+		// Only a list of messages has more than one encoding.
+		if idx != nil && len(idx) < len(b) {
+			if elems == nil {
+				elems = map[int][]int{}
+			}
+			elems[i] = idx
+		}
 	}
-	return d
+	return d, elems
 }
 
 // fieldsKey names a set of fields.
