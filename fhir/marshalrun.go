@@ -15,35 +15,77 @@ import (
 // it printing the resource whole costs about as much.
 const maxSplicedFields = 4
 
-// MarshalOwnedRun prints resources as MarshalOwned prints each, faster when
-// they are alike: the AuditEvents of one access differ only in their id and
-// entities. The first resource is printed whole; a later one of the same
-// type that differs from it in a few top-level fields is printed as the
-// first's JSON with those fields' members replaced by what printing them
-// alone gives; in a list of elements of the same length, only the
-// elements that differ are printed and spliced into the first's array.
+// Run is a run of resources compared with its first, before any of them is
+// printed (printing changes references in place): which top-level fields,
+// and of lists of as many elements which elements, each later one does not
+// share with the first. What reads only shared fields reads the same in
+// both: the codec prints a later resource by splicing (MarshalOwnedRun) and
+// the store takes the first's search values (SharesValues). The AuditEvents
+// of one access differ only in their id and entities.
+type Run struct {
+	res   []proto.Message
+	diffs [][]protoreflect.FieldDescriptor // nil: nothing shared that counts
+	elems []map[int][]int
+}
+
+// NewRun compares each of res with res[0] by the deterministic encodings of
+// their fields. It does not change them.
+func NewRun(res []proto.Message) *Run {
+	r := &Run{res: res, diffs: make([][]protoreflect.FieldDescriptor, len(res)), elems: make([]map[int][]int, len(res))}
+	if len(res) > 1 {
+		first := res[0].ProtoReflect()
+		base := encodeFields(first)
+		for i := 1; i < len(res); i++ {
+			r.diffs[i], r.elems[i] = differing(base, first.Descriptor(), res[i].ProtoReflect())
+		}
+	}
+	return r
+}
+
+// SharesValues reports whether p extracts from the i-th resource of the run
+// the values it extracts from the first: the two are of one type and equal
+// in every top-level field that p's paths start at. p must be a parameter
+// of their type.
+func (r *Run) SharesValues(i int, p *SearchParam) bool {
+	if i == 0 {
+		return true
+	}
+	d := r.diffs[i]
+	if d == nil || len(p.paths) == 0 {
+		return false
+	}
+	md := r.res[i].ProtoReflect().Descriptor()
+	for _, path := range p.paths {
+		if len(path) < 2 {
+			return false
+		}
+		fd := fieldByName(md, path[1])
+		if fd == nil || slices.Contains(d, fd) {
+			return false
+		}
+	}
+	return true
+}
+
+// MarshalOwnedRun prints the resources of run as MarshalOwned prints each,
+// faster when they are alike. The first resource is printed whole; a later
+// one of the same type that differs from it in a few top-level fields is
+// printed as the first's JSON with those fields' members replaced by what
+// printing them alone gives; in a list of elements of the same length, only
+// the elements that differ are printed and spliced into the first's array.
 // jsonformat prints every element on its own and writes an object's
 // members in key order and an array's elements in order, so the two are
 // the same bytes (TestMarshalOwnedRun_SameAsMarshal and its fuzz target
 // hold them to it).
 // As MarshalOwned, it takes the resources over: they must not be printed
 // again or have their search values read afterwards.
-func (c *Codec) MarshalOwnedRun(res []proto.Message) ([][]byte, error) {
+func (c *Codec) MarshalOwnedRun(run *Run) ([][]byte, error) {
+	res, diffs, elems := run.res, run.diffs, run.elems
 	out := make([][]byte, len(res))
 	if len(res) == 0 {
 		return out, nil
 	}
 	first := res[0].ProtoReflect()
-	// Which fields each resource does not share with the first, found
-	// before anything is printed: printing changes references in place.
-	diffs := make([][]protoreflect.FieldDescriptor, len(res))
-	elems := make([]map[int][]int, len(res))
-	if len(res) > 1 {
-		base := encodeFields(first)
-		for i := 1; i < len(res); i++ {
-			diffs[i], elems[i] = differing(base, first.Descriptor(), res[i].ProtoReflect())
-		}
-	}
 	// The first's own members for those fields, printed from a copy of
 	// them, to know which keys the splice replaces.
 	firstKeys := map[string][]string{}

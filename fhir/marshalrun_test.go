@@ -2,6 +2,7 @@ package fhir_test
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,9 +75,26 @@ func withElement(a, b proto.Message, f, k int) proto.Message {
 	return out
 }
 
+// runTypes are the registered types of runExamples, for their search
+// parameters.
+var runTypes = func() *fhir.Registry {
+	reg, err := fhir.NewRegistry(fhir.AuditEvent(), fhir.Patient(), fhir.ImagingStudy(), fhir.Appointment(),
+		fhir.Encounter(), fhir.Endpoint())
+	if err != nil {
+		panic(err)
+	}
+	return reg
+}()
+
+// runStats counts, over a test's runs, the search values a run said were
+// the first's and those it had extracted, so that a test can tell that both
+// happened.
+type runStats struct{ shared, own int }
+
 // checkRun prints run with MarshalOwnedRun and each of its resources with
-// Marshal, and fails when any body differs.
-func checkRun(t *testing.T, codec *fhir.Codec, run []proto.Message) {
+// Marshal, and fails when any body differs, or when the run says a search
+// parameter's values are the first's where extracting them gives others.
+func checkRun(t *testing.T, codec *fhir.Codec, run []proto.Message, stats *runStats) {
 	t.Helper()
 	want := make([][]byte, len(run))
 	owned := make([]proto.Message, len(run))
@@ -87,7 +105,24 @@ func checkRun(t *testing.T, codec *fhir.Codec, run []proto.Message) {
 		}
 		want[i], owned[i] = b, proto.Clone(res)
 	}
-	got, err := codec.MarshalOwnedRun(owned)
+	r := fhir.NewRun(owned)
+	rt := runTypes.Type(fhir.TypeOf(run[0]))
+	for i := range run {
+		if fhir.TypeOf(run[i]) != rt.Name {
+			continue
+		}
+		for _, p := range rt.Params {
+			if !r.SharesValues(i, p) {
+				stats.own++
+				continue
+			}
+			stats.shared++
+			if got, first := p.Values(run[i]), p.Values(run[0]); !sameValues(got, first) {
+				t.Fatalf("resource %d of the run: %s shared with the first (%v), but its own are %v", i, p.Name, first, got)
+			}
+		}
+	}
+	got, err := codec.MarshalOwnedRun(r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +131,13 @@ func checkRun(t *testing.T, codec *fhir.Codec, run []proto.Message) {
 			t.Fatalf("resource %d of the run:\n got %s\nwant %s", i, got[i], want[i])
 		}
 	}
+}
+
+func sameValues(a, b []fhir.Value) bool {
+	return slices.EqualFunc(a, b, func(x, y fhir.Value) bool {
+		return x.Token == y.Token && x.String == y.String && x.Ref == y.Ref && x.Number == y.Number &&
+			x.Date.Start.Equal(y.Date.Start) && x.Date.End.Equal(y.Date.End)
+	})
 }
 
 // A run's later resources, printed as the first's JSON with what differs
@@ -109,6 +151,7 @@ func TestMarshalOwnedRun_SameAsMarshal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var stats runStats
 	for typ, exs := range parsedExamples(t, codec) {
 		for i, a := range exs {
 			run := []proto.Message{a}
@@ -127,9 +170,13 @@ func TestMarshalOwnedRun_SameAsMarshal(t *testing.T) {
 					}
 				}
 			}
-			t.Run(typ, func(t *testing.T) { checkRun(t, codec, run) })
+			t.Run(typ, func(t *testing.T) { checkRun(t, codec, run, &stats) })
 		}
 	}
+	if stats.shared == 0 || stats.own == 0 {
+		t.Fatalf("search values: %d shared with the first, %d extracted; want both", stats.shared, stats.own)
+	}
+	t.Logf("search values: %d shared with the first, %d extracted", stats.shared, stats.own)
 }
 
 // Runs of the AuditEvents of one access: alike but for id and entities.
@@ -153,7 +200,11 @@ func TestMarshalOwnedRun_SplicesAuditEventsOfOneAccess(t *testing.T) {
 			run = append(run, m)
 		}
 	}
-	checkRun(t, codec, run)
+	var stats runStats
+	checkRun(t, codec, run, &stats)
+	if stats.shared == 0 {
+		t.Fatal("no search values shared with the first")
+	}
 }
 
 func fieldMask(m proto.Message, names ...string) uint64 {
@@ -188,6 +239,6 @@ func FuzzMarshalOwnedRun_SameAsMarshal(f *testing.F) {
 		if m := withElement(a, b, int(mask1%uint64(n)), int(mask2%4)); m != nil {
 			run = append(run, m, mixed(m, b, mask2&^mask1))
 		}
-		checkRun(t, codec, run)
+		checkRun(t, codec, run, &runStats{})
 	})
 }

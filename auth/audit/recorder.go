@@ -318,8 +318,9 @@ func (rec *Recorder) shutdown(ctx context.Context, pending []*entry) error {
 	}
 }
 
-// entry is a queued event on its way to the database; the encoded
-// AuditEvents are kept across retries.
+// entry is a queued event on its way to the database; the resolved
+// patients are kept across retries, the encoded AuditEvents until a write
+// takes them.
 type entry struct {
 	ev       Event
 	lookups  int // failed lookup attempts
@@ -427,6 +428,14 @@ func (rec *Recorder) write(ctx context.Context, batch []*entry) error {
 		return err
 	})
 	if err != nil {
+		// CreateMany took the records over (it sets their ids and prints
+		// them in place): the next attempt builds them again. An event
+		// that could not be encoded keeps its empty, non-nil list.
+		for _, e := range batch {
+			if len(e.msgs) > 0 {
+				e.msgs = nil
+			}
+		}
 		return fmt.Errorf("audit: write %d events: %w", n, err)
 	}
 	rec.written.Add(float64(n))

@@ -301,11 +301,20 @@ func TestRecorder_LingerBatchesSparseEvents(t *testing.T) {
 // The AuditEvents of one access are alike, and the store prints all but the
 // first by splicing what differs into the first's JSON: each stored body is
 // still the one google/fhir prints for the record (printing what it parses
-// to gives the same bytes), with its own id and patient.
+// to gives the same bytes), with its own id and patient, and indexed under
+// that patient. The first attempt fails after the store took the records
+// over: the retry builds them again.
 func TestRecorder_StoresEachRecordAsPrinted(t *testing.T) {
 	t.Parallel()
 	store := newStore(t)
-	rec, _ := newRecorder(t, store, audit.Config{})
+	var calls atomic.Int32
+	store.OnWrite("AuditEvent", func(ctx context.Context, tx *postgres.Tx, prev, next *fhir.Resource) error {
+		if calls.Add(1) == 1 {
+			return errors.New("injected failure")
+		}
+		return nil
+	})
+	rec, _ := newRecorder(t, store, audit.Config{RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond})
 	stop := run(t, rec)
 	var patients []string
 	for i := range 30 {
@@ -363,9 +372,22 @@ func TestRecorder_StoresEachRecordAsPrinted(t *testing.T) {
 	if len(stored) != 3*len(patients) {
 		t.Fatalf("%d AuditEvents stored, want %d", len(stored), 3*len(patients))
 	}
+	if calls.Load() < 2 {
+		t.Fatalf("%d AuditEvents written through the hook: the failed attempt was not retried", calls.Load())
+	}
 	for _, p := range patients {
 		if seen[p] != 3 {
 			t.Errorf("%s is the patient of %d AuditEvents, want 3", p, seen[p])
+		}
+		var indexed int
+		if err := store.Pool().QueryRow(context.Background(), `
+			SELECT count(*) FROM idx_ref x JOIN resource r ON r.rid = x.rid
+			WHERE x.type = 'AuditEvent' AND x.param = 'patient' AND x.target_type = 'Patient' AND x.target_id = $1
+			  AND r.body LIKE '%"reference":"' || $2 || '"%'`, strings.TrimPrefix(p, "Patient/"), p).Scan(&indexed); err != nil {
+			t.Fatal(err)
+		}
+		if indexed != 3 {
+			t.Errorf("%d AuditEvents naming %s are indexed under it, want 3", indexed, p)
 		}
 	}
 }

@@ -52,15 +52,8 @@ var indexInserts = func() []string {
 // table, which is what a single resource's write mostly costs.
 const copyRows = 2000
 
-// indexRows are the search index rows of res, with rid 0 for append to set:
-// for a resource whose rid is not known yet.
-func indexRows(rt *fhir.ResourceType, res proto.Message) indexBuffer {
-	var b indexBuffer
-	b.add(rt, 0, res)
-	return b
-}
-
-// append adds rows, made by indexRows, as the rows of rid.
+// append adds rows, made with rid 0 for a resource whose rid was not known
+// yet (CreateMany), as the rows of rid.
 func (b *indexBuffer) append(rows *indexBuffer, rid int64) {
 	for i, dst := range b.tables() {
 		for _, r := range *rows.tables()[i] {
@@ -71,8 +64,17 @@ func (b *indexBuffer) append(rows *indexBuffer, rid int64) {
 }
 
 func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
-	for _, p := range rt.Params {
-		for _, v := range p.Values(res) {
+	vals := make([][]fhir.Value, len(rt.Params))
+	for k, p := range rt.Params {
+		vals[k] = p.Values(res)
+	}
+	b.addValues(rt, rid, vals)
+}
+
+// addValues adds the rows of rid whose values of rt.Params[k] are vals[k].
+func (b *indexBuffer) addValues(rt *fhir.ResourceType, rid int64, vals [][]fhir.Value) {
+	for k, p := range rt.Params {
+		for _, v := range vals[k] {
 			switch p.Type {
 			case fhir.ParamToken:
 				b.token = append(b.token, []any{rid, rt.Name, p.Name, v.Token.System, v.Token.Code})
