@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/priorflow/priorflow/fhir/postgres"
@@ -14,16 +13,18 @@ type StudyPatients func(ctx context.Context, studyUIDs []string) (map[string]str
 
 // StudyPatientLookup returns a lookup for Recorder.DICOMweb: the patient of
 // a study is the subject of its ImagingStudy, found by the identifier the
-// archive indexes it under (identifier=urn:dicom:uid|urn:oid:<uid>). A study
-// that is not indexed, or whose ImagingStudy has no Patient subject, has
-// none. Without ImagingStudy in the registry no study has one. All the
-// studies of an event are looked up in one statement: a STOW-RS request
-// names several, a QIDO-RS response up to a thousand.
+// archive indexes it under (identifier=urn:dicom:uid|urn:oid:<uid>), as the
+// search index holds it (ImagingStudy's patient parameter): the bodies of
+// a QIDO-RS response's studies can be megabytes. A study that is not
+// indexed, or whose ImagingStudy has no Patient subject, has none. Without
+// ImagingStudy in the registry no study has one. All the studies of an
+// event are looked up in one statement: a STOW-RS request names several, a
+// QIDO-RS response up to a thousand.
 func StudyPatientLookup(store *postgres.Store) StudyPatients {
 	return func(ctx context.Context, uids []string) (map[string]string, error) {
 		out := map[string]string{}
 		rt := store.Registry().Type("ImagingStudy")
-		if rt == nil || rt.Param("identifier") == nil {
+		if rt == nil || rt.Param("identifier") == nil || rt.Param("patient") == nil {
 			return out, nil
 		}
 		codes := make([]string, 0, len(uids))
@@ -32,20 +33,19 @@ func StudyPatientLookup(store *postgres.Store) StudyPatients {
 				codes = append(codes, "urn:oid:"+uid)
 			}
 		}
-		found, err := store.TokenMatches(ctx, "ImagingStudy", "identifier", SystemDICOMUID, codes)
+		found, err := store.TokenReferences(ctx, "ImagingStudy", "identifier", SystemDICOMUID, codes, "patient")
 		if err != nil {
-			return nil, fmt.Errorf("look up the ImagingStudy of studies: %w", err)
+			return nil, fmt.Errorf("look up the patients of studies: %w", err)
 		}
-		for code, ms := range found {
-			for _, m := range ms {
-				var is struct {
-					Subject *ref `json:"subject"`
+		for code, refs := range found {
+			for _, r := range refs {
+				p := r.URL
+				if r.URL == "" && r.Type == "Patient" {
+					p = "Patient/" + r.ID
 				}
-				if json.Unmarshal(m.Body, &is) == nil && is.Subject != nil {
-					if p := patientRef(is.Subject.Reference); p != "" {
-						out[code[len("urn:oid:"):]] = p
-						break
-					}
+				if p = patientRef(p); p != "" {
+					out[code[len("urn:oid:"):]] = p
+					break
 				}
 			}
 		}

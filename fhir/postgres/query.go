@@ -492,3 +492,39 @@ func (s *Store) TokenMatches(ctx context.Context, typ, param, system string, cod
 	}
 	return out, nil
 }
+
+// TokenReferences returns, for each of codes, the references that the
+// current resources of typ whose token parameter param holds system|code
+// hold under the reference parameter refParam, from the search index alone:
+// the audit trail wants the patient of every study a DICOMweb response
+// named, and an ImagingStudy's body grows with its instances (a CT study's
+// is hundreds of kilobytes). Relative references have Type and ID, absolute
+// ones URL only (as indexed).
+func (s *Store) TokenReferences(ctx context.Context, typ, param, system string, codes []string, refParam string) (map[string][]fhir.Ref, error) {
+	out := map[string][]fhir.Ref{}
+	if len(codes) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT k.code, x.target_type, x.target_id, x.url
+		FROM unnest($3::text[]) AS k(code)
+		JOIN idx_token t ON t.type = $1 AND t.param = $2 AND t.code = k.code AND t.system = $4
+		JOIN resource r ON r.rid = t.rid AND NOT r.deleted
+		JOIN idx_ref x ON x.rid = r.rid AND x.type = $1 AND x.param = $5
+		ORDER BY k.code, r.rid, x.target_type, x.target_id, x.url`, customPlan([]any{typ, param, codes, system, refParam})...)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s of %s by %s: %w", refParam, typ, param, err)
+	}
+	var code string
+	var ref fhir.Ref
+	_, err = pgx.ForEachRow(rows, []any{&code, &ref.Type, &ref.ID, &ref.URL}, func() error {
+		if refs := out[code]; len(refs) == 0 || refs[len(refs)-1] != ref {
+			out[code] = append(refs, ref)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up %s of %s by %s: %w", refParam, typ, param, err)
+	}
+	return out, nil
+}
