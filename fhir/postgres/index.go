@@ -64,36 +64,32 @@ func (b *indexBuffer) append(rows *indexBuffer, rid int64) {
 }
 
 func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
-	vals := make([][]fhir.Value, len(rt.Params))
-	for k, p := range rt.Params {
-		vals[k] = p.Values(res)
+	for _, p := range rt.Params {
+		b.addParam(rt, rid, p, p.Values(res))
 	}
-	b.addValues(rt, rid, vals)
 }
 
-// addValues adds the rows of rid whose values of rt.Params[k] are vals[k].
-func (b *indexBuffer) addValues(rt *fhir.ResourceType, rid int64, vals [][]fhir.Value) {
-	for k, p := range rt.Params {
-		for _, v := range vals[k] {
-			switch p.Type {
-			case fhir.ParamToken:
-				b.token = append(b.token, []any{rid, rt.Name, p.Name, v.Token.System, v.Token.Code})
-			case fhir.ParamString, fhir.ParamURI:
-				b.str = append(b.str, []any{rid, rt.Name, p.Name, fhir.NormalizeString(v.String), v.String})
-			case fhir.ParamDate:
-				b.date = append(b.date, []any{rid, rt.Name, p.Name, v.Date.Start, v.Date.End})
-			case fhir.ParamReference:
-				// An absolute URL points at another server: index it by URL
-				// only, or patient=Patient/1 would match another site's
-				// Patient/1.
-				typ, id := v.Ref.Type, v.Ref.ID
-				if v.Ref.URL != "" {
-					typ, id = "", ""
-				}
-				b.ref = append(b.ref, []any{rid, rt.Name, p.Name, typ, id, v.Ref.URL})
-			case fhir.ParamNumber:
-				b.num = append(b.num, []any{rid, rt.Name, p.Name, v.Number})
+// addParam adds the rows of rid for the values vals of rt's parameter p.
+func (b *indexBuffer) addParam(rt *fhir.ResourceType, rid int64, p *fhir.SearchParam, vals []fhir.Value) {
+	for _, v := range vals {
+		switch p.Type {
+		case fhir.ParamToken:
+			b.token = append(b.token, []any{rid, rt.Name, p.Name, v.Token.System, v.Token.Code})
+		case fhir.ParamString, fhir.ParamURI:
+			b.str = append(b.str, []any{rid, rt.Name, p.Name, fhir.NormalizeString(v.String), v.String})
+		case fhir.ParamDate:
+			b.date = append(b.date, []any{rid, rt.Name, p.Name, v.Date.Start, v.Date.End})
+		case fhir.ParamReference:
+			// An absolute URL points at another server: index it by URL
+			// only, or patient=Patient/1 would match another site's
+			// Patient/1.
+			typ, id := v.Ref.Type, v.Ref.ID
+			if v.Ref.URL != "" {
+				typ, id = "", ""
 			}
+			b.ref = append(b.ref, []any{rid, rt.Name, p.Name, typ, id, v.Ref.URL})
+		case fhir.ParamNumber:
+			b.num = append(b.num, []any{rid, rt.Name, p.Name, v.Number})
 		}
 	}
 }

@@ -346,10 +346,11 @@ func (t *Tx) CreateMany(ctx context.Context, res []proto.Message, workers int) (
 		runs := min(n, len(chunk))
 		err := parallel.Do(n, runs, func(r int) error {
 			lo, hi := r*len(chunk)/runs, (r+1)*len(chunk)/runs
+			rts := make([]*fhir.ResourceType, hi-lo)
 			for i := lo; i < hi; i++ {
 				m := chunk[i]
 				typ := fhir.TypeOf(m)
-				if t.s.reg.Type(typ) == nil {
+				if rts[i-lo] = t.s.reg.Type(typ); rts[i-lo] == nil {
 					return fhir.Errorf(fhir.KindNotFound, "resource type %s is not supported", typ)
 				}
 				id := uuid.NewString()
@@ -359,22 +360,22 @@ func (t *Tx) CreateMany(ctx context.Context, res []proto.Message, workers int) (
 			}
 			// The index rows are read before the codec prints in place.
 			run := fhir.NewRun(chunk[lo:hi])
-			var first [][]fhir.Value
+			first := make([][]fhir.Value, len(rts[0].Params))
 			for i := lo; i < hi; i++ {
-				rt := t.s.reg.Type(types[i])
-				vals := make([][]fhir.Value, len(rt.Params))
-				for k, p := range rt.Params {
-					if i > lo && run.SharesValues(i-lo, p) {
-						vals[k] = first[k]
-					} else {
-						vals[k] = p.Values(chunk[i])
-					}
-				}
-				if i == lo {
-					first = vals
-				}
+				rt := rts[i-lo]
 				rows[i] = indexBuffer{}
-				rows[i].addValues(rt, 0, vals)
+				for k, p := range rt.Params {
+					var vals []fhir.Value
+					if i > lo && run.SharesValues(i-lo, p) {
+						vals = first[k]
+					} else {
+						vals = p.Values(chunk[i])
+					}
+					if i == lo {
+						first[k] = vals
+					}
+					rows[i].addParam(rt, 0, p, vals)
+				}
 			}
 			printed, err := t.s.codec.MarshalOwnedRun(run)
 			if err != nil {
