@@ -33,6 +33,7 @@ type config struct {
 	MaxTime  time.Duration
 	Drain    time.Duration
 	Pages    int
+	PageSize int
 	Samples  int
 	Verify   int
 	Explain  bool
@@ -58,6 +59,7 @@ func loadConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.MaxTime, "max-time", 90*time.Second, "time limit per query, both sides")
 	fs.DurationVar(&c.Drain, "drain", 30*time.Minute, "longest wait before measuring for the subscription change events a load queued to be relayed (0: do not wait)")
 	fs.IntVar(&c.Pages, "pages", 10, "pages followed per walk of the paged _lastUpdated scan")
+	fs.IntVar(&c.PageSize, "page-size", 100, "entries per page (_count) of the paged _lastUpdated scan, at most 1000")
 	fs.IntVar(&c.Samples, "samples", 1000, "randomly chosen studies the searches look up")
 	fs.IntVar(&c.Verify, "verify", 20, "samples per query whose FHIR and SQL results are compared id by id")
 	fs.BoolVar(&c.Explain, "explain", true, "append EXPLAIN (ANALYZE, BUFFERS) of each raw query")
@@ -90,11 +92,14 @@ func (c *config) validate() error {
 		}
 	}
 	positive := map[string]int{"-studies": c.Studies, "-bundle": c.BundleStudies, "-load-clients": c.LoadClients,
-		"-clients": c.Clients, "-requests": c.Requests, "-block": c.Block, "-pages": c.Pages, "-samples": c.Samples}
-	for _, name := range []string{"-studies", "-bundle", "-load-clients", "-clients", "-requests", "-block", "-pages", "-samples"} {
+		"-clients": c.Clients, "-requests": c.Requests, "-block": c.Block, "-pages": c.Pages, "-page-size": c.PageSize, "-samples": c.Samples}
+	for _, name := range []string{"-studies", "-bundle", "-load-clients", "-clients", "-requests", "-block", "-pages", "-page-size", "-samples"} {
 		if positive[name] < 1 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if c.PageSize > 1000 {
+		errs = append(errs, errors.New("-page-size must be at most 1000 (the server's largest _count)"))
 	}
 	if c.BundleStudies > 2000 {
 		errs = append(errs, errors.New("-bundle must be at most 2000 (the server takes at most 10000 entries)"))

@@ -69,8 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep.Machine = machine(ctx, db)
 	rep.Settings = []string{
 		fmt.Sprintf("load: seed %d, ~%d studies per transaction Bundle (whole patients), %d concurrent clients", cfg.Seed, cfg.BundleStudies, cfg.LoadClients),
-		fmt.Sprintf("search: %d requests per query and side (pages for the paged scan, %d pages per walk), %d concurrent clients, blocks of %d alternating FHIR/SQL, at most %s per query, %d sampled studies",
-			cfg.Requests, cfg.Pages, cfg.Clients, cfg.Block, cfg.MaxTime, cfg.Samples),
+		fmt.Sprintf("search: %d requests per query and side (pages for the paged scan, %d pages of %d entries per walk), %d concurrent clients, blocks of %d alternating FHIR/SQL, at most %s per query, %d sampled studies",
+			cfg.Requests, cfg.Pages, cfg.PageSize, cfg.Clients, cfg.Block, cfg.MaxTime, cfg.Samples),
 	}
 
 	have, err := bench.CountStudies(ctx, db)
@@ -141,7 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	runner := bench.NewRunner(client, db, bench.Options{Requests: cfg.Requests, Clients: cfg.Clients, Block: cfg.Block,
 		MaxTime: cfg.MaxTime, Pages: cfg.Pages, Verify: cfg.Verify})
-	for _, q := range bench.Queries() {
+	for _, q := range bench.Queries(cfg.PageSize) {
 		if cfg.Only != "" && !strings.Contains(q.Name, cfg.Only) {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -222,10 +223,11 @@ func Explain(ctx context.Context, db *pgxpool.Pool, q *Query, s *Sample) (string
 	if err != nil || !q.Paged {
 		return out, err
 	}
-	// Continue from row 100 of the first page, as a next link would.
+	// Continue from the last row of the first page, as a next link would.
 	var key string
 	var rid int64
-	err = db.QueryRow(ctx, `SELECT k, rid FROM (`+q.SQL+`) AS p(rid, id, version, last_updated, body, k) OFFSET 99 LIMIT 1`, q.Args(s)...).Scan(&key, &rid)
+	err = db.QueryRow(ctx, `SELECT k, rid FROM (`+q.SQL+`) AS p(rid, id, version, last_updated, body, k) OFFSET $`+
+		strconv.Itoa(len(q.Args(s))+1)+` LIMIT 1`, append(q.Args(s), q.Count-1)...).Scan(&key, &rid)
 	if err != nil {
 		return out, fmt.Errorf("explain %s: next page: %w", q.Name, err)
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -40,8 +41,9 @@ type Query struct {
 
 const selectCols = `SELECT r.rid, r.id, r.version, r.last_updated, r.body`
 
-// Queries returns the benchmarked searches.
-func Queries() []*Query {
+// Queries returns the benchmarked searches; the paged scan asks for pages
+// of pageSize entries.
+func Queries(pageSize int) []*Query {
 	const is = "ImagingStudy"
 	day := func(t time.Time) time.Time { return t.AddDate(0, 0, 1) }
 	since2020 := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -100,20 +102,20 @@ func Queries() []*Query {
 		{
 			Name: "_lastUpdated paged",
 			Path: func(s *Sample) string {
-				return is + "?_count=100&_lastUpdated=ge" + lastUpdated(s).Format("2006-01-02T15:04:05Z") + "&_sort=_lastUpdated"
+				return is + "?_count=" + strconv.Itoa(pageSize) + "&_lastUpdated=ge" + lastUpdated(s).Format("2006-01-02T15:04:05Z") + "&_sort=_lastUpdated"
 			},
-			Count: 100,
+			Count: pageSize,
 			Paged: true,
 			SQL: selectCols + `, (r.last_updated)::text FROM resource r WHERE r.type = $1 AND NOT r.deleted` +
 				` AND (r.last_updated >= $2)` +
 				` ORDER BY r.last_updated ASC, r.rid ASC LIMIT $3`,
-			Args: func(s *Sample) []any { return []any{is, lastUpdated(s), 101} },
+			Args: func(s *Sample) []any { return []any{is, lastUpdated(s), pageSize + 1} },
 			NextSQL: selectCols + `, (r.last_updated)::text FROM resource r WHERE r.type = $1 AND NOT r.deleted` +
 				` AND (r.last_updated >= $2)` +
 				` AND (r.last_updated >= $6::timestamptz AND ((r.last_updated > $3::timestamptz) OR (r.last_updated = $4::timestamptz AND r.rid > $5)))` +
 				` ORDER BY r.last_updated ASC, r.rid ASC LIMIT $7`,
 			NextArgs: func(s *Sample, key string, rid int64) []any {
-				return []any{is, lastUpdated(s), key, key, rid, key, 101}
+				return []any{is, lastUpdated(s), key, key, rid, key, pageSize + 1}
 			},
 		},
 	}
