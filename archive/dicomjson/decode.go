@@ -167,7 +167,11 @@ func toAttribute(v any, depth int) (Attribute, error) {
 		if err != nil {
 			return a, fmt.Errorf("%w: InlineBinary: %v", ErrInvalid, err)
 		}
-		a.InlineBinary = b
+		// An empty InlineBinary is an empty value, as an absent one is
+		// (PS3.18 F.2.5); keep one form so equal objects compare equal.
+		if len(b) > 0 {
+			a.InlineBinary = b
+		}
 	}
 	raw, ok := m["Value"]
 	if !ok || raw == nil {

@@ -392,14 +392,14 @@ func deadline(d time.Duration) time.Time {
 func (s *Server) serveConn(c *serverConn) {
 	remote := c.raw.RemoteAddr()
 	log := s.log.With("remote", remote.String())
-	messages := 0
+	messages, interrupted := 0, 0
 	defer func() {
 		_ = c.nc.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 		s.wg.Done()
-		log.Info("mllp connection closed", "messages", messages)
+		log.Info("mllp connection closed", "messages", messages, "interrupted_frames", interrupted)
 	}()
 	if s.cfg.TLS != nil {
 		if !s.handshake(c, log) {
@@ -451,8 +451,13 @@ func (s *Server) serveConn(c *serverConn) {
 			}
 			ack = s.cfg.OnOversize(s.baseCtx, tooLarge.Head, remote)
 		case errors.Is(err, ErrTruncatedFrame) && r.inFrame:
-			// The sender restarted the frame; read the new one.
-			log.Warn("mllp frame interrupted by a new start block")
+			// The sender restarted the frame; read the new one. Warn once per
+			// connection: a peer sending a run of start blocks would otherwise
+			// write a log line per byte. The close line gives the count.
+			if interrupted == 0 {
+				log.Warn("mllp frame interrupted by a new start block")
+			}
+			interrupted++
 			continue
 		case err != nil:
 			log.Warn("mllp frame not received in full", "error", err)

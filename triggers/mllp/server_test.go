@@ -200,6 +200,41 @@ func TestServer_GarbageBetweenFrames(t *testing.T) {
 	}
 }
 
+// A run of start blocks is a run of interrupted frames: the server must
+// skip them, answer the frame that follows, and warn once rather than once
+// per byte (the count goes on the connection's close line).
+func TestServer_RunOfStartBlocks(t *testing.T) {
+	ts := startServer(t, echoAck, Config{})
+	conn, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const run = 1000
+	if _, err := conn.Write([]byte(strings.Repeat(vt, run) + frame("ok"))); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := NewReader(conn, 0).ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "ACK:ok" {
+		t.Errorf("ack = %q, want %q", got, "ACK:ok")
+	}
+	_ = conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(ts.logs.String(), "mllp connection closed") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	logs := ts.logs.String()
+	if n := strings.Count(logs, "interrupted by a new start block"); n != 1 {
+		t.Errorf("%d interruption warnings, want 1", n)
+	}
+	if want := fmt.Sprintf("interrupted_frames=%d", run); !strings.Contains(logs, want) {
+		t.Errorf("close line lacks %s:\n%s", want, logs)
+	}
+}
+
 func TestServer_OversizeFrame(t *testing.T) {
 	big := "MSH|^~\\&|" + strings.Repeat("x", 200)
 	t.Run("closes the connection by default", func(t *testing.T) {
