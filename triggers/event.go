@@ -12,8 +12,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // SchemaVersion is the version of the CareEvent JSON. Consumers refuse
@@ -156,7 +158,42 @@ func (e *CareEvent) Validate() error {
 	if e.SourceSystem == "" {
 		errs = append(errs, errors.New("sourceSystem is empty"))
 	}
+	if !e.ValidText() {
+		errs = append(errs, errors.New("a value is not UTF-8 text"))
+	}
 	return errors.Join(errs...)
+}
+
+// ValidText reports whether every string of the event is UTF-8. JSON
+// cannot carry other bytes: encoding/json would replace them with U+FFFD,
+// so that two identifiers that differ only there would become one.
+func (e *CareEvent) ValidText() bool {
+	return validText(reflect.ValueOf(e).Elem())
+}
+
+func validText(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.String:
+		return utf8.ValidString(v.String())
+	case reflect.Pointer:
+		return v.IsNil() || validText(v.Elem())
+	case reflect.Slice:
+		for i := range v.Len() {
+			if !validText(v.Index(i)) {
+				return false
+			}
+		}
+	case reflect.Struct:
+		if v.Type() == reflect.TypeFor[time.Time]() {
+			return true
+		}
+		for i := range v.NumField() {
+			if !validText(v.Field(i)) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Subject is the NATS subject an event is published on:

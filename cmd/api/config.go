@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/priorflow/priorflow/internal/database"
+	"github.com/priorflow/priorflow/triggers/hl7v2"
 	"github.com/priorflow/priorflow/triggers/mllp"
 )
 
@@ -30,6 +31,9 @@ type config struct {
 
 	MLLPAddr    string
 	HL7TimeZone string
+	// HL7Charset is the character set of HL7 v2 messages that declare
+	// none (MSH-18) but are not UTF-8; "" refuses them.
+	HL7Charset string
 	// MLLPAllow is the senders MLLP accepts: comma-separated IPs and CIDRs,
 	// or "any".
 	MLLPAllow                              string
@@ -80,6 +84,7 @@ func loadConfigFor(args []string, migrateOnly bool) (*config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", env("PRIORFLOW_LOG_LEVEL", "info"), "debug, info, warn or error (PRIORFLOW_LOG_LEVEL)")
 	fs.StringVar(&c.MLLPAddr, "mllp-addr", env("PRIORFLOW_MLLP_ADDR", ":2575"), "HL7 v2 MLLP listen address (PRIORFLOW_MLLP_ADDR)")
 	fs.StringVar(&c.HL7TimeZone, "hl7-timezone", env("PRIORFLOW_HL7_TIMEZONE", "Local"), "IANA zone of HL7 v2 times sent without an offset (PRIORFLOW_HL7_TIMEZONE)")
+	fs.StringVar(&c.HL7Charset, "hl7-charset", env("PRIORFLOW_HL7_CHARSET", ""), "character set (MSH-18 value, e.g. 8859/1) of HL7 v2 messages that declare none but are not UTF-8; empty refuses them (PRIORFLOW_HL7_CHARSET)")
 	fs.StringVar(&c.MLLPAllow, "mllp-allow", env("PRIORFLOW_MLLP_ALLOW", "127.0.0.0/8,::1"), "senders MLLP accepts: comma-separated IPs and CIDRs, or any (PRIORFLOW_MLLP_ALLOW)")
 	fs.StringVar(&c.MLLPTLSCert, "mllp-tls-cert", env("PRIORFLOW_MLLP_TLS_CERT", ""), "PEM certificate for MLLP over TLS (PRIORFLOW_MLLP_TLS_CERT); with the key, MLLP takes only TLS")
 	fs.StringVar(&c.MLLPTLSKey, "mllp-tls-key", env("PRIORFLOW_MLLP_TLS_KEY", ""), "PEM private key for MLLP over TLS (PRIORFLOW_MLLP_TLS_KEY)")
@@ -152,6 +157,9 @@ func (c *config) validate() error {
 	}
 	if _, err := time.LoadLocation(c.HL7TimeZone); err != nil {
 		errs = append(errs, fmt.Errorf("PRIORFLOW_HL7_TIMEZONE %q: %w", c.HL7TimeZone, err))
+	}
+	if err := hl7v2.CheckCharset(c.HL7Charset); err != nil {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_HL7_CHARSET: %w", err))
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		errs = append(errs, fmt.Errorf("PRIORFLOW_STREAM_REPLICAS %d must be 1 to 5", c.StreamReplicas))

@@ -252,6 +252,7 @@ func newIntake(cfg *config, pool *pgxpool.Pool, js njs.JetStream, reg prometheus
 	}
 	in, err := hl7v2.NewIntake(raw, pub, log, hl7v2.IntakeConfig{
 		Map:             hl7v2.MapOptions{TimeZone: tz},
+		DefaultCharset:  cfg.HL7Charset,
 		DuplicateWindow: cfg.DuplicateWindow,
 		Registerer:      reg,
 	})

@@ -30,6 +30,7 @@ func runRules(_ context.Context, e *env, args []string) error {
 	cfgPath := fs.String("config", e.getenv("PRIORFLOW_CONFIG"), "rules file (PRIORFLOW_CONFIG)")
 	nowFlag := fs.String("now", "", "evaluate as of this time (RFC 3339); default now")
 	tz := fs.String("tz", "Local", "zone of HL7 v2 times sent without an offset")
+	charset := fs.String("charset", "", "character set (MSH-18 value, e.g. 8859/1) of an HL7 v2 message that declares none but is not UTF-8")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -54,7 +55,7 @@ func runRules(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	ev, err := readEvent(fs.Arg(0), *tz)
+	ev, err := readEvent(fs.Arg(0), *tz, *charset)
 	if err != nil {
 		return err
 	}
@@ -63,7 +64,7 @@ func runRules(_ context.Context, e *env, args []string) error {
 
 // readEvent reads a CareEvent JSON, or maps an HL7 v2 message the way the
 // MLLP intake does.
-func readEvent(path, tz string) (*triggers.CareEvent, error) {
+func readEvent(path, tz, charset string) (*triggers.CareEvent, error) {
 	if !strings.HasSuffix(strings.ToLower(path), ".hl7") {
 		return rules.ReadEventFile(path)
 	}
@@ -75,7 +76,10 @@ func readEvent(path, tz string) (*triggers.CareEvent, error) {
 	if err != nil {
 		return nil, usagef("-tz %q: %v", tz, err)
 	}
-	m, err := hl7v2.Parse(bytes.TrimSpace(data))
+	if err := hl7v2.CheckCharset(charset); err != nil {
+		return nil, usagef("-charset: %v", err)
+	}
+	m, err := hl7v2.Parser{DefaultCharset: charset}.Parse(bytes.TrimSpace(data))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

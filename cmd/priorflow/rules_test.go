@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/priorflow/priorflow/triggers/hl7v2"
 )
 
 func TestRulesExplain_HL7MessageAgainstRules(t *testing.T) {
@@ -34,5 +39,40 @@ func TestRulesExplain_Usage(t *testing.T) {
 	err := run(context.Background(), []string{"rules", "explain", "-config", "testdata/nope.yaml", "x.json"}, &out, &errw, getenv)
 	if code := exitCode(err, &errw); code != exitFailure {
 		t.Errorf("missing rules file: exit %d, want %d", code, exitFailure)
+	}
+}
+
+// TestRulesExplain_Charset: a message in 8859/1 that does not say so is
+// refused unless -charset names the set, as the intake does with
+// PRIORFLOW_HL7_CHARSET.
+func TestRulesExplain_Charset(t *testing.T) {
+	sample, err := os.ReadFile("../../triggers/hl7v2/testdata/SIU-S12-01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "latin1.hl7")
+	if err := os.WriteFile(file, bytes.Replace(sample, []byte("EVERYMAN"), []byte("\xc9VERYMAN"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(sample, []byte("EVERYMAN")) {
+		t.Fatal("the sample no longer names EVERYMAN")
+	}
+	getenv := func(string) string { return "" }
+	base := []string{"rules", "explain", "-config", "testdata/rules.yaml", "-now", "2024-01-01T00:00:00Z"}
+	var out, errw bytes.Buffer
+	err = run(context.Background(), append(base, file), &out, &errw, getenv)
+	if !errors.Is(err, hl7v2.ErrNotText) {
+		t.Errorf("without -charset: %v, want ErrNotText", err)
+	}
+	out.Reset()
+	if err := run(context.Background(), append(base, "-charset", "8859/1", file), &out, &errw, getenv); err != nil {
+		t.Fatalf("-charset 8859/1: %v\n%s", err, errw.String())
+	}
+	if !strings.Contains(out.String(), "appointment-booked") {
+		t.Errorf("-charset 8859/1: output lacks the event:\n%s", out.String())
+	}
+	err = run(context.Background(), append(base, "-charset", "latin1", file), &out, &errw, getenv)
+	if code := exitCode(err, &errw); code != exitUsage {
+		t.Errorf("-charset latin1: exit %d, want %d", code, exitUsage)
 	}
 }

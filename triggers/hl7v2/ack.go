@@ -110,8 +110,9 @@ const ackDefaultVersion = "2.5.1"
 // 2.9.2 and 2.15) of an inbound message:
 //
 //   - MSH with sending and receiving application and facility swapped,
-//     MSH-9 "ACK^<trigger event>^ACK", a new MSH-10, and MSH-11 and MSH-12
-//     copied from the inbound message;
+//     MSH-9 "ACK^<trigger event>^ACK", a new MSH-10, and MSH-11, MSH-12
+//     and MSH-18 (character set) copied from the inbound message, whose
+//     bytes it echoes unchanged;
 //   - MSA with the code and, in MSA-2, the inbound control ID;
 //   - for AE and AR, an ERR segment in the v2.5 layout: ERR-2 location,
 //     ERR-3 table 0357 code, ERR-4 severity "E", ERR-8 the text.
@@ -126,7 +127,10 @@ func NewAck(inbound []byte, spec AckSpec) (*Message, error) {
 	default:
 		return nil, fmt.Errorf("hl7v2: new ack: unknown acknowledgment code %q", spec.Code)
 	}
-	in, err := Parse(inbound)
+	// Read as bytes: the acknowledgement echoes the sender's own bytes
+	// (parties, control ID) in the sender's character set, declared as the
+	// sender declared it, whatever that set is.
+	in, err := Parser{Bytes: true}.Parse(inbound)
 	if err != nil {
 		if in, err = ParseHeader(inbound); err != nil {
 			in, _ = NewMessage(DefaultDelimiters)
@@ -178,6 +182,9 @@ func NewAck(inbound []byte, spec AckSpec) (*Message, error) {
 	set("MSH-10", id)
 	msh.setRaw(11, processing)
 	msh.setRaw(12, version)
+	if cs := inMSH.Raw(18); cs != "" {
+		msh.setRaw(18, cs)
+	}
 	if _, aerr := ack.AddSegment("MSA"); aerr != nil {
 		return nil, fmt.Errorf("hl7v2: new ack: %w", aerr)
 	}
@@ -227,8 +234,10 @@ func RejectSpec(err error) AckSpec {
 	}
 	spec := AckSpec{Code: ApplicationReject, Error: SegmentSequenceError}
 	switch {
-	case errors.Is(err, ErrBadEncodingCharacters):
+	case errors.Is(err, ErrBadEncodingCharacters), errors.Is(err, ErrNotText):
 		spec.Error = DataTypeError
+	case errors.Is(err, ErrUnsupportedCharset):
+		spec.Error = TableValueNotFound
 	case errors.Is(err, ErrTooLarge):
 		spec.Error = ApplicationInternalError
 	}
@@ -246,7 +255,8 @@ func RejectSpec(err error) AckSpec {
 // free of message content.
 func sentinelText(err error) string {
 	for _, s := range []error{ErrEmpty, ErrTooLarge, ErrMissingMSH, ErrNotMSHFirst, ErrMultipleMSH,
-		ErrBadEncodingCharacters, ErrBadSegmentID} {
+		ErrBadEncodingCharacters, ErrBadSegmentID, ErrUnsupportedCharset,
+		errUndeclaredNotUTF8, errDeclaredNotUTF8, errUndefinedByte, ErrNotText} {
 		if errors.Is(err, s) {
 			return s.Error()
 		}

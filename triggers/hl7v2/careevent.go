@@ -36,7 +36,7 @@ type MappingError struct {
 	// identifier list" or "message type MDM^T02".
 	What string
 	// Err is one of ErrUnsupportedMessageType, ErrUnsupportedEvent,
-	// ErrMissingField or ErrBadTime.
+	// ErrMissingField, ErrBadTime or ErrNotText.
 	Err error
 }
 
@@ -71,7 +71,7 @@ func (e *MappingError) AckSpec() AckSpec {
 		spec.Code, spec.Error = ApplicationReject, UnsupportedEventCode
 	case errors.Is(e.Err, ErrMissingField):
 		spec.Error = RequiredFieldMissing
-	case errors.Is(e.Err, ErrBadTime):
+	case errors.Is(e.Err, ErrBadTime), errors.Is(e.Err, ErrNotText):
 		spec.Error = DataTypeError
 	}
 	spec.Text = strings.TrimPrefix(e.Error(), "hl7v2: ")
@@ -198,6 +198,10 @@ func (mp *mapper) careEvent() (*triggers.CareEvent, error) {
 	}
 	if ev.Kind == triggers.EDArrival {
 		ev.Priority = triggers.PriorityStat
+	}
+	if !ev.ValidText() {
+		// Parse decoded the message's text; only \X\ escapes spell bytes.
+		return nil, &MappingError{What: "a value escaped as hexadecimal bytes that are not text", Err: ErrNotText}
 	}
 	if err := ev.Validate(); err != nil {
 		// Every required part was checked above; this is a mapping bug.
@@ -767,12 +771,19 @@ func (mp *mapper) parseTime(v string, at ErrorLocation) (*time.Time, error) {
 		return nil, nil
 	}
 	t, err := ParseDTM(v, mp.loc)
-	if err != nil {
+	if err != nil || t.Before(earliestCareTime) {
 		// The parse error quotes the value; the mapping error must not.
 		return nil, badTime(at)
 	}
 	return &t, nil
 }
+
+// earliestCareTime bounds the times of care events: an earlier one is a
+// placeholder ("0000", "00010101"), not a time. Taken as a time, year 1 is
+// Go's zero time, which reads as no time at all, and any such time would
+// order the event before every real one (a cancellation "older" than the
+// booking it cancels would be ignored).
+var earliestCareTime = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func missing(seg string, seq, field int, what string) error {
 	return &MappingError{Location: ErrorLocation{Segment: seg, Sequence: seq, Field: field}, What: what, Err: ErrMissingField}

@@ -424,6 +424,10 @@ func TestToCareEvent_Errors(t *testing.T) {
 			ErrBadTime, ApplicationError, DataTypeError, "PID^1^7"},
 		{"bad TQ1 start", wire(msh+"SIU^S12|E9|P|2.5", "SCH||F1", "TQ1|||||||2024-05-01", "PID|1||1^^^A^MR"),
 			ErrBadTime, ApplicationError, DataTypeError, "TQ1^1^7"},
+		{"placeholder EVN-2", wire(msh+"ADT^A01|E11|P|2.5", "EVN|A01|0000", "PID|1||1^^^A^MR", "PV1|1|I"),
+			ErrBadTime, ApplicationError, DataTypeError, "EVN^1^2"},
+		{"placeholder MSH-7 (Go's zero time)", wire("MSH|^~\\&|APP|FAC|PF|PF|0001||ADT^A01|E12|P|2.5", "PID|1||1^^^A^MR", "PV1|1|I"),
+			ErrBadTime, ApplicationError, DataTypeError, "MSH^1^7"},
 		{"bad second AIS start", wire(msh+"SIU^S12|E10|P|2.5", "SCH||F1", "PID|1||1^^^A^MR", "AIS|1||X", "AIS|2||Y|tomorrow"),
 			ErrBadTime, ApplicationError, DataTypeError, "AIS^2^4"},
 	}

@@ -9,6 +9,13 @@
 // terminators), so escape sequences this package does not interpret, such as
 // \H\ or \Cxxyy\, survive a round trip.
 //
+// Text is UTF-8 once parsed: [Parser.Parse] decodes the character set
+// MSH-18 declares (ASCII, UNICODE UTF-8, ISO 8859 parts 1 to 9 and 15) and
+// [Message.Encode] writes it back in it. A message with more than ASCII in a
+// set it does not read, or whose bytes are not text in its set, is refused
+// rather than read as bytes: a name or identifier must reach the care event
+// as it was sent, or not at all.
+//
 // Values are addressed either structurally,
 //
 //	pid := msg.Segment("PID")

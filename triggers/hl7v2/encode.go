@@ -31,7 +31,8 @@ func (m *Message) AddSegment(id string) (*Segment, error) {
 // back as they came; fields set through this package are escaped. Trailing
 // empty fields are kept as they are, so the encoding of a parsed message
 // matches its input apart from segment terminators, blank lines and a byte
-// order mark.
+// order mark. A message parsed from a single-byte character set is written
+// in it again; a character set there that the set cannot hold becomes '?'.
 func (m *Message) Encode() []byte {
 	var b strings.Builder
 	fs := string(m.delims.Field)
@@ -45,6 +46,9 @@ func (m *Message) Encode() []byte {
 			b.WriteString(strings.Join(s.fields, fs))
 		}
 		b.WriteByte('\r')
+	}
+	if m.charset != nil {
+		return encodeText(b.String(), m.charset)
 	}
 	return []byte(b.String())
 }

@@ -37,6 +37,8 @@ type IntakeConfig struct {
 	Map MapOptions
 	// MaxMessageSize limits a message; 0 means DefaultMaxSize.
 	MaxMessageSize int
+	// DefaultCharset is the parser's: see [Parser.DefaultCharset].
+	DefaultCharset string
 	// Timeout bounds storing and publishing one message; 0 means
 	// DefaultIntakeTimeout. A sender waits this long at most for an AE when
 	// the database or NATS is down.
@@ -98,6 +100,9 @@ func NewIntake(store RawStore, pub Publisher, logger *slog.Logger, cfg IntakeCon
 	if cfg.Timeout < 0 || cfg.DuplicateWindow < 0 || cfg.MaxMessageSize < 0 {
 		errs = append(errs, errors.New("negative Timeout, DuplicateWindow or MaxMessageSize"))
 	}
+	if err := CheckCharset(cfg.DefaultCharset); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("hl7v2: new intake: %w", err)
 	}
@@ -105,7 +110,7 @@ func NewIntake(store RawStore, pub Publisher, logger *slog.Logger, cfg IntakeCon
 		store:   store,
 		pub:     pub,
 		log:     logger,
-		parser:  Parser{MaxSize: cfg.MaxMessageSize},
+		parser:  Parser{MaxSize: cfg.MaxMessageSize, DefaultCharset: cfg.DefaultCharset},
 		opts:    cfg.Map,
 		timeout: cfg.Timeout,
 		window:  cfg.DuplicateWindow,

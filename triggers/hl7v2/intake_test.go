@@ -51,6 +51,12 @@ func startStack(tb testing.TB, timeout time.Duration) *stack {
 
 func startStackWithPool(tb testing.TB, timeout time.Duration, pool *pgxpool.Pool) *stack {
 	tb.Helper()
+	return startStackConfig(tb, pool, hl7v2.IntakeConfig{Timeout: timeout})
+}
+
+// startStackConfig starts the stack with the intake configured by cfg.
+func startStackConfig(tb testing.TB, pool *pgxpool.Pool, cfg hl7v2.IntakeConfig) *stack {
+	tb.Helper()
 	ctx := context.Background()
 	store, err := postgres.NewRawStore(pool)
 	if err != nil {
@@ -67,7 +73,8 @@ func startStackWithPool(tb testing.TB, timeout time.Duration, pool *pgxpool.Pool
 	}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	in, err := hl7v2.NewIntake(store, pub, logger, hl7v2.IntakeConfig{Timeout: timeout, Registerer: prometheus.NewRegistry()})
+	cfg.Registerer = prometheus.NewRegistry()
+	in, err := hl7v2.NewIntake(store, pub, logger, cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -144,10 +151,11 @@ func sampleFiles(tb testing.TB) []string {
 	return files
 }
 
-// ackOf parses an acknowledgement and returns MSA-1, MSA-2 and ERR-3.1.
+// ackOf parses an acknowledgement and returns MSA-1, MSA-2 and ERR-3.1. An
+// acknowledgement echoes the sender's bytes, so it is read as bytes.
 func ackOf(tb testing.TB, ack []byte) (code, controlID, errCode string) {
 	tb.Helper()
-	m, err := hl7v2.Parse(ack)
+	m, err := hl7v2.Parser{Bytes: true}.Parse(ack)
 	if err != nil {
 		tb.Fatalf("acknowledgement does not parse: %v", err)
 	}
@@ -182,9 +190,14 @@ func dial(tb testing.TB, addr string) *mllp.Client {
 	return c
 }
 
-// streamEvents returns the subject of every stored event by event id, and
-// the number of messages in the stream.
-func streamEvents(tb testing.TB, js njs.JetStream) (map[string]string, int) {
+// stored is a care event as the stream holds it.
+type stored struct {
+	ev      triggers.CareEvent
+	subject string
+}
+
+// streamed returns every event in the stream, in order.
+func streamed(tb testing.TB, js njs.JetStream) []stored {
 	tb.Helper()
 	ctx := context.Background()
 	s, err := js.Stream(ctx, jetstream.StreamName)
@@ -195,7 +208,7 @@ func streamEvents(tb testing.TB, js njs.JetStream) (map[string]string, int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	subjects := make(map[string]string)
+	var out []stored
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		msg, err := s.GetMsg(ctx, seq)
 		if err != nil {
@@ -205,9 +218,21 @@ func streamEvents(tb testing.TB, js njs.JetStream) (map[string]string, int) {
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
 			tb.Fatalf("message %d: %v", seq, err)
 		}
-		subjects[ev.ID] = msg.Subject
+		out = append(out, stored{ev, msg.Subject})
 	}
-	return subjects, int(info.State.Msgs)
+	return out
+}
+
+// streamEvents returns the subject of every stored event by event id, and
+// the number of messages in the stream.
+func streamEvents(tb testing.TB, js njs.JetStream) (map[string]string, int) {
+	tb.Helper()
+	subjects := make(map[string]string)
+	all := streamed(tb, js)
+	for _, m := range all {
+		subjects[m.ev.ID] = m.subject
+	}
+	return subjects, len(all)
 }
 
 func TestIntake_MLLP_SamplesStoredOnceAndResendsAcknowledged(t *testing.T) {

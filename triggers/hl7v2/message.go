@@ -1,11 +1,16 @@
 package hl7v2
 
+import "golang.org/x/text/encoding/charmap"
+
 // Message is a parsed HL7 v2 message: an ordered list of segments sharing
 // one set of delimiters. The zero value is not usable; get one from [Parse],
 // [ParseHeader] or [NewMessage].
 type Message struct {
 	delims   Delimiters
 	segments []*Segment
+	// charset is the single-byte set the message arrived in and Encode
+	// writes; nil for UTF-8 (and for messages parsed as bytes).
+	charset *charmap.Charmap
 }
 
 // Segment is one segment of a message (HL7 v2.5.1 section 2.5.2). Fields are

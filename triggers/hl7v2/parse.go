@@ -3,6 +3,8 @@ package hl7v2
 import (
 	"bytes"
 	"fmt"
+
+	"golang.org/x/text/encoding/charmap"
 )
 
 // DefaultMaxSize is the input size limit of [Parse]: 1 MiB, the same as the
@@ -14,15 +16,29 @@ const DefaultMaxSize = 1 << 20
 type Parser struct {
 	// MaxSize is the largest input accepted, in bytes; 0 means DefaultMaxSize.
 	MaxSize int
+	// DefaultCharset is the character set (an MSH-18 value, see
+	// [CheckCharset]) of messages that declare none, or ASCII, but whose
+	// bytes are not UTF-8: what a site's senders use without saying so
+	// (8859/1, typically). Empty: such messages are refused with
+	// ErrNotText, since reading them as anything would be a guess.
+	DefaultCharset string
+	// Bytes reads the message as the bytes it is, whatever MSH-18 says:
+	// values are then what was sent, not necessarily text. For reading an
+	// acknowledgement, which echoes the other side's bytes, or for
+	// looking at a message that Parse refuses.
+	Bytes bool
 }
 
-// Parse parses one message with DefaultMaxSize. See [Parser.Parse].
+// Parse parses one message with DefaultMaxSize and no default character
+// set. See [Parser.Parse].
 func Parse(data []byte) (*Message, error) { return Parser{}.Parse(data) }
 
-// ParseHeader parses only the first segment, which must be MSH. It is meant
-// for messages that fail [Parse] further on, so that an error
-// acknowledgement can still address the sender (HL7 v2.5.1 section 2.9.2).
-func ParseHeader(data []byte) (*Message, error) { return Parser{}.parse(data, true) }
+// ParseHeader parses only the first segment, which must be MSH, as bytes:
+// its character set is neither checked nor decoded. It is meant for
+// messages that fail [Parse] further on, so that an error acknowledgement
+// can still address the sender in the sender's own bytes (HL7 v2.5.1
+// section 2.9.2).
+func ParseHeader(data []byte) (*Message, error) { return Parser{Bytes: true}.parse(data, true) }
 
 // Parse parses one message. Segments may end with CR (the standard, HL7
 // v2.5.1 section 2.5.2), LF or CRLF; empty lines and a leading UTF-8 byte
@@ -30,9 +46,16 @@ func ParseHeader(data []byte) (*Message, error) { return Parser{}.parse(data, tr
 // them. Segment IDs must be three upper-case letters or digits; any such ID
 // is accepted, so Z-segments are kept like any other.
 //
+// The message's text is decoded to UTF-8 from the character set MSH-18
+// declares (HL7 v2.5.1 section 2.14.9.18, table 0211: ASCII, the ISO 8859
+// parts and UNICODE UTF-8 are read; see [Parser.DefaultCharset] for
+// messages that declare none), and [Message.Encode] writes it back in that
+// set. Every value read from a parsed message is therefore text, apart
+// from what \X\ escapes spell in bytes.
+//
 // Errors are of type [*ParseError] and wrap one of ErrEmpty, ErrTooLarge,
-// ErrMissingMSH, ErrNotMSHFirst, ErrMultipleMSH, ErrBadEncodingCharacters or
-// ErrBadSegmentID.
+// ErrMissingMSH, ErrNotMSHFirst, ErrMultipleMSH, ErrBadEncodingCharacters,
+// ErrBadSegmentID, ErrUnsupportedCharset or ErrNotText.
 func (p Parser) Parse(data []byte) (*Message, error) { return p.parse(data, false) }
 
 func (p Parser) parse(data []byte, headerOnly bool) (*Message, error) {
@@ -61,7 +84,24 @@ func (p Parser) parse(data []byte, headerOnly bool) (*Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Message{delims: msh.delims, segments: []*Segment{msh}}
+	var cm *charmap.Charmap
+	if !p.Bytes {
+		if cm, err = charsetOf(msh, data, p.DefaultCharset); err != nil {
+			return nil, err
+		}
+	}
+	if cm != nil {
+		// Every part of table 0211 decoded here is a superset of ASCII, so
+		// the delimiters and segment ends are where they were.
+		if data, err = decodeText(data, cm); err != nil {
+			return nil, err
+		}
+		lines = splitSegments(data)
+		if msh, err = parseMSH(lines[0]); err != nil {
+			return nil, err
+		}
+	}
+	m := &Message{delims: msh.delims, segments: []*Segment{msh}, charset: cm}
 	if headerOnly {
 		return m, nil
 	}
