@@ -68,6 +68,11 @@ type Config struct {
 	// sidecars, is its directory (see FileRoot): objects are then renamed
 	// from the spool into it instead of copied.
 	FileRoot string
+	// DefaultCharset is the character set of text that is not UTF-8 once
+	// an object's Specific Character Set is applied, mostly objects that
+	// declare none but use one (dicomheader.Parser); "" means
+	// dicomheader.DefaultCharset (ISO_IR 100).
+	DefaultCharset string
 }
 
 // Archive stores DICOM objects and keeps their FHIR ImagingStudy index in
@@ -110,6 +115,9 @@ func New(store *postgres.Store, bucket *blob.Bucket, log *slog.Logger, cfg Confi
 	}
 	if cfg.MaxObjectSize <= 0 {
 		cfg.MaxObjectSize = 4 << 30
+	}
+	if err := dicomheader.CheckCharset(cfg.DefaultCharset); err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
 	}
 	a := &Archive{store: store, bucket: bucket, log: log, cfg: cfg, sync: syncPath}
 	store.OnDelete("ImagingStudy", a.onImagingStudyDelete)
@@ -180,7 +188,7 @@ func (a *Archive) Spool(r io.Reader) (*Object, error) {
 		o.Err = fmt.Errorf("%w: larger than %d bytes", ErrInvalidObject, a.cfg.MaxObjectSize)
 		return o, nil
 	}
-	hdr, err := dicomheader.Parse(src, n)
+	hdr, err := dicomheader.Parser{DefaultCharset: a.cfg.DefaultCharset}.Parse(src, n)
 	if err != nil {
 		o.Err = fmt.Errorf("%w: %v", ErrInvalidObject, err)
 		return o, nil

@@ -20,6 +20,9 @@ var (
 	ErrMissingAttribute = errors.New("required attribute missing")
 	// ErrInvalidUID means a UID does not follow PS3.5 9.1.
 	ErrInvalidUID = errors.New("invalid UID")
+	// ErrNotText means a text value is neither UTF-8 nor text in the
+	// Parser's DefaultCharset (none when it is ISO_IR 6 or ISO_IR 192).
+	ErrNotText = errors.New("a text value is not valid in the data set's character set")
 )
 
 // AttributeError reports a problem with one attribute of the data set. Its

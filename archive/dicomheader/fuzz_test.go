@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 
 	"github.com/priorflow/priorflow/archive/dicomheader"
@@ -59,7 +61,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			for _, known := range []error{
 				dicomheader.ErrNotPart10, dicomheader.ErrTruncated, dicomheader.ErrMalformed,
-				dicomheader.ErrMissingAttribute, dicomheader.ErrInvalidUID,
+				dicomheader.ErrMissingAttribute, dicomheader.ErrInvalidUID, dicomheader.ErrNotText,
 			} {
 				if errors.Is(err, known) {
 					return
@@ -72,7 +74,40 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Parse() accepted invalid UID %q", uid)
 			}
 		}
+		if v, ok := notText(h.Dataset.Elements); ok {
+			t.Fatalf("Parse() left a value that is not UTF-8: %q", v)
+		}
 	})
+}
+
+// notText returns a string value of elems, sequences included, that is not
+// UTF-8.
+func notText(elems []*dicom.Element) (string, bool) {
+	for _, e := range elems {
+		if e == nil || e.Value == nil {
+			continue
+		}
+		switch v := e.Value.GetValue().(type) {
+		case []string:
+			for _, s := range v {
+				if !utf8.ValidString(s) {
+					return s, true
+				}
+			}
+		case []*dicom.SequenceItemValue:
+			for _, item := range v {
+				if item == nil {
+					continue
+				}
+				if sub, ok := item.GetValue().([]*dicom.Element); ok {
+					if s, bad := notText(sub); bad {
+						return s, true
+					}
+				}
+			}
+		}
+	}
+	return "", false
 }
 
 // shortPixelData cuts the value of the top-level Pixel Data element, OW in

@@ -107,9 +107,38 @@ type Header struct {
 // negative size then means up to the end. Other readers are checked, and
 // held in memory, up to the top-level Pixel Data element only, and with a
 // negative size each length is checked by reading that far.
+//
+// Every string of the Header and its Dataset is UTF-8: the library decodes
+// the data set's Specific Character Set, and Parse reads a value that is
+// still not UTF-8 (a data set that declares no set but uses one) in
+// DefaultCharset. See Parser for another set.
 func Parse(r io.Reader, size int64) (*Header, error) {
+	return Parser{}.Parse(r, size)
+}
+
+// Parser is Parse with a site's choice of character set.
+type Parser struct {
+	// DefaultCharset is the set (a defined term of Specific Character Set,
+	// see CheckCharset) text is read in when it is not UTF-8 after the data
+	// set's own set was applied; "" means DefaultCharset. ISO_IR 6 or
+	// ISO_IR 192 refuse such text (ErrNotText).
+	DefaultCharset string
+}
+
+// Parse is the package's Parse with p's settings.
+func (p Parser) Parse(r io.Reader, size int64) (*Header, error) {
+	name := strings.ToUpper(strings.TrimSpace(p.DefaultCharset))
+	if name == "" {
+		name = DefaultCharset
+	}
+	if err := CheckCharset(name); err != nil {
+		return nil, err
+	}
 	ds, err := parseDataset(r, size)
 	if err != nil {
+		return nil, fmt.Errorf("dicomheader.Parse: %w", err)
+	}
+	if err := decodeText(ds.Elements, defaultCharsets[name]); err != nil {
 		return nil, fmt.Errorf("dicomheader.Parse: %w", err)
 	}
 	h := newHeader(ds)

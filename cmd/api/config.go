@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/internal/database"
 	"github.com/priorflow/priorflow/triggers/hl7v2"
 	"github.com/priorflow/priorflow/triggers/mllp"
@@ -34,6 +35,9 @@ type config struct {
 	// HL7Charset is the character set of HL7 v2 messages that declare
 	// none (MSH-18) but are not UTF-8; "" refuses them.
 	HL7Charset string
+	// DICOMCharset is the character set of DICOM text that is not UTF-8
+	// once the object's own set is applied.
+	DICOMCharset string
 	// MLLPAllow is the senders MLLP accepts: comma-separated IPs and CIDRs,
 	// or "any".
 	MLLPAllow                              string
@@ -85,6 +89,7 @@ func loadConfigFor(args []string, migrateOnly bool) (*config, error) {
 	fs.StringVar(&c.MLLPAddr, "mllp-addr", env("PRIORFLOW_MLLP_ADDR", ":2575"), "HL7 v2 MLLP listen address (PRIORFLOW_MLLP_ADDR)")
 	fs.StringVar(&c.HL7TimeZone, "hl7-timezone", env("PRIORFLOW_HL7_TIMEZONE", "Local"), "IANA zone of HL7 v2 times sent without an offset (PRIORFLOW_HL7_TIMEZONE)")
 	fs.StringVar(&c.HL7Charset, "hl7-charset", env("PRIORFLOW_HL7_CHARSET", ""), "character set (MSH-18 value, e.g. 8859/1) of HL7 v2 messages that declare none but are not UTF-8; empty refuses them (PRIORFLOW_HL7_CHARSET)")
+	fs.StringVar(&c.DICOMCharset, "dicom-charset", env("PRIORFLOW_DICOM_CHARSET", dicomheader.DefaultCharset), "character set (Specific Character Set term) of DICOM text that declares none but is not UTF-8; ISO_IR 6 refuses it (PRIORFLOW_DICOM_CHARSET)")
 	fs.StringVar(&c.MLLPAllow, "mllp-allow", env("PRIORFLOW_MLLP_ALLOW", "127.0.0.0/8,::1"), "senders MLLP accepts: comma-separated IPs and CIDRs, or any (PRIORFLOW_MLLP_ALLOW)")
 	fs.StringVar(&c.MLLPTLSCert, "mllp-tls-cert", env("PRIORFLOW_MLLP_TLS_CERT", ""), "PEM certificate for MLLP over TLS (PRIORFLOW_MLLP_TLS_CERT); with the key, MLLP takes only TLS")
 	fs.StringVar(&c.MLLPTLSKey, "mllp-tls-key", env("PRIORFLOW_MLLP_TLS_KEY", ""), "PEM private key for MLLP over TLS (PRIORFLOW_MLLP_TLS_KEY)")
@@ -157,6 +162,9 @@ func (c *config) validate() error {
 	}
 	if _, err := time.LoadLocation(c.HL7TimeZone); err != nil {
 		errs = append(errs, fmt.Errorf("PRIORFLOW_HL7_TIMEZONE %q: %w", c.HL7TimeZone, err))
+	}
+	if err := dicomheader.CheckCharset(c.DICOMCharset); err != nil {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_DICOM_CHARSET: %w", err))
 	}
 	if err := hl7v2.CheckCharset(c.HL7Charset); err != nil {
 		errs = append(errs, fmt.Errorf("PRIORFLOW_HL7_CHARSET: %w", err))

@@ -339,7 +339,8 @@ func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *bl
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool, FileRoot: archive.FileRoot(cfg.BlobURL)})
+	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool,
+		FileRoot: archive.FileRoot(cfg.BlobURL), DefaultCharset: cfg.DICOMCharset})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -199,11 +199,11 @@ func TestAPI_GracefulShutdownFinishesInFlightRequests(t *testing.T) {
 }
 
 func TestConfig_ReportsEveryProblem(t *testing.T) {
-	_, err := loadConfig([]string{"-http-addr", "nonsense", "-log-level", "loud", "-base-url", "ftp://x", "-blob-url", "gs://b", "-hl7-charset", "latin1"})
+	_, err := loadConfig([]string{"-http-addr", "nonsense", "-log-level", "loud", "-base-url", "ftp://x", "-blob-url", "gs://b", "-hl7-charset", "latin1", "-dicom-charset", "latin1"})
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"PRIORFLOW_HTTP_ADDR", "PRIORFLOW_LOG_LEVEL", "PRIORFLOW_BASE_URL", "PRIORFLOW_BLOB_URL", "PRIORFLOW_HL7_CHARSET"} {
+	for _, want := range []string{"PRIORFLOW_HTTP_ADDR", "PRIORFLOW_LOG_LEVEL", "PRIORFLOW_BASE_URL", "PRIORFLOW_BLOB_URL", "PRIORFLOW_HL7_CHARSET", "PRIORFLOW_DICOM_CHARSET"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}

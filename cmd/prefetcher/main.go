@@ -35,6 +35,7 @@ import (
 	_ "gocloud.dev/blob/s3blob"   // s3:// blob URLs (S3-compatible stores)
 
 	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/internal/database"
@@ -80,6 +81,7 @@ type config struct {
 	// The prefetch worker.
 	DataDir      string
 	BlobURL      string
+	DICOMCharset string
 	BaseURL      string
 	Concurrency  int
 	AckWait      time.Duration
@@ -100,6 +102,7 @@ func loadConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long shutdown waits for in-flight work")
 	fs.StringVar(&c.DataDir, "data-dir", env("PRIORFLOW_DATA_DIR", "./data"), "data directory, shared with the api (PRIORFLOW_DATA_DIR)")
 	fs.StringVar(&c.BlobURL, "blob-url", env("PRIORFLOW_BLOB_URL", ""), "blob store of the archive, the api's (PRIORFLOW_BLOB_URL); default file://<data-dir>/blobs")
+	fs.StringVar(&c.DICOMCharset, "dicom-charset", env("PRIORFLOW_DICOM_CHARSET", dicomheader.DefaultCharset), "character set (Specific Character Set term) of DICOM text that declares none but is not UTF-8; the same as the api's (PRIORFLOW_DICOM_CHARSET)")
 	fs.StringVar(&c.BaseURL, "base-url", env("PRIORFLOW_BASE_URL", "http://localhost:8080"), "absolute URL of the api (PRIORFLOW_BASE_URL); <base-url>/dicomweb is the local Endpoint")
 	fs.IntVar(&c.Concurrency, "jobs", envInt("PRIORFLOW_PREFETCH_JOBS", 4), "prefetch jobs run at once; one slot is kept for stat (PRIORFLOW_PREFETCH_JOBS)")
 	fs.DurationVar(&c.AckWait, "ack-wait", envDuration("PRIORFLOW_PREFETCH_ACK_WAIT", 30*time.Second), "how soon a job held by a dead worker is redelivered (PRIORFLOW_PREFETCH_ACK_WAIT)")
@@ -123,6 +126,9 @@ func loadConfig(args []string) (*config, error) {
 	}
 	if !strings.HasPrefix(c.BlobURL, "file://") && !strings.HasPrefix(c.BlobURL, "s3://") && !strings.HasPrefix(c.BlobURL, "mem://") {
 		errs = append(errs, errors.New("PRIORFLOW_BLOB_URL must be a file://, s3:// or mem:// URL"))
+	}
+	if err := dicomheader.CheckCharset(c.DICOMCharset); err != nil {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_DICOM_CHARSET: %w", err))
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("PRIORFLOW_PREFETCH_JOBS %d must be at least 1", c.Concurrency))
@@ -250,7 +256,8 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		return fmt.Errorf("open blob store: %w", err)
 	}
 	defer bucket.Close()
-	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool, FileRoot: archive.FileRoot(cfg.BlobURL)})
+	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool,
+		FileRoot: archive.FileRoot(cfg.BlobURL), DefaultCharset: cfg.DICOMCharset})
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,16 @@ func TestRun_InvalidRulesStopStartupWithTheLine(t *testing.T) {
 	}
 }
 
+func TestLoadConfig_RefusesUnknownDICOMCharset(t *testing.T) {
+	_, err := loadConfig([]string{"-dicom-charset", "latin1"})
+	if err == nil || !strings.Contains(err.Error(), "PRIORFLOW_DICOM_CHARSET") {
+		t.Errorf("err = %v, want one naming PRIORFLOW_DICOM_CHARSET", err)
+	}
+	if _, err := loadConfig([]string{"-dicom-charset", "ISO_IR 101"}); err != nil {
+		t.Errorf("ISO_IR 101: %v", err)
+	}
+}
+
 // A care event published on CARE_EVENTS becomes a prefetch job with its
 // Task, planned by the running prefetcher, which stops cleanly.
 func TestRun_PlansJobsFromCareEvents(t *testing.T) {

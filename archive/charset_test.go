@@ -1,0 +1,82 @@
+package archive_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/archivetest"
+	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/internal/database/dbtest"
+)
+
+// TestStore_TextInNoDeclaredCharset: an object that declares no Specific
+// Character Set but writes names in Latin-1, as older modalities do. Read
+// as bytes, PostgreSQL refused its index rows (invalid UTF-8) on every
+// try, so such a prior could never be loaded.
+func TestStore_TextInNoDeclaredCharset(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithSeries(1), dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(
+		dicomtest.Remove(tag.SpecificCharacterSet),
+		dicomtest.Set(tag.PatientID, "\xc4B1"),
+		dicomtest.Set(tag.PatientName, "M\xdcLLER^JOS\xc9"),
+		dicomtest.Set(tag.StudyDescription, "CT T\xcaTE"),
+	))
+	in := st.Instances()[0].Bytes
+
+	// A site that refuses such text: a clear refusal, nothing stored.
+	strict, err := archive.New(env.Store, env.Bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.example/dicomweb", SpoolDir: t.TempDir(), DefaultCharset: "ISO_IR 6"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := strict.Spool(bytes.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Remove)
+	if !errors.Is(o.Err, archive.ErrInvalidObject) {
+		t.Errorf("strict: spooled with error %v, want ErrInvalidObject", o.Err)
+	}
+	if n := env.BlobCount(t); n != 0 {
+		t.Errorf("strict: %d blobs stored", n)
+	}
+
+	// The default reads it as ISO_IR 100.
+	for _, r := range storeAll(t, env.Archive, st) {
+		if r.Err != nil {
+			t.Fatalf("store: %v", r.Err)
+		}
+	}
+	is := imagingStudy(t, env, st.StudyInstanceUID)
+	if is["description"] != "CT TÊTE" {
+		t.Errorf("ImagingStudy.description %q", is["description"])
+	}
+	rows, _, err := env.Archive.SearchStudies(context.Background(), archive.Query{PatientID: "ÄB1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].PatientName != "MÜLLER^JOSÉ" {
+		t.Errorf("QIDO by PatientID ÄB1: %+v", rows)
+	}
+	// The original bytes are kept as they came.
+	it := env.Bucket.List(nil)
+	obj, err := it.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := env.Archive.Open(context.Background(), obj.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || string(got) != string(in) {
+		t.Errorf("stored object differs from the one sent (%v)", err)
+	}
+}

@@ -1,0 +1,147 @@
+package dicomheader_test
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"github.com/priorflow/priorflow/archive/dicomheader"
+	"github.com/priorflow/priorflow/archive/dicomtest"
+)
+
+// withRequest sets a Request Attributes Sequence whose one item describes
+// the requested procedure as desc: text inside a sequence.
+func withRequest(desc string) dicomtest.Edition {
+	return func(elems []*dicom.Element) []*dicom.Element {
+		item, err := dicom.NewElement(tag.RequestedProcedureDescription, []string{desc})
+		if err != nil {
+			panic(err)
+		}
+		seq, err := dicom.NewElement(tag.RequestAttributesSequence, [][]*dicom.Element{{item}})
+		if err != nil {
+			panic(err)
+		}
+		elems = dicomtest.Remove(tag.RequestAttributesSequence)(elems)
+		i, _ := slices.BinarySearchFunc(elems, seq.Tag, func(e *dicom.Element, t tag.Tag) int { return e.Tag.Compare(t) })
+		return slices.Insert(elems, i, seq)
+	}
+}
+
+func requestDescription(t *testing.T, h *dicomheader.Header) string {
+	t.Helper()
+	seq, err := h.Dataset.FindElementByTag(tag.RequestAttributesSequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := seq.Value.GetValue().([]*dicom.SequenceItemValue)
+	for _, e := range items[0].GetValue().([]*dicom.Element) {
+		if e.Tag == tag.RequestedProcedureDescription {
+			return e.Value.GetValue().([]string)[0]
+		}
+	}
+	t.Fatal("no Requested Procedure Description")
+	return ""
+}
+
+// object returns the first instance of a study written with eds.
+func object(t *testing.T, eds ...dicomtest.Edition) []byte {
+	t.Helper()
+	st := dicomtest.NewStudy(t, dicomtest.WithSeries(1), dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(eds...))
+	return st.Instances()[0].Bytes
+}
+
+func TestParse_Charsets(t *testing.T) {
+	t.Parallel()
+	latin1 := []dicomtest.Edition{
+		dicomtest.Set(tag.PatientID, "\xc4B1"),
+		dicomtest.Set(tag.PatientName, "M\xdcLLER^JOS\xc9"),
+		dicomtest.Set(tag.StudyDescription, "CT T\xcaTE"),
+		withRequest("T\xcaTE SANS INJECTION"),
+	}
+	undeclared := append([]dicomtest.Edition{dicomtest.Remove(tag.SpecificCharacterSet)}, latin1...)
+	tests := []struct {
+		name    string
+		b       []byte
+		charset string // Parser.DefaultCharset
+		wantID  string // "" when Parse must fail with ErrNotText
+		family  string
+		desc    string
+		request string
+	}{
+		{"declared ISO_IR 100", object(t, append([]dicomtest.Edition{dicomtest.Set(tag.SpecificCharacterSet, "ISO_IR 100")}, latin1...)...),
+			"", "ÄB1", "MÜLLER", "CT TÊTE", "TÊTE SANS INJECTION"},
+		{"undeclared, read in the default", object(t, undeclared...), "", "ÄB1", "MÜLLER", "CT TÊTE", "TÊTE SANS INJECTION"},
+		{"undeclared, read in ISO_IR 101", object(t, dicomtest.Remove(tag.SpecificCharacterSet), dicomtest.Set(tag.PatientName, "\xa9KODA^JAN")),
+			"ISO_IR 101", "", "ŠKODA", "", ""},
+		{"undeclared UTF-8 is kept", object(t, dicomtest.Remove(tag.SpecificCharacterSet), dicomtest.Set(tag.PatientID, "ÄB1"), dicomtest.Set(tag.PatientName, "MÜLLER^JOSÉ")),
+			"", "ÄB1", "MÜLLER", "", ""},
+		{"undeclared, refused", object(t, undeclared...), "ISO_IR 6", "", "", "", ""},
+		{"a byte the set leaves undefined", object(t, dicomtest.Remove(tag.SpecificCharacterSet), dicomtest.Set(tag.PatientName, "X\xa5Y")),
+			"ISO_IR 109", "", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h, err := dicomheader.Parser{DefaultCharset: tt.charset}.Parse(bytes.NewReader(tt.b), int64(len(tt.b)))
+			if tt.family == "" {
+				if !errors.Is(err, dicomheader.ErrNotText) {
+					t.Fatalf("Parse: %v, want ErrNotText", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if tt.wantID != "" && h.PatientID != tt.wantID {
+				t.Errorf("PatientID %q, want %q", h.PatientID, tt.wantID)
+			}
+			if h.PatientName.Family != tt.family {
+				t.Errorf("family name %q, want %q", h.PatientName.Family, tt.family)
+			}
+			if tt.desc != "" && h.StudyDescription != tt.desc {
+				t.Errorf("StudyDescription %q, want %q", h.StudyDescription, tt.desc)
+			}
+			if tt.request != "" {
+				if got := requestDescription(t, h); got != tt.request {
+					t.Errorf("description in a sequence %q, want %q", got, tt.request)
+				}
+			}
+		})
+	}
+
+	// Read as bytes, both IDs would have become "\uFFFDB1" in JSON.
+	a := object(t, dicomtest.Remove(tag.SpecificCharacterSet), dicomtest.Set(tag.PatientID, "\xc4B1"))
+	b := object(t, dicomtest.Remove(tag.SpecificCharacterSet), dicomtest.Set(tag.PatientID, "\xd6B1"))
+	ha, err := dicomheader.Parse(bytes.NewReader(a), int64(len(a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ha.PatientID == hb.PatientID {
+		t.Errorf("two patient IDs read as one: %q", ha.PatientID)
+	}
+}
+
+func TestCheckCharset(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"", "ISO_IR 100", "iso_ir 101", "ISO_IR 203", "ISO_IR 6", "ISO_IR 192"} {
+		if err := dicomheader.CheckCharset(ok); err != nil {
+			t.Errorf("CheckCharset(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"latin1", "ISO 2022 IR 100", "GB18030", "ISO_IR 13"} {
+		if err := dicomheader.CheckCharset(bad); err == nil {
+			t.Errorf("CheckCharset(%q) accepted", bad)
+		}
+	}
+	if _, err := (dicomheader.Parser{DefaultCharset: "latin1"}).Parse(bytes.NewReader(nil), 0); err == nil || errors.Is(err, dicomheader.ErrTruncated) {
+		t.Errorf("Parse with an unknown default: %v, want the setting refused", err)
+	}
+}
