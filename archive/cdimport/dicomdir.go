@@ -9,6 +9,8 @@ import (
 
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"github.com/priorflow/priorflow/archive/dicomheader"
 )
 
 // MediaStorageDirectoryStorage is the SOP Class UID of a DICOMDIR (PS3.4
@@ -44,7 +46,7 @@ func ReferencedFileIDs(r io.Reader, size int64) (ids []string, err error) {
 			ids, err = nil, fmt.Errorf("cdimport.ReferencedFileIDs: %w: panic in DICOM parser: %v", ErrNotDICOMDIR, p)
 		}
 	}()
-	ds, err := dicom.Parse(r, size, nil, dicom.SkipPixelData())
+	ds, err := dicomheader.ParseDataset(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("cdimport.ReferencedFileIDs: %w: %v", ErrNotDICOMDIR, err)
 	}

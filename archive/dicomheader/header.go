@@ -148,6 +148,24 @@ func (p Parser) Parse(r io.Reader, size int64) (*Header, error) {
 	return h, nil
 }
 
+// ParseDataset reads a Part 10 stream of size bytes as Parse does, with the
+// same checks of its structure and the same reading of its text (in
+// DefaultCharset where it is not UTF-8), and returns its data set up to
+// Pixel Data without asking for the attributes of a SOP Instance: for the
+// other Part 10 files that come from outside, such as a DICOMDIR (PS3.10
+// 8.6), which the library alone would let allocate what a length field
+// claims (4 GiB for a few hundred bytes).
+func ParseDataset(r io.Reader, size int64) (dicom.Dataset, error) {
+	ds, err := parseDataset(r, size)
+	if err == nil {
+		err = decodeText(ds.Elements, defaultCharsets[DefaultCharset])
+	}
+	if err != nil {
+		return dicom.Dataset{}, fmt.Errorf("dicomheader.ParseDataset: %w", err)
+	}
+	return ds, nil
+}
+
 // parseDataset reads the data set up to the Pixel Data element. The guard
 // checks the stream's structure first, so that the library only ever
 // allocates for lengths the stream can hold.
