@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/charset"
+	"github.com/suyashkumar/dicom/pkg/tag"
 	"golang.org/x/text/encoding/charmap"
 )
 
@@ -46,11 +48,78 @@ func CheckCharset(name string) error {
 	return fmt.Errorf("dicomheader: character set %q: want ISO_IR 100, 101, 109, 110, 126, 127, 138, 144, 148 or 203, or ISO_IR 6 or ISO_IR 192 to refuse text in no set", name)
 }
 
+// readText makes the text of ds UTF-8 (see decodeText), and refuses a
+// Specific Character Set the library does not know, unless it is ISO_IR
+// 203 (ISO 8859-15, added to PS3.3 in 2017 and not in the library's
+// table), which it reads itself.
+func readText(ds dicom.Dataset, fallback *charmap.Charmap) error {
+	e, err := ds.FindElementByTag(tag.SpecificCharacterSet)
+	if err != nil || e.Value == nil || e.Value.ValueType() != dicom.Strings {
+		return decodeText(ds.Elements, fallback)
+	}
+	names, _ := e.Value.GetValue().([]string)
+	for i, raw := range names {
+		name := strings.Trim(raw, " \x00")
+		if name == "ISO_IR 203" || name == "ISO 2022 IR 203" {
+			if len(names) > 1 {
+				return fmt.Errorf("%w: Specific Character Set %s with other sets is not read", ErrMalformed, name)
+			}
+			return decodeAll(ds.Elements, charmap.ISO8859_15)
+		}
+		// As the library saw it: a name it did not take left the text as
+		// bytes.
+		if err := knownCharset(raw); err != nil {
+			return fmt.Errorf("%w: Specific Character Set value %d: %v", ErrMalformed, i+1, err)
+		}
+	}
+	return decodeText(ds.Elements, fallback)
+}
+
+// knownCharset returns nil when the dicom library decodes name, which it
+// does as it parses. The library panics on a name its table lists but
+// x/text lacks (ISO_IR 166).
+func knownCharset(name string) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("character set %q cannot be read: %v", name, p)
+		}
+	}()
+	_, err = charset.ParseSpecificCharacterSet([]string{name})
+	return err
+}
+
+// decodeAll reads every string value of elems, sequences included, in cm,
+// which the library did not apply: a byte cm leaves undefined is refused.
+func decodeAll(elems []*dicom.Element, cm *charmap.Charmap) error {
+	return walkStrings(elems, func(e *dicom.Element, s string) (string, error) {
+		t, ok := decodeBytes(s, cm)
+		if !ok {
+			return "", fmt.Errorf("%w: (%04X,%04X)", ErrNotText, e.Tag.Group, e.Tag.Element)
+		}
+		return t, nil
+	})
+}
+
 // decodeText makes every string value of elems, sequences included, UTF-8:
 // a value the library left as bytes that are not UTF-8 (the data set
 // declares no set, or one it does not hold to) is read in cm; with cm nil it
 // is refused.
 func decodeText(elems []*dicom.Element, cm *charmap.Charmap) error {
+	return walkStrings(elems, func(e *dicom.Element, s string) (string, error) {
+		if utf8.ValidString(s) {
+			return s, nil
+		}
+		t, ok := decodeBytes(s, cm)
+		if !ok {
+			return "", fmt.Errorf("%w: (%04X,%04X)", ErrNotText, e.Tag.Group, e.Tag.Element)
+		}
+		return t, nil
+	})
+}
+
+// walkStrings replaces each string value of elems, sequences included, by
+// what fn returns for it.
+func walkStrings(elems []*dicom.Element, fn func(*dicom.Element, string) (string, error)) error {
 	for _, e := range elems {
 		if e == nil || e.Value == nil {
 			continue
@@ -59,12 +128,9 @@ func decodeText(elems []*dicom.Element, cm *charmap.Charmap) error {
 		case dicom.Strings:
 			vs, _ := e.Value.GetValue().([]string)
 			for i, s := range vs {
-				if utf8.ValidString(s) {
-					continue
-				}
-				t, ok := decodeBytes(s, cm)
-				if !ok {
-					return fmt.Errorf("%w: (%04X,%04X)", ErrNotText, e.Tag.Group, e.Tag.Element)
+				t, err := fn(e, s)
+				if err != nil {
+					return err
 				}
 				vs[i] = t
 			}
@@ -75,7 +141,7 @@ func decodeText(elems []*dicom.Element, cm *charmap.Charmap) error {
 					continue
 				}
 				sub, _ := item.GetValue().([]*dicom.Element)
-				if err := decodeText(sub, cm); err != nil {
+				if err := walkStrings(sub, fn); err != nil {
 					return err
 				}
 			}

@@ -145,3 +145,39 @@ func TestCheckCharset(t *testing.T) {
 		t.Errorf("Parse with an unknown default: %v, want the setting refused", err)
 	}
 }
+
+// TestParse_DeclaredCharsetsTheLibraryLacks: ISO_IR 203 (ISO 8859-15,
+// added to PS3.3 in 2017) is not in the dicom library's table, which
+// refused such objects as malformed; it is read here. Unknown values are
+// still refused.
+func TestParse_DeclaredCharsetsTheLibraryLacks(t *testing.T) {
+	t.Parallel()
+	name := dicomtest.Set(tag.PatientName, "\xa4URO^\xbd\xbe")
+	for _, tt := range []struct {
+		scs     []string
+		want    string // "" when refused
+		wantErr error
+	}{
+		{[]string{"ISO_IR 203"}, "€URO^œŸ", nil},
+		{[]string{"ISO 2022 IR 203"}, "€URO^œŸ", nil},
+		{[]string{"ISO_IR 100"}, "¤URO^½¾", nil},
+		{[]string{"ISO_IR 203", "ISO 2022 IR 87"}, "", dicomheader.ErrMalformed},
+		{[]string{"ISO_IR 999"}, "", dicomheader.ErrMalformed},
+	} {
+		b := object(t, dicomtest.Set(tag.SpecificCharacterSet, tt.scs...), name)
+		h, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
+		if tt.wantErr != nil {
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("%q: %v, want %v", tt.scs, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.scs, err)
+			continue
+		}
+		if h.PatientName.Raw != tt.want {
+			t.Errorf("%q: PatientName %q, want %q", tt.scs, h.PatientName.Raw, tt.want)
+		}
+	}
+}

@@ -135,10 +135,10 @@ func (p Parser) Parse(r io.Reader, size int64) (*Header, error) {
 		return nil, err
 	}
 	ds, err := parseDataset(r, size)
-	if err != nil {
-		return nil, fmt.Errorf("dicomheader.Parse: %w", err)
+	if err == nil {
+		err = readText(ds, defaultCharsets[name])
 	}
-	if err := decodeText(ds.Elements, defaultCharsets[name]); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("dicomheader.Parse: %w", err)
 	}
 	h := newHeader(ds)
@@ -158,7 +158,7 @@ func (p Parser) Parse(r io.Reader, size int64) (*Header, error) {
 func ParseDataset(r io.Reader, size int64) (dicom.Dataset, error) {
 	ds, err := parseDataset(r, size)
 	if err == nil {
-		err = decodeText(ds.Elements, defaultCharsets[DefaultCharset])
+		err = readText(ds, defaultCharsets[DefaultCharset])
 	}
 	if err != nil {
 		return dicom.Dataset{}, fmt.Errorf("dicomheader.ParseDataset: %w", err)
@@ -188,7 +188,9 @@ func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 	if size < 0 {
 		limit = dicomio.LimitReadUntilEOF
 	}
-	p, err := dicom.NewParser(in, limit, nil, dicom.SkipPixelData())
+	// Specific Character Set values the library does not know are checked
+	// after the parse (declaredCharset), which reads ISO_IR 203 itself.
+	p, err := dicom.NewParser(in, limit, nil, dicom.SkipPixelData(), dicom.AllowUnknownSpecificCharacterSet())
 	if err != nil {
 		return ds, classify(err, size, "reading file meta information")
 	}

@@ -166,3 +166,21 @@ func TestCheckCharset(t *testing.T) {
 		}
 	}
 }
+
+// TestEncode_CharacterTheSetCannotHold: a value set into an 8859/1 message
+// is written in 8859/1, and what it cannot represent as '?'.
+func TestEncode_CharacterTheSetCannotHold(t *testing.T) {
+	t.Parallel()
+	m := mustParse(t, latin1("8859/1"))
+	if err := m.Set("PID-5-1", "ÉΠ"); err != nil {
+		t.Fatal(err)
+	}
+	b := m.Encode()
+	if !bytes.Contains(b, []byte("|\xc9?^JOS\xc9|")) {
+		t.Errorf("Encode: %q, want PID-5 as \\xc9?^JOS\\xc9", b)
+	}
+	back := mustParse(t, b)
+	if got := mustGet(t, back, "PID-5-1"); got != "É?" {
+		t.Errorf("read back %q, want É?", got)
+	}
+}

@@ -32,7 +32,8 @@ func (m *Message) AddSegment(id string) (*Segment, error) {
 // empty fields are kept as they are, so the encoding of a parsed message
 // matches its input apart from segment terminators, blank lines and a byte
 // order mark. A message parsed from a single-byte character set is written
-// in it again; a character set there that the set cannot hold becomes '?'.
+// in it again, where a character given since (with Set) that the set
+// cannot represent is written as '?'.
 func (m *Message) Encode() []byte {
 	var b strings.Builder
 	fs := string(m.delims.Field)
