@@ -189,6 +189,9 @@ func (a *Archive) Spool(r io.Reader) (*Object, error) {
 		return o, nil
 	}
 	hdr, err := dicomheader.Parser{DefaultCharset: a.cfg.DefaultCharset}.Parse(src, n)
+	if err == nil {
+		err = hdr.CheckPatientIdentity()
+	}
 	if err != nil {
 		o.Err = fmt.Errorf("%w: %v", ErrInvalidObject, err)
 		return o, nil

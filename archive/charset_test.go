@@ -80,3 +80,24 @@ func TestStore_TextInNoDeclaredCharset(t *testing.T) {
 		t.Errorf("stored object differs from the one sent (%v)", err)
 	}
 }
+
+// TestSpool_PatientIDTheDeclaredSetCannotRead: an object that declares
+// UTF-8 but writes its PatientID in Latin-1 would be filed under
+// "\uFFFDB1", beside every other patient whose ID differs only there; it is
+// refused instead.
+func TestSpool_PatientIDTheDeclaredSetCannotRead(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithSeries(1), dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(
+		dicomtest.Set(tag.SpecificCharacterSet, "ISO_IR 192"),
+		dicomtest.Set(tag.PatientID, "\xc4B1"),
+	))
+	for _, r := range storeAll(t, env.Archive, st) {
+		if !errors.Is(r.Err, archive.ErrInvalidObject) {
+			t.Errorf("store: %v, want ErrInvalidObject", r.Err)
+		}
+	}
+	if n := env.BlobCount(t); n != 0 {
+		t.Errorf("%d blobs stored", n)
+	}
+}

@@ -181,3 +181,30 @@ func TestParse_DeclaredCharsetsTheLibraryLacks(t *testing.T) {
 		}
 	}
 }
+
+// TestParse_UnreadableBytesInThePatientID: an object that declares UTF-8
+// (ISO_IR 192) but writes its PatientID in Latin-1 reaches dicomheader
+// with U+FFFD in place of the bytes, so ÄB1 and ÖB1 would both read as
+// "\uFFFDB1": the archive refuses it. A name may keep the replacement.
+func TestParse_UnreadableBytesInThePatientID(t *testing.T) {
+	t.Parallel()
+	utf8Declared := dicomtest.Set(tag.SpecificCharacterSet, "ISO_IR 192")
+	for _, ed := range []dicomtest.Edition{dicomtest.Set(tag.PatientID, "\xc4B1"), dicomtest.Set(tag.IssuerOfPatientID, "H\xd4P")} {
+		b := object(t, utf8Declared, ed)
+		h, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		if err := h.CheckPatientIdentity(); !errors.Is(err, dicomheader.ErrNotText) {
+			t.Errorf("CheckPatientIdentity of %q in %q: %v, want ErrNotText", h.PatientID, h.IssuerOfPatientID, err)
+		}
+	}
+	b := object(t, utf8Declared, dicomtest.Set(tag.PatientName, "M\xdcLLER"))
+	h, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatalf("PatientName not readable in its set: %v", err)
+	}
+	if err := h.CheckPatientIdentity(); err != nil || h.PatientName.Family != "M\uFFFDLLER" {
+		t.Errorf("family name %q, CheckPatientIdentity %v", h.PatientName.Family, err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/dicomio"
@@ -314,6 +315,24 @@ func (h *Header) validate() error {
 		}
 		if !ValidUID(u.value) {
 			return &AttributeError{Keyword: u.keyword, Tag: u.tag, Value: u.value, Err: ErrInvalidUID}
+		}
+	}
+	return nil
+}
+
+// CheckPatientIdentity refuses (ErrNotText) a PatientID or
+// IssuerOfPatientID holding U+FFFD: the dicom library puts it in place of
+// bytes the declared set cannot read (Latin-1 under ISO_IR 192), so two
+// patients could share one ID. Names may keep it; they identify no one on
+// their own. The archive asks this of what it files; Parse does not, so
+// that objects filed before can still be read.
+func (h *Header) CheckPatientIdentity() error {
+	for _, id := range []struct {
+		tag   tag.Tag
+		value string
+	}{{tag.PatientID, h.PatientID}, {tag.IssuerOfPatientID, h.IssuerOfPatientID}} {
+		if strings.ContainsRune(id.value, utf8.RuneError) {
+			return fmt.Errorf("%w: (%04X,%04X) holds bytes its character set cannot read", ErrNotText, id.tag.Group, id.tag.Element)
 		}
 	}
 	return nil
