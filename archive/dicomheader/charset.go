@@ -9,6 +9,8 @@ import (
 	"github.com/suyashkumar/dicom/pkg/charset"
 	"github.com/suyashkumar/dicom/pkg/tag"
 	"golang.org/x/text/encoding/charmap"
+
+	"github.com/priorflow/priorflow/internal/singlebyte"
 )
 
 // DefaultCharset is the character set Parse reads text in when a data set's
@@ -92,11 +94,7 @@ func knownCharset(name string) (err error) {
 // which the library did not apply: a byte cm leaves undefined is refused.
 func decodeAll(elems []*dicom.Element, cm *charmap.Charmap) error {
 	return walkStrings(elems, func(e *dicom.Element, s string) (string, error) {
-		t, ok := decodeBytes(s, cm)
-		if !ok {
-			return "", fmt.Errorf("%w: (%04X,%04X)", ErrNotText, e.Tag.Group, e.Tag.Element)
-		}
-		return t, nil
+		return decodeValue(e, s, cm)
 	})
 }
 
@@ -109,12 +107,20 @@ func decodeText(elems []*dicom.Element, cm *charmap.Charmap) error {
 		if utf8.ValidString(s) {
 			return s, nil
 		}
-		t, ok := decodeBytes(s, cm)
-		if !ok {
-			return "", fmt.Errorf("%w: (%04X,%04X)", ErrNotText, e.Tag.Group, e.Tag.Element)
-		}
-		return t, nil
+		return decodeValue(e, s, cm)
 	})
+}
+
+// decodeValue reads s, a value of e, in cm; with cm nil, or a byte cm
+// leaves undefined, it is refused (ErrNotText, naming the tag, never the
+// value).
+func decodeValue(e *dicom.Element, s string, cm *charmap.Charmap) (string, error) {
+	if cm != nil {
+		if t, ok := singlebyte.Decode(s, cm); ok {
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("%w: (%04X,%04X)", ErrNotText, e.Tag.Group, e.Tag.Element)
 }
 
 // walkStrings replaces each string value of elems, sequences included, by
@@ -148,27 +154,4 @@ func walkStrings(elems []*dicom.Element, fn func(*dicom.Element, string) (string
 		}
 	}
 	return nil
-}
-
-// decodeBytes reads s in cm; false when cm is nil or leaves a byte of s
-// undefined (which it would decode as U+FFFD).
-func decodeBytes(s string, cm *charmap.Charmap) (string, bool) {
-	if cm == nil {
-		return "", false
-	}
-	var b strings.Builder
-	b.Grow(len(s) + len(s)/2)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			b.WriteByte(c)
-			continue
-		}
-		r := cm.DecodeByte(c)
-		if r == utf8.RuneError {
-			return "", false
-		}
-		b.WriteRune(r)
-	}
-	return b.String(), true
 }

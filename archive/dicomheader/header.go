@@ -190,7 +190,7 @@ func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 		limit = dicomio.LimitReadUntilEOF
 	}
 	// Specific Character Set values the library does not know are checked
-	// after the parse (declaredCharset), which reads ISO_IR 203 itself.
+	// after the parse (readText), which reads ISO_IR 203 itself.
 	p, err := dicom.NewParser(in, limit, nil, dicom.SkipPixelData(), dicom.AllowUnknownSpecificCharacterSet())
 	if err != nil {
 		return ds, classify(err, size, "reading file meta information")

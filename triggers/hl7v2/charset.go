@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/encoding/charmap"
+
+	"github.com/priorflow/priorflow/internal/singlebyte"
 )
 
 var (
@@ -145,26 +147,9 @@ func charsetOf(msh *Segment, data []byte, def string) (*charmap.Charmap, error) 
 
 // decodeText returns data, read in cm, as UTF-8.
 func decodeText(data []byte, cm *charmap.Charmap) ([]byte, error) {
-	n := 0
-	for _, c := range data {
-		if c >= utf8.RuneSelf {
-			n++
-		}
-	}
-	if n == 0 {
-		return data, nil
-	}
-	out := make([]byte, 0, len(data)+n)
-	for _, c := range data {
-		if c < utf8.RuneSelf {
-			out = append(out, c)
-			continue
-		}
-		r := cm.DecodeByte(c)
-		if r == utf8.RuneError {
-			return nil, &ParseError{Segment: "MSH", Sequence: 1, Field: 18, Err: errUndefinedByte}
-		}
-		out = utf8.AppendRune(out, r)
+	out, ok := singlebyte.Decode(data, cm)
+	if !ok {
+		return nil, &ParseError{Segment: "MSH", Sequence: 1, Field: 18, Err: errUndefinedByte}
 	}
 	return out, nil
 }
