@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
 
@@ -213,6 +214,12 @@ func parseQIDO(values url.Values, level archive.Level) (*qidoRequest, error) {
 			return nil, fmt.Errorf("%w: %s is a %s-level attribute and cannot match in a search for %s", errBadQuery, m.keyword, levelName(m.level), pluralName(level))
 		}
 		for _, v := range vs {
+			// A URI carries text as percent-encoded UTF-8 (RFC 3986
+			// 2.5), which is what the index holds; other bytes match
+			// nothing, and the database refuses them.
+			if !utf8.ValidString(v) {
+				return nil, fmt.Errorf("%w: %s value is not UTF-8; percent-encode the UTF-8 bytes of the text (Ü is %%C3%%9C)", errBadQuery, m.keyword)
+			}
 			if len(v) > maxValueLen {
 				return nil, fmt.Errorf("%w: %s value longer than %d characters", errBadQuery, m.keyword, maxValueLen)
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/url"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -84,6 +85,12 @@ func FuzzParseQIDO(f *testing.F) {
 			return
 		}
 		q := req.query
+		for _, s := range append([]string{q.PatientID, q.IssuerOfPatientID, q.PatientName, q.ReferringPhysicianName, q.AccessionNumber, q.StudyDescription},
+			append(q.ModalitiesInStudy, q.Modality...)...) {
+			if !utf8.ValidString(s) {
+				t.Fatalf("value %q is not UTF-8; the database refuses it", s)
+			}
+		}
 		if q.Limit < 0 || q.Offset < 0 {
 			t.Fatalf("negative page %d/%d", q.Limit, q.Offset)
 		}

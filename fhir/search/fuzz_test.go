@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -113,6 +114,13 @@ func checkClause(t *testing.T, typ *fhir.ResourceType, c *search.Clause, depth i
 		t.Fatalf("clause %s has no values", c.Param.Name)
 	}
 	for _, v := range c.Values {
+		// The index holds UTF-8; anything else would reach the
+		// database, which refuses it (a 500 for the client).
+		for _, s := range []string{v.Token.System, v.Token.Code, v.String, v.Ref.Type, v.Ref.ID, v.Ref.URL} {
+			if !utf8.ValidString(s) {
+				t.Fatalf("%s: value %q is not UTF-8", c.Param.Name, s)
+			}
+		}
 		switch c.Param.Type {
 		case fhir.ParamDate:
 			if !v.Date.Start.Before(v.Date.End) {

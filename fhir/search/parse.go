@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/priorflow/priorflow/fhir"
 )
@@ -50,7 +51,17 @@ func Parse(reg *fhir.Registry, typ *fhir.ResourceType, params url.Values, opt Op
 		if len(key) > maxValue {
 			return nil, fhir.Errorf(fhir.KindInvalid, "a parameter name is too long (at most %d characters)", maxValue)
 		}
+		if !utf8.ValidString(key) {
+			return nil, fhir.Errorf(fhir.KindInvalid, "a parameter name is not UTF-8")
+		}
 		for _, raw := range params[key] {
+			// A URI carries text as percent-encoded UTF-8 (RFC 3986
+			// 2.5), which is what the index holds; a value in another
+			// encoding, say Latin-1 from an older client, matches
+			// nothing, and the database refuses it.
+			if !utf8.ValidString(raw) {
+				return nil, fhir.Errorf(fhir.KindInvalid, "value of %s is not UTF-8; percent-encode the UTF-8 bytes of the text (ü is %%C3%%BC)", key).At(key)
+			}
 			// Comma-separated alternatives count one each: "a,b,c" is three.
 			nvalues += max(1, len(splitValues(raw)))
 			if nvalues > maxValues {

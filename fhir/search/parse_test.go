@@ -580,6 +580,14 @@ var errorCases = []errorCase{
 	{"include wildcard", "ImagingStudy", "_include=*", []string{"_include"}},
 	{"revinclude pointing elsewhere", "Patient", "_revinclude=ImagingStudy:endpoint", []string{"_revinclude"}},
 	{"cursor garbage", "ImagingStudy", "_cursor=%21%21%21", []string{"_cursor"}},
+	// encodings: URIs carry text as percent-encoded UTF-8
+	{"string in Latin-1", "Patient", "family=M%FCller", []string{"family"}},
+	{"exact string in Latin-1", "Patient", "family:exact=M%FCller", []string{"family:exact"}},
+	{"token not UTF-8", "Patient", "identifier=urn:oid:1.2|%FF", []string{"identifier"}},
+	{"id not UTF-8", "Patient", "_id=%FF", []string{"_id"}},
+	{"reference URL not UTF-8", "ImagingStudy", "patient=A://%88", []string{"patient"}},
+	{"result parameter not UTF-8", "ImagingStudy", "_sort=%FF", []string{"_sort"}},
+	{"parameter name not UTF-8", "Patient", "fam%FCly=x", nil},
 	// limits
 	{"too many values", "ImagingStudy", strings.Repeat("modality=CT&", 257), nil},
 	{"too many comma-separated values", "ImagingStudy", "modality=" + strings.Repeat("CT,", 257), nil},
