@@ -503,6 +503,7 @@ func TestQIDO_BadRequests(t *testing.T) {
 		{"bad includefield", "/studies?includefield=NoSuchThing", "", 400, "includefield"},
 		{"PatientID in Latin-1", "/studies?PatientID=%C4B1%FC", "", 400, "PatientID value is not UTF-8"},
 		{"AccessionNumber not UTF-8", "/studies?AccessionNumber=%FF", "", 400, "AccessionNumber value is not UTF-8"},
+		{"NUL in PatientID", "/studies?PatientID=A%00", "", 400, "PatientID value holds a NUL"},
 		{"PatientName in Latin-1", "/studies?PatientName=M%FCller*", "", 400, "PatientName value is not UTF-8"},
 		{"PatientID twice", "/studies?PatientID=A&PatientID=B", "", 400, "more than once"},
 		{"sequence matching", "/studies?00081110.00081150=1.2", "", 400, "sequence"},

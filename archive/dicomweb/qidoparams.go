@@ -220,6 +220,9 @@ func parseQIDO(values url.Values, level archive.Level) (*qidoRequest, error) {
 			if !utf8.ValidString(v) {
 				return nil, fmt.Errorf("%w: %s value is not UTF-8; percent-encode the UTF-8 bytes of the text (Ü is %%C3%%9C)", errBadQuery, m.keyword)
 			}
+			if strings.IndexByte(v, 0) >= 0 {
+				return nil, fmt.Errorf("%w: %s value holds a NUL character (%%00)", errBadQuery, m.keyword)
+			}
 			if len(v) > maxValueLen {
 				return nil, fmt.Errorf("%w: %s value longer than %d characters", errBadQuery, m.keyword, maxValueLen)
 			}

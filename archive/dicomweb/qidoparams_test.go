@@ -3,6 +3,7 @@ package dicomweb
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -87,8 +88,8 @@ func FuzzParseQIDO(f *testing.F) {
 		q := req.query
 		for _, s := range append([]string{q.PatientID, q.IssuerOfPatientID, q.PatientName, q.ReferringPhysicianName, q.AccessionNumber, q.StudyDescription},
 			append(q.ModalitiesInStudy, q.Modality...)...) {
-			if !utf8.ValidString(s) {
-				t.Fatalf("value %q is not UTF-8; the database refuses it", s)
+			if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+				t.Fatalf("value %q is not UTF-8 or holds a NUL; the database refuses it", s)
 			}
 		}
 		if q.Limit < 0 || q.Offset < 0 {

@@ -51,6 +51,7 @@ func TestBadInput_OperationOutcomeAndNothingStored(t *testing.T) {
 		{"Latin-1 in a string parameter", "GET", "/Patient?family:exact=M%FCller", "", nil, 400, "invalid", "family:exact"},
 		{"Latin-1 in a token", "GET", "/Patient?identifier=%FC", "", nil, 400, "invalid", "identifier"},
 		{"not UTF-8 in an id", "GET", "/Patient?_id=%FF", "", nil, 400, "invalid", "_id"},
+		{"NUL in a string parameter", "GET", "/Patient?name=%00", "", nil, 400, "invalid", "name"},
 		{"not UTF-8 in a reference URL", "GET", "/ImagingStudy?patient=A://%88", "", nil, 400, "invalid", "patient"},
 		{"not UTF-8 in a POST _search", "POST", "/Patient/_search", "family=M%FCller", []string{"Content-Type", "application/x-www-form-urlencoded"}, 400, "invalid", "family"},
 		{"SQL in a parameter name", "GET", "/Patient?name%3B%20DROP%20TABLE%20resource=1", "", nil, 400, "invalid", ""},

@@ -3,6 +3,7 @@ package search_test
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -117,8 +118,8 @@ func checkClause(t *testing.T, typ *fhir.ResourceType, c *search.Clause, depth i
 		// The index holds UTF-8; anything else would reach the
 		// database, which refuses it (a 500 for the client).
 		for _, s := range []string{v.Token.System, v.Token.Code, v.String, v.Ref.Type, v.Ref.ID, v.Ref.URL} {
-			if !utf8.ValidString(s) {
-				t.Fatalf("%s: value %q is not UTF-8", c.Param.Name, s)
+			if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+				t.Fatalf("%s: value %q is not UTF-8 or holds a NUL", c.Param.Name, s)
 			}
 		}
 		switch c.Param.Type {

@@ -62,6 +62,10 @@ func Parse(reg *fhir.Registry, typ *fhir.ResourceType, params url.Values, opt Op
 			if !utf8.ValidString(raw) {
 				return nil, fhir.Errorf(fhir.KindInvalid, "value of %s is not UTF-8; percent-encode the UTF-8 bytes of the text (ü is %%C3%%BC)", key).At(key)
 			}
+			// No FHIR string holds a NUL, and no database text can.
+			if strings.IndexByte(raw, 0) >= 0 {
+				return nil, fhir.Errorf(fhir.KindInvalid, "value of %s holds a NUL character (%%00)", key).At(key)
+			}
 			// Comma-separated alternatives count one each: "a,b,c" is three.
 			nvalues += max(1, len(splitValues(raw)))
 			if nvalues > maxValues {

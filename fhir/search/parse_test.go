@@ -183,7 +183,7 @@ func TestParse_InjectionShapedValuesArePlain(t *testing.T) {
 		{"trailing backslash", "name", `abc\`, `abc\`},
 		{"backslash quote", "name", `O\'Brien`, `O\'Brien`},
 		{"unicode", "name", "Müller 张 🙂", "Müller 张 🙂"},
-		{"control characters", "name", "a\x00b\nc", "a\x00b\nc"},
+		{"control characters", "name", "a\x01b\nc", "a\x01b\nc"}, // NUL is refused: errorCases
 		{"dollar", "name", `$where`, `$where`},
 	}
 	for _, tt := range tests {
@@ -588,6 +588,8 @@ var errorCases = []errorCase{
 	{"reference URL not UTF-8", "ImagingStudy", "patient=A://%88", []string{"patient"}},
 	{"result parameter not UTF-8", "ImagingStudy", "_sort=%FF", []string{"_sort"}},
 	{"parameter name not UTF-8", "Patient", "fam%FCly=x", nil},
+	{"NUL in a string", "Patient", "name=a%00b", []string{"name"}},
+	{"NUL in a token", "ImagingStudy", "identifier=urn:dicom:uid|%00", []string{"identifier"}},
 	// limits
 	{"too many values", "ImagingStudy", strings.Repeat("modality=CT&", 257), nil},
 	{"too many comma-separated values", "ImagingStudy", "modality=" + strings.Repeat("CT,", 257), nil},
