@@ -159,41 +159,69 @@ func (e *CareEvent) Validate() error {
 		errs = append(errs, errors.New("sourceSystem is empty"))
 	}
 	if !e.ValidText() {
-		errs = append(errs, errors.New("a value is not UTF-8 text"))
+		errs = append(errs, errors.New("a value is not text: not UTF-8, or holding a control character"))
 	}
 	return errors.Join(errs...)
 }
 
-// ValidText reports whether every string of the event is UTF-8. JSON
-// cannot carry other bytes: encoding/json would replace them with U+FFFD,
-// so that two identifiers that differ only there would become one.
+// ValidText reports whether every string of the event is text (IsText).
 func (e *CareEvent) ValidText() bool {
-	return validText(reflect.ValueOf(e).Elem())
+	_, bad := e.InvalidText()
+	return !bad
 }
 
-func validText(v reflect.Value) bool {
+// InvalidText returns the first string of the event that is not text
+// (IsText), if any.
+func (e *CareEvent) InvalidText() (string, bool) {
+	return invalidText(reflect.ValueOf(e).Elem())
+}
+
+// IsText reports whether s is text a care event may carry: UTF-8, which
+// JSON needs (encoding/json would turn other bytes into U+FFFD, so that
+// two identifiers that differ only there would become one), and free of
+// the control characters FHIR strings exclude (all below U+0020 but tab,
+// CR and LF). Downstream an identifier is searched for and written into a
+// Task: PostgreSQL text holds no NUL, and FHIR refuses the others, so an
+// event carrying one would fail at every delivery and be lost.
+func IsText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' && c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
+}
+
+func invalidText(v reflect.Value) (string, bool) {
 	switch v.Kind() {
 	case reflect.String:
-		return utf8.ValidString(v.String())
+		if s := v.String(); !IsText(s) {
+			return s, true
+		}
 	case reflect.Pointer:
-		return v.IsNil() || validText(v.Elem())
+		if !v.IsNil() {
+			return invalidText(v.Elem())
+		}
 	case reflect.Slice:
 		for i := range v.Len() {
-			if !validText(v.Index(i)) {
-				return false
+			if s, bad := invalidText(v.Index(i)); bad {
+				return s, true
 			}
 		}
 	case reflect.Struct:
 		if v.Type() == reflect.TypeFor[time.Time]() {
-			return true
+			return "", false
 		}
 		for i := range v.NumField() {
-			if !validText(v.Field(i)) {
-				return false
+			if s, bad := invalidText(v.Field(i)); bad {
+				return s, true
 			}
 		}
 	}
-	return true
+	return "", false
 }
 
 // Subject is the NATS subject an event is published on:

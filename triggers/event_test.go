@@ -37,4 +37,29 @@ func TestValidate_Text(t *testing.T) {
 			t.Errorf("%s: Validate = %v, want a UTF-8 error", name, err)
 		}
 	}
+	// Control characters FHIR strings exclude: PostgreSQL text holds no
+	// NUL, and FHIR refuses the others in a Task or a search.
+	for name, spoil := range map[string]func(*CareEvent){
+		"NUL in an identifier":  func(e *CareEvent) { e.Patient.Identifiers[0].Value = "AB\x001" },
+		"SOH in a family name":  func(e *CareEvent) { e.Patient.Family = "M\x01LLER" },
+		"ESC in a display":      func(e *CareEvent) { e.Procedures[0].Display = "CT\x1b[0m" },
+		"unit separator in ID":  func(e *CareEvent) { e.ID = "e\x1f1" },
+		"NUL in a placer order": func(e *CareEvent) { e.Placer = "\x00" },
+	} {
+		e := valid()
+		spoil(e)
+		if _, bad := e.InvalidText(); !bad {
+			t.Errorf("%s: InvalidText found nothing", name)
+		}
+		if err := e.Validate(); err == nil || !strings.Contains(err.Error(), "control character") {
+			t.Errorf("%s: Validate = %v, want a control character error", name, err)
+		}
+	}
+	// Tab, CR and LF are text (FHIR strings allow them), as is U+FFFD
+	// when it was sent.
+	e := valid()
+	e.Procedures[0].Display = "CT\tchest\r\nwith contrast \ufffd"
+	if err := e.Validate(); err != nil {
+		t.Errorf("tab, CR, LF, U+FFFD: %v", err)
+	}
 }

@@ -199,15 +199,39 @@ func (mp *mapper) careEvent() (*triggers.CareEvent, error) {
 	if ev.Kind == triggers.EDArrival {
 		ev.Priority = triggers.PriorityStat
 	}
-	if !ev.ValidText() {
-		// Parse decoded the message's text; only \X\ escapes spell bytes.
-		return nil, &MappingError{What: "a value escaped as hexadecimal bytes that are not text", Err: ErrNotText}
+	if bad, found := ev.InvalidText(); found {
+		// Parse decoded the message's text, so this is a control
+		// character, sent as is or as an \X\ escape, or \X\ bytes
+		// that are not text.
+		return nil, &MappingError{Location: mp.locate(bad), What: "a value that is not text (a control character, or escaped bytes that are not text)", Err: ErrNotText}
 	}
 	if err := ev.Validate(); err != nil {
 		// Every required part was checked above; this is a mapping bug.
 		return nil, &MappingError{What: "care event incomplete", Err: fmt.Errorf("%w: %w", ErrMissingField, err)}
 	}
 	return ev, nil
+}
+
+// locate finds the value a care event string came from: the first
+// subcomponent, in message order, that is not text and holds it. The
+// location is empty when none does.
+func (mp *mapper) locate(bad string) ErrorLocation {
+	seq := map[string]int{}
+	for _, seg := range mp.m.AllSegments() {
+		seq[seg.ID()]++
+		for n := 1; n <= seg.NumFields(); n++ {
+			for r, rep := range seg.Field(n) {
+				for c, comp := range rep {
+					for sc, v := range comp {
+						if !triggers.IsText(v) && strings.Contains(v, bad) {
+							return ErrorLocation{Segment: seg.ID(), Sequence: seq[seg.ID()], Field: n, Repetition: r + 1, Component: c + 1, Subcomponent: sc + 1}
+						}
+					}
+				}
+			}
+		}
+	}
+	return ErrorLocation{}
 }
 
 type messageFamily int

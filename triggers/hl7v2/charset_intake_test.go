@@ -89,6 +89,31 @@ func TestIntake_MLLP_CharacterSets(t *testing.T) {
 	}
 }
 
+// TestIntake_MLLP_ControlCharacter: a NUL in the patient's name was
+// acknowledged AA, and the planner, whose search for the patient and whose
+// Task could not carry it, failed the event at every delivery until
+// JetStream gave up on it. Now the sender is told, and nothing is kept.
+func TestIntake_MLLP_ControlCharacter(t *testing.T) {
+	t.Parallel()
+	pool := dbtest.NewPool(t)
+	st := startStackConfig(t, pool, hl7v2.IntakeConfig{Timeout: 5 * time.Second})
+	msg := []byte(strings.Join([]string{
+		"MSH|^~\\&|ADT|HOSP|PF|PF|20240101120000||ADT^A04|N1|P|2.5",
+		"PID|1||AB1^^^HOSP^MR||DOE\x00^JOHN||19800101|M",
+		"PV1|1|O",
+	}, "\r") + "\r")
+	if code, ctl, errCode := send(t, dial(t, st.addr), msg); code != "AE" || ctl != "N1" || errCode != "102" {
+		t.Errorf("NUL in PID-5: MSA %s %s ERR-3 %s, want AE N1 102", code, ctl, errCode)
+	}
+	if evs := storedEvents(t, st); len(evs) != 0 {
+		t.Errorf("stream holds %d events, want none", len(evs))
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM hl7_message`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("hl7_message holds %d rows (%v), want none", n, err)
+	}
+}
+
 func TestNewIntake_RefusesUnknownCharset(t *testing.T) {
 	t.Parallel()
 	_, err := hl7v2.NewIntake(nopStore{}, nopPublisher{}, dbtest.Logger(), hl7v2.IntakeConfig{DefaultCharset: "latin1"})

@@ -125,6 +125,52 @@ func TestToCareEvent_CharacterSets(t *testing.T) {
 	}
 }
 
+// A control character in a mapped value, sent as is or escaped, is AE 102
+// at the subcomponent it is in; tab, CR and LF and unmapped fields are
+// left alone.
+func TestToCareEvent_ControlCharacters(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		pid  string
+		want ErrorLocation // zero: accepted
+	}{
+		{"NUL in the family name", "PID|1||AB1^^^A^MR||DOE\x00^JOHN", ErrorLocation{Segment: "PID", Sequence: 1, Field: 5, Repetition: 1, Component: 1, Subcomponent: 1}},
+		{"SOH escaped in the identifier", "PID|1||AB1~AB\\X01\\2^^^A^MR||DOE^JOHN", ErrorLocation{Segment: "PID", Sequence: 1, Field: 3, Repetition: 2, Component: 1, Subcomponent: 1}},
+		{"ESC in the given name", "PID|1||AB1^^^A^MR||DOE^JO\x1bHN", ErrorLocation{Segment: "PID", Sequence: 1, Field: 5, Repetition: 1, Component: 2, Subcomponent: 1}},
+		{"tab in the given name", "PID|1||AB1^^^A^MR||DOE^JO\tHN", ErrorLocation{}},
+		{"NUL in a field not mapped", "PID|1||AB1^^^A^MR||DOE^JOHN|||||||||||\x00", ErrorLocation{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := mustParse(t, wire("MSH|^~\\&|A|F|PF|PF|20240101||ADT^A01|E1|P|2.5", tc.pid, "PV1|1|I"))
+			ev, err := ToCareEvent(m, MapOptions{})
+			if tc.want == (ErrorLocation{}) {
+				if err != nil {
+					t.Fatalf("ToCareEvent: %v, want an event", err)
+				}
+				if err := ev.Validate(); err != nil {
+					t.Fatalf("event: %v", err)
+				}
+				return
+			}
+			var merr *MappingError
+			if !errors.As(err, &merr) || !errors.Is(err, ErrNotText) {
+				t.Fatalf("ToCareEvent: %v, want a MappingError wrapping ErrNotText", err)
+			}
+			spec := merr.AckSpec()
+			if spec.Code != ApplicationError || spec.Error != DataTypeError {
+				t.Errorf("AckSpec %s %d, want AE 102", spec.Code, spec.Error)
+			}
+			if spec.Location == nil || *spec.Location != tc.want {
+				t.Errorf("location %+v, want %+v", spec.Location, tc.want)
+			}
+			if strings.ContainsAny(spec.Text, "\x00\x01\x1b") || strings.Contains(spec.Text, "DOE") {
+				t.Errorf("reason %q carries the value", spec.Text)
+			}
+		})
+	}
+}
+
 // TestNewAck_EchoesCharacterSet: the acknowledgement of an 8859/1 message
 // is in 8859/1, says so, and names the parties in the sender's bytes; that
 // of a message in no declared set echoes its bytes unchanged.
