@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -80,6 +81,26 @@ type Ref struct {
 	Type string
 	ID   string
 	URL  string
+}
+
+// Local returns r as the server whose FHIR base is base reads it: an
+// absolute URL under base is the local Type/id (FHIR R4 references.html:
+// a relative reference is relative to the server's base, so the two name
+// one resource), and any other absolute URL keeps only its URL, so that
+// another site's Patient/1 is never taken for this server's Patient/1. The
+// search index and the in-memory evaluation of criteria both read
+// references through it. With base "" no absolute URL is local.
+func (r Ref) Local(base string) Ref {
+	if r.URL == "" {
+		return r
+	}
+	if base != "" && r.Type != "" {
+		rest, under := strings.CutPrefix(r.URL, strings.TrimSuffix(base, "/")+"/")
+		if own := r.Type + "/" + r.ID; under && (rest == own || strings.HasPrefix(rest, own+"/_history/")) {
+			return Ref{Type: r.Type, ID: r.ID}
+		}
+	}
+	return Ref{URL: r.URL}
 }
 
 // ResourceType describes a resource type the server supports.

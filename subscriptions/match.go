@@ -2,6 +2,8 @@ package subscriptions
 
 import (
 	"errors"
+	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -13,20 +15,27 @@ import (
 
 // Matcher decides which subscriptions an event concerns. Criteria are FHIR
 // search queries (FHIR R4 3.1.1) evaluated in memory against the event's
-// resource with the registry's search parameter definitions, so a match
-// means exactly what a search would have found.
+// resource (search.Query.Matches) with the registry's search parameter
+// definitions, so a match means exactly what a search would have found;
+// TestMatcher_SameAsSearch holds the two together.
 type Matcher struct {
 	reg   *fhir.Registry
 	codec *fhir.Codec
+	// base is the server's FHIR base: absolute references under it are
+	// local, in criteria and in resources, as they are to a search.
+	base string
 	// changeTypes are the resource types whose changes are published.
 	changeTypes []string
 }
 
 // NewMatcher returns a matcher for changes of changeTypes (ImagingStudy when
-// empty).
-func NewMatcher(reg *fhir.Registry, codec *fhir.Codec, changeTypes ...string) (*Matcher, error) {
+// empty) on the server whose FHIR base URL is base.
+func NewMatcher(reg *fhir.Registry, codec *fhir.Codec, base string, changeTypes ...string) (*Matcher, error) {
 	if reg == nil || codec == nil {
 		return nil, errors.New("subscriptions matcher: registry and codec are required")
+	}
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		return nil, fmt.Errorf("subscriptions matcher: FHIR base %q is not an absolute http(s) URL", base)
 	}
 	if len(changeTypes) == 0 {
 		changeTypes = []string{"ImagingStudy"}
@@ -36,7 +45,7 @@ func NewMatcher(reg *fhir.Registry, codec *fhir.Codec, changeTypes ...string) (*
 			return nil, errors.New("subscriptions matcher: change type " + t + " is not registered")
 		}
 	}
-	return &Matcher{reg: reg, codec: codec, changeTypes: changeTypes}, nil
+	return &Matcher{reg: reg, codec: codec, base: strings.TrimSuffix(base, "/"), changeTypes: changeTypes}, nil
 }
 
 // Filter is a compiled subscription: it says whether an event concerns it.
@@ -45,9 +54,10 @@ type Filter struct {
 	kind  Kind
 	typ   string
 	query *search.Query // criteria on the resource (nil: any)
-	// patient and modality filter TopicStudyAvailable.
-	patient  []string
-	modality []string
+	// patient and modality filter TopicStudyAvailable: each inner list is
+	// one parameter, whose values are ORed; the parameters are ANDed.
+	patient  [][]string
+	modality [][]string
 }
 
 // Compile compiles s for matching.
@@ -77,30 +87,64 @@ func (m *Matcher) compile(s *Subscription) (*Filter, error) {
 		if err != nil || typ != "ImagingStudy" {
 			return nil, unprocessable("Subscription.criteria.extension", "filter criteria of %s must be ImagingStudy?patient=...&modality=...", TopicStudyAvailable)
 		}
-		for k, vs := range vals {
-			for _, v := range vs {
-				for _, one := range strings.Split(v, ",") {
-					switch k {
-					case "patient":
-						if !strings.Contains(one, "/") {
-							one = "Patient/" + one
-						}
-						f.patient = append(f.patient, one)
-					case "modality":
-						if _, code, ok := strings.Cut(one, "|"); ok {
-							one = code
-						}
-						f.modality = append(f.modality, one)
-					default:
-						return nil, unprocessable("Subscription.criteria.extension", "topic %s filters by patient and modality, not %s", TopicStudyAvailable, k)
-					}
-				}
-			}
-		}
-		return f, nil
+		return f, m.compileStudyAvailable(f, vals)
 	}
 	return nil, unprocessable("Subscription.criteria", "topic %s is not offered (%s, %s)", s.Topic, TopicStudyAvailable, TopicStudyChanged)
 }
+
+// compileStudyAvailable reads the patient and modality filter of
+// TopicStudyAvailable as the search parameters of ImagingStudy they are.
+func (m *Matcher) compileStudyAvailable(f *Filter, vals url.Values) error {
+	const expr = "Subscription.criteria.extension"
+	for k := range vals {
+		if k != "patient" && k != "modality" {
+			return unprocessable(expr, "topic %s filters by patient and modality, not %s", TopicStudyAvailable, k)
+		}
+	}
+	q, err := search.Parse(m.reg, m.reg.Type("ImagingStudy"), vals, search.Options{BaseURL: m.base})
+	if err != nil {
+		var fe *fhir.Error
+		if errors.As(err, &fe) {
+			return unprocessable(expr, "filter criteria: %s", fe.Message)
+		}
+		return unprocessable(expr, "filter criteria cannot be parsed")
+	}
+	for _, c := range q.Clauses {
+		if c.Modifier != search.ModNone || c.Missing != nil {
+			return unprocessable(expr, "topic %s filters take no modifiers", TopicStudyAvailable)
+		}
+		var one []string
+		for _, v := range c.Values {
+			switch c.Param.Name {
+			case "patient":
+				// A URL on another server names no patient of this
+				// one's; kept as it is, it matches no event.
+				if v.Ref.URL != "" {
+					one = append(one, v.Ref.URL)
+				} else {
+					one = append(one, "Patient/"+v.Ref.ID)
+				}
+			case "modality":
+				// Events carry DICOM modality codes. To a search, a code
+				// in another system is another code; a filter on one
+				// would never fire, so it is refused.
+				if v.SystemSet && v.Token.System != dicomModalities {
+					return unprocessable(expr, "modality %s|%s: study-available events carry DICOM modality codes; give the code alone or as %s|code", v.Token.System, v.Token.Code, dicomModalities)
+				}
+				one = append(one, v.Token.Code)
+			}
+		}
+		if c.Param.Name == "patient" {
+			f.patient = append(f.patient, one)
+		} else {
+			f.modality = append(f.modality, one)
+		}
+	}
+	return nil
+}
+
+// dicomModalities is the code system of ImagingStudy.series.modality.
+const dicomModalities = "http://dicom.nema.org/resources/ontology/DCM"
 
 func (m *Matcher) compileCriteria(f *Filter, criteria, expr string) error {
 	typ, vals, err := splitCriteria(criteria)
@@ -114,7 +158,7 @@ func (m *Matcher) compileCriteria(f *Filter, criteria, expr string) error {
 		return unprocessable(expr, "subscriptions on %s are not supported (%s)", typ, strings.Join(m.changeTypes, ", "))
 	}
 	rt := m.reg.Type(typ)
-	q, err := search.Parse(m.reg, rt, vals, search.Options{})
+	q, err := search.Parse(m.reg, rt, vals, search.Options{BaseURL: m.base})
 	if err != nil {
 		var fe *fhir.Error
 		if errors.As(err, &fe) {
@@ -146,10 +190,7 @@ func (m *Matcher) Match(ev *Event, fs []*Filter) []*Filter {
 		}
 		switch ev.Kind {
 		case KindStudyAvailable:
-			if len(f.patient) > 0 && !slices.Contains(f.patient, ev.Patient) {
-				continue
-			}
-			if len(f.modality) > 0 && !slices.ContainsFunc(f.modality, func(mod string) bool { return slices.Contains(ev.Modalities, mod) }) {
+			if !f.availableMatches(ev) {
 				continue
 			}
 		case KindResourceChanged:
@@ -162,7 +203,7 @@ func (m *Matcher) Match(ev *Event, fs []*Filter) []*Filter {
 					res, _, _ = m.codec.Parse(ev.Resource)
 				}
 			}
-			if res == nil || !matchQuery(f.query, res) {
+			if res == nil || !f.query.Matches(res, m.base) {
 				continue
 			}
 		}
@@ -171,86 +212,17 @@ func (m *Matcher) Match(ev *Event, fs []*Filter) []*Filter {
 	return out
 }
 
-// matchQuery evaluates the clauses (ANDed; values within one ORed) against
-// res.
-func matchQuery(q *search.Query, res proto.Message) bool {
-	for i := range q.Clauses {
-		if !matchClause(&q.Clauses[i], res) {
+// availableMatches applies a TopicStudyAvailable filter to ev.
+func (f *Filter) availableMatches(ev *Event) bool {
+	for _, any := range f.patient {
+		if !slices.Contains(any, ev.Patient) {
+			return false
+		}
+	}
+	for _, any := range f.modality {
+		if !slices.ContainsFunc(any, func(mod string) bool { return slices.Contains(ev.Modalities, mod) }) {
 			return false
 		}
 	}
 	return true
-}
-
-func matchClause(c *search.Clause, res proto.Message) bool {
-	var have []fhir.Value
-	if c.Param == fhir.ParamID {
-		have = []fhir.Value{{Token: fhir.Token{Code: fhir.ID(res)}}}
-	} else {
-		have = c.Param.Values(res)
-	}
-	if c.Missing != nil {
-		return (len(have) == 0) == *c.Missing
-	}
-	any := false
-	for _, want := range c.Values {
-		for _, h := range have {
-			if matchValue(c, want, h) {
-				any = true
-			}
-		}
-	}
-	if c.Modifier == search.ModNot {
-		return !any
-	}
-	return any
-}
-
-func matchValue(c *search.Clause, want search.Value, h fhir.Value) bool {
-	switch c.Param.Type {
-	case fhir.ParamToken:
-		if want.SystemSet && want.Token.System != h.Token.System {
-			return false
-		}
-		return want.Token.Code == "" || want.Token.Code == h.Token.Code
-	case fhir.ParamReference:
-		if want.Ref.URL != "" && want.Ref.ID == "" {
-			return want.Ref.URL == h.Ref.URL
-		}
-		t := want.Ref.Type
-		if t == "" {
-			t = c.TargetType
-		}
-		return want.Ref.ID == h.Ref.ID && (t == "" || t == h.Ref.Type)
-	case fhir.ParamString:
-		got, w := fhir.NormalizeString(h.String), fhir.NormalizeString(want.String)
-		switch c.Modifier {
-		case search.ModExact:
-			return h.String == want.String
-		case search.ModContains:
-			return strings.Contains(got, w)
-		}
-		return strings.HasPrefix(got, w)
-	case fhir.ParamURI:
-		return h.String == want.String
-	case fhir.ParamNumber:
-		return h.Number == want.Number
-	case fhir.ParamDate:
-		w, g := want.Date, h.Date
-		switch want.Prefix {
-		case search.PrefixGt, search.PrefixSa:
-			return g.End.After(w.End)
-		case search.PrefixLt, search.PrefixEb:
-			return g.Start.Before(w.Start)
-		case search.PrefixGe:
-			return !g.End.Before(w.Start) && g.End.After(w.Start)
-		case search.PrefixLe:
-			return g.Start.Before(w.End)
-		case search.PrefixNe:
-			return !(!g.Start.Before(w.Start) && !g.End.After(w.End))
-		}
-		// eq (and ap): the value's range lies within the parameter's.
-		return !g.Start.Before(w.Start) && !g.End.After(w.End)
-	}
-	return false
 }

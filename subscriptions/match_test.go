@@ -17,7 +17,7 @@ func newMatcher(t *testing.T) *subscriptions.Matcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := subscriptions.NewMatcher(reg, codec)
+	m, err := subscriptions.NewMatcher(reg, codec, testBase)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,9 +97,14 @@ func TestMatcher_StudyAvailable(t *testing.T) {
 		{"", true},
 		{"ImagingStudy?patient=Patient/p1", true},
 		{"ImagingStudy?patient=p1&modality=SR", true},
-		{"ImagingStudy?patient=Patient/p1&modality=MR,DCM|CT", true},
+		{"ImagingStudy?patient=Patient/p1&modality=MR,http://dicom.nema.org/resources/ontology/DCM|CT", true},
 		{"ImagingStudy?modality=MR", false},
 		{"ImagingStudy?patient=Patient/p2", false},
+		{"ImagingStudy?patient=" + testBase + "/Patient/p1", true},
+		{"ImagingStudy?patient=https://other.example/fhir/Patient/p1", false},
+		{"ImagingStudy?patient=Patient/p1&patient=Patient/p2", false},
+		{"ImagingStudy?modality=CT&modality=SR", true},
+		{"ImagingStudy?modality=CT&modality=MR", false},
 	} {
 		f, err := m.Compile(&subscriptions.Subscription{ID: "x", Topic: subscriptions.TopicStudyAvailable, Criteria: tc.filter})
 		if err != nil {
@@ -107,6 +112,27 @@ func TestMatcher_StudyAvailable(t *testing.T) {
 		}
 		if got := len(m.Match(ev, []*subscriptions.Filter{f})) == 1; got != tc.want {
 			t.Errorf("filter %q: match = %v, want %v", tc.filter, got, tc.want)
+		}
+	}
+}
+
+func TestMatcher_StudyAvailable_Refusals(t *testing.T) {
+	m := newMatcher(t)
+	for _, filter := range []string{
+		"ImagingStudy?started=2026",
+		"ImagingStudy?patient:missing=true",
+		"ImagingStudy?modality:not=CT",
+		"ImagingStudy?patient=Device/d1",
+		"ImagingStudy?patient=Patient/a_b",
+		"ImagingStudy?modality=DCM|CT",
+		"ImagingStudy?modality=|CT",
+		"ImagingStudy?modality=http://other.example|CT",
+		"Patient?_id=p1",
+	} {
+		if _, err := m.Compile(&subscriptions.Subscription{ID: "x", Topic: subscriptions.TopicStudyAvailable, Criteria: filter}); err == nil {
+			t.Errorf("filter %q compiled, want a refusal", filter)
+		} else if !fhir.IsKind(err, fhir.KindUnprocessable) {
+			t.Errorf("filter %q: %v, want an unprocessable error", filter, err)
 		}
 	}
 }

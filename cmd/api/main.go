@@ -314,6 +314,7 @@ func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *bl
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	store.SetBaseURL(cfg.BaseURL + "/fhir")
 	// Care events from FHIR writes go to the outbox in the writing
 	// transaction; the relay publishes them.
 	if err := fhirintake.Register(store, log); err != nil {

@@ -63,14 +63,16 @@ func (b *indexBuffer) append(rows *indexBuffer, rid int64) {
 	}
 }
 
-func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message) {
+func (b *indexBuffer) add(rt *fhir.ResourceType, rid int64, res proto.Message, base string) {
 	for _, p := range rt.Params {
-		b.addParam(rt, rid, p, p.Values(res))
+		b.addParam(rt, rid, p, p.Values(res), base)
 	}
 }
 
-// addParam adds the rows of rid for the values vals of rt's parameter p.
-func (b *indexBuffer) addParam(rt *fhir.ResourceType, rid int64, p *fhir.SearchParam, vals []fhir.Value) {
+// addParam adds the rows of rid for the values vals of rt's parameter p;
+// base is the server's FHIR base, under which absolute references are
+// local.
+func (b *indexBuffer) addParam(rt *fhir.ResourceType, rid int64, p *fhir.SearchParam, vals []fhir.Value, base string) {
 	for _, v := range vals {
 		switch p.Type {
 		case fhir.ParamToken:
@@ -80,14 +82,10 @@ func (b *indexBuffer) addParam(rt *fhir.ResourceType, rid int64, p *fhir.SearchP
 		case fhir.ParamDate:
 			b.date = append(b.date, []any{rid, rt.Name, p.Name, v.Date.Start, v.Date.End})
 		case fhir.ParamReference:
-			// An absolute URL points at another server: index it by URL
-			// only, or patient=Patient/1 would match another site's
-			// Patient/1.
-			typ, id := v.Ref.Type, v.Ref.ID
-			if v.Ref.URL != "" {
-				typ, id = "", ""
-			}
-			b.ref = append(b.ref, []any{rid, rt.Name, p.Name, typ, id, v.Ref.URL})
+			// An absolute URL on another server is indexed by URL only,
+			// or patient=Patient/1 would match another site's Patient/1.
+			r := v.Ref.Local(base)
+			b.ref = append(b.ref, []any{rid, rt.Name, p.Name, r.Type, r.ID, r.URL})
 		case fhir.ParamNumber:
 			b.num = append(b.num, []any{rid, rt.Name, p.Name, v.Number})
 		}

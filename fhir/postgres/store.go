@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +31,9 @@ type Store struct {
 	codec *fhir.Codec
 	log   *slog.Logger
 	now   func() time.Time
+	// base is the server's FHIR base URL: absolute references under it
+	// are indexed as local ones.
+	base string
 
 	// onDelete and onWrite hooks run inside the writing transaction; they
 	// are set while wiring, before the store serves requests.
@@ -81,6 +85,12 @@ func New(pool *pgxpool.Pool, reg *fhir.Registry, codec *fhir.Codec, log *slog.Lo
 	}
 	return &Store{pool: pool, reg: reg, codec: codec, log: log, now: time.Now}, nil
 }
+
+// SetBaseURL tells the store the server's FHIR base URL ([base]/fhir), so
+// that a reference written as an absolute URL under it is indexed, and
+// found, as the local reference it is. Without it such references are
+// found only by their URL. Call it before serving.
+func (s *Store) SetBaseURL(base string) { s.base = strings.TrimSuffix(base, "/") }
 
 // querier is what both the pool and a transaction offer.
 type querier interface {
@@ -374,7 +384,7 @@ func (t *Tx) CreateMany(ctx context.Context, res []proto.Message, workers int) (
 					if i == lo {
 						first[k] = vals
 					}
-					rows[i].addParam(rt, 0, p, vals)
+					rows[i].addParam(rt, 0, p, vals, t.s.base)
 				}
 			}
 			printed, err := t.s.codec.MarshalOwnedRun(run)
@@ -445,7 +455,7 @@ func (t *Tx) insert(ctx context.Context, res proto.Message, typ, id, method stri
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", typ, err)
 	}
-	t.ix.add(t.s.reg.Type(typ), r.RID, res)
+	t.ix.add(t.s.reg.Type(typ), r.RID, res, t.s.base)
 	if err := t.runWriteHooks(ctx, typ, nil, r); err != nil {
 		return nil, err
 	}
@@ -554,7 +564,7 @@ func (t *Tx) replace(ctx context.Context, rt *fhir.ResourceType, cur *current, r
 	}
 	t.ix.drop(cur.rid)
 	if res != nil {
-		t.ix.add(rt, cur.rid, res)
+		t.ix.add(rt, cur.rid, res, t.s.base)
 	}
 	if len(t.s.onWrite[rt.Name]) > 0 {
 		prev := &fhir.Resource{Type: rt.Name, ID: cur.id, RID: cur.rid, Version: cur.version, LastUpdated: cur.lastUpdated,

@@ -218,7 +218,7 @@ func (h *Handler) versionInside(rt *fhir.ResourceType, n auth.Narrowing, v *fhir
 		return false, fmt.Errorf("version %d of %s/%s: %w", v.Version, v.Type, v.ID, err)
 	}
 	for _, val := range p.Values(msg) {
-		if val.Ref.URL == "" && val.Ref.Type == "Patient" && val.Ref.ID == n.Patient {
+		if r := val.Ref.Local(h.cfg.BaseURL); r.URL == "" && r.Type == "Patient" && r.ID == n.Patient {
 			return true, nil
 		}
 	}

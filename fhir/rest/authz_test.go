@@ -295,6 +295,17 @@ func TestAuth_PatientScope_Read(t *testing.T) {
 	}
 	// And p2 no longer reaches it at all.
 	wantDenied(t, s.as("patient/*.read", "p2").do("GET", "/ImagingStudy/s4/_history/1", ""), "outside")
+
+	// s5 was filed under p1 by this server's absolute URL, then under
+	// another site's Patient/p1, then back: the first version is p1's as
+	// the search index reads it, the second is not.
+	a.must(201, "PUT", "/ImagingStudy/s5", withID(study("5.5", s.url+"/Patient/p1", "2021-05-05", "CT"), "s5"))
+	a.must(200, "PUT", "/ImagingStudy/s5", withID(study("5.5", "https://other.example/fhir/Patient/p1", "2021-05-05", "CT"), "s5"))
+	wantDenied(t, p1.do("GET", "/ImagingStudy/s5", ""), "outside")
+	a.must(200, "PUT", "/ImagingStudy/s5", withID(study("5.5", s.url+"/Patient/p1", "2021-05-05", "CT"), "s5"))
+	p1.must(200, "GET", "/ImagingStudy/s5", "")
+	p1.must(200, "GET", "/ImagingStudy/s5/_history/1", "")
+	wantDenied(t, p1.do("GET", "/ImagingStudy/s5/_history/2", ""), "outside")
 }
 
 func TestAuth_NarrowedWritesRefused(t *testing.T) {

@@ -53,6 +53,7 @@ func startServer(t *testing.T, cfg rest.Config, mw func(http.Handler) http.Handl
 	ts := httptest.NewUnstartedServer(mux)
 	base := "http://" + ts.Listener.Addr().String() + "/fhir"
 	cfg.BaseURL, cfg.MaxBody, cfg.Software, cfg.Version = base, 1<<20, "Priorflow", "test"
+	store.SetBaseURL(base)
 	h, err := rest.New(store, codec, dbtest.Logger(), cfg)
 	if err != nil {
 		t.Fatal(err)

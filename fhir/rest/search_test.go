@@ -349,3 +349,61 @@ func TestMetadata_ClaimsOnlyWhatWorks(t *testing.T) {
 		t.Errorf("only %d search parameters advertised", count)
 	}
 }
+
+// A reference written as an absolute URL under this server's base names the
+// local resource (FHIR R4 references.html), so searches, includes and
+// revincludes find it as they find a relative one; the same Type/id on
+// another server is another resource and is found only by its own URL.
+func TestSearch_AbsoluteReferences(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	s.must(201, "PUT", "/Patient/pA", `{"resourceType":"Patient","id":"pA"}`)
+	for id, subject := range map[string]string{
+		"relative": "Patient/pA",
+		"own":      s.url + "/Patient/pA",
+		"version":  s.url + "/Patient/pA/_history/1",
+		"foreign":  "https://other.example/fhir/Patient/pA",
+		"deeper":   s.url + "/x/Patient/pA",
+	} {
+		body := strings.Replace(study("1."+fmt.Sprint(len(id)), subject, "2021-03-04", "CT"), `{"resourceType":"ImagingStudy",`, `{"resourceType":"ImagingStudy","id":"`+id+`",`, 1)
+		s.must(201, "PUT", "/ImagingStudy/"+id, body)
+	}
+	local := []string{"own", "relative", "version"}
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"ImagingStudy?patient=pA", local},
+		{"ImagingStudy?subject=Patient/pA", local},
+		{"ImagingStudy?patient=" + url.QueryEscape(s.url+"/Patient/pA"), local},
+		{"ImagingStudy?patient=" + url.QueryEscape("https://other.example/fhir/Patient/pA"), []string{"foreign"}},
+		{"ImagingStudy?patient:missing=true", nil},
+	} {
+		got := ids(s.must(200, "GET", "/"+tc.query, ""))
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s = %v, want %v", tc.query, got, tc.want)
+		}
+	}
+	b := s.must(200, "GET", "/Patient?_id=pA&_revinclude=ImagingStudy:patient", "")
+	var rev []string
+	for _, e := range b["entry"].([]any) {
+		if r := e.(map[string]any)["resource"].(map[string]any); r["resourceType"] == "ImagingStudy" {
+			rev = append(rev, r["id"].(string))
+		}
+	}
+	slices.Sort(rev)
+	if !slices.Equal(rev, local) {
+		t.Errorf("_revinclude=ImagingStudy:patient = %v, want %v", rev, local)
+	}
+	b = s.must(200, "GET", "/ImagingStudy?_id=own,foreign&_include=ImagingStudy:patient", "")
+	var inc []string
+	for _, e := range b["entry"].([]any) {
+		if r := e.(map[string]any)["resource"].(map[string]any); r["resourceType"] == "Patient" {
+			inc = append(inc, r["id"].(string))
+		}
+	}
+	if !slices.Equal(inc, []string{"pA"}) {
+		t.Errorf("_include=ImagingStudy:patient of own and foreign = %v, want [pA] once", inc)
+	}
+}

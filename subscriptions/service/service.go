@@ -74,7 +74,7 @@ func New(ctx context.Context, fs *fhirpg.Store, js njs.JetStream, cfg Config, lo
 	}
 	cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/")
 	log = log.With("component", "subscriptions")
-	matcher, err := subscriptions.NewMatcher(fs.Registry(), fs.Codec(), "ImagingStudy")
+	matcher, err := subscriptions.NewMatcher(fs.Registry(), fs.Codec(), cfg.BaseURL, "ImagingStudy")
 	if err != nil {
 		return nil, err
 	}
