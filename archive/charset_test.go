@@ -101,3 +101,50 @@ func TestSpool_PatientIDTheDeclaredSetCannotRead(t *testing.T) {
 		t.Errorf("%d blobs stored", n)
 	}
 }
+
+// TestStore_ControlCharacters: a NUL inside a study description made
+// PostgreSQL refuse the index rows, and an SOH in a name made the Patient
+// invalid, so such objects, which older modalities write, could never be
+// stored, by STOW-RS or by the prefetcher. They are stored, the text read
+// with U+FFFD where the character was; a patient ID holding one is refused
+// and leaves nothing behind.
+func TestStore_ControlCharacters(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithSeries(1), dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(
+		dicomtest.Set(tag.PatientID, "CC1"),
+		dicomtest.Set(tag.StudyDescription, "CT\x00HEAD"),
+		dicomtest.Set(tag.ReferringPhysicianName, "WHO\x00^DR"),
+		dicomtest.Set(tag.PatientName, "DOE\x01^JOHN"),
+	))
+	for _, r := range storeAll(t, env.Archive, st) {
+		if r.Err != nil {
+			t.Fatalf("store: %v", r.Err)
+		}
+	}
+	if is := imagingStudy(t, env, st.StudyInstanceUID); is["description"] != "CT\uFFFDHEAD" {
+		t.Errorf("ImagingStudy.description %q", is["description"])
+	}
+	rows, _, err := env.Archive.SearchStudies(context.Background(), archive.Query{PatientID: "CC1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].PatientName != "DOE\uFFFD^JOHN" {
+		t.Errorf("QIDO by PatientID CC1: %+v", rows)
+	}
+
+	bad := dicomtest.NewStudy(t, dicomtest.WithSeries(1), dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(
+		dicomtest.Set(tag.PatientID, "CC\x002")))
+	blobs := env.BlobCount(t)
+	o, err := env.Archive.Spool(bytes.NewReader(bad.Instances()[0].Bytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Remove)
+	if !errors.Is(o.Err, archive.ErrInvalidObject) {
+		t.Errorf("patient ID with a NUL: spooled with error %v, want ErrInvalidObject", o.Err)
+	}
+	if n := env.BlobCount(t); n != blobs {
+		t.Errorf("patient ID with a NUL: %d blobs stored, want %d", n, blobs)
+	}
+}

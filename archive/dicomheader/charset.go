@@ -94,7 +94,8 @@ func knownCharset(name string) (err error) {
 // which the library did not apply: a byte cm leaves undefined is refused.
 func decodeAll(elems []*dicom.Element, cm *charmap.Charmap) error {
 	return walkStrings(elems, func(e *dicom.Element, s string) (string, error) {
-		return decodeValue(e, s, cm)
+		t, err := decodeValue(e, s, cm)
+		return replaceControls(t), err
 	})
 }
 
@@ -105,11 +106,42 @@ func decodeAll(elems []*dicom.Element, cm *charmap.Charmap) error {
 func decodeText(elems []*dicom.Element, cm *charmap.Charmap) error {
 	return walkStrings(elems, func(e *dicom.Element, s string) (string, error) {
 		if utf8.ValidString(s) {
-			return s, nil
+			return replaceControls(s), nil
 		}
-		return decodeValue(e, s, cm)
+		t, err := decodeValue(e, s, cm)
+		return replaceControls(t), err
 	})
 }
+
+// replaceControls replaces, inside a decoded value, each control character
+// that no DICOM text holds once decoded and that FHIR text refuses (below
+// U+0020, but tab, LF, CR) with U+FFFD: a NUL inside a description made
+// PostgreSQL refuse the index rows, and any other made the Patient or
+// ImagingStudy invalid, so the object could not be stored. The value still
+// shows that something unreadable was there, and a patient ID holding one
+// is refused (Header.CheckPatientIdentity); the stored object keeps its
+// bytes. NULs and spaces padding either end stay, for trim to remove.
+func replaceControls(s string) string {
+	inner := strings.Trim(s, " \x00")
+	i := strings.IndexFunc(inner, isControl)
+	if i < 0 {
+		return s
+	}
+	start := len(s) - len(strings.TrimLeft(s, " \x00"))
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:start+i])
+	for _, r := range inner[i:] {
+		if isControl(r) {
+			r = utf8.RuneError
+		}
+		b.WriteRune(r)
+	}
+	b.WriteString(s[start+len(inner):])
+	return b.String()
+}
+
+func isControl(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' }
 
 // decodeValue reads s, a value of e, in cm; with cm nil, or a byte cm
 // leaves undefined, it is refused (ErrNotText, naming the tag, never the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/suyashkumar/dicom"
@@ -206,5 +207,62 @@ func TestParse_UnreadableBytesInThePatientID(t *testing.T) {
 	}
 	if err := h.CheckPatientIdentity(); err != nil || h.PatientName.Family != "M\uFFFDLLER" {
 		t.Errorf("family name %q, CheckPatientIdentity %v", h.PatientName.Family, err)
+	}
+}
+
+// A control character inside a value (a NUL or an SOH some modalities
+// write) is read as U+FFFD: PostgreSQL text holds no NUL, and FHIR text no
+// other control character. Padding at either end is removed as before;
+// tab, LF and CR, which text values may hold, are kept; a patient ID with
+// one is refused.
+func TestParse_ControlCharacters(t *testing.T) {
+	t.Parallel()
+	b := object(t,
+		dicomtest.Set(tag.StudyDescription, "CT\x00HEAD\x00"),
+		dicomtest.Set(tag.PatientName, "DOE\x01^JOHN\x00"),
+		dicomtest.Set(tag.AccessionNumber, "\x00A1 \x00"),
+		withRequest("ONE\tTWO\r\nTHREE\x1bFOUR"),
+	)
+	h, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if h.StudyDescription != "CT\uFFFDHEAD" {
+		t.Errorf("StudyDescription %q, want CT\\uFFFDHEAD", h.StudyDescription)
+	}
+	if h.PatientName.Family != "DOE\uFFFD" || h.PatientName.Given != "JOHN" {
+		t.Errorf("PatientName %+v", h.PatientName)
+	}
+	if h.AccessionNumber != "A1" {
+		t.Errorf("AccessionNumber %q, want A1 (padding removed)", h.AccessionNumber)
+	}
+	if got := requestDescription(t, h); got != "ONE\tTWO\r\nTHREE\uFFFDFOUR" {
+		t.Errorf("description in a sequence %q", got)
+	}
+	if err := h.CheckPatientIdentity(); err != nil {
+		t.Errorf("CheckPatientIdentity: %v", err)
+	}
+
+	for _, ed := range []dicomtest.Edition{dicomtest.Set(tag.PatientID, "AB\x001"), dicomtest.Set(tag.IssuerOfPatientID, "HOSP\x01")} {
+		b := object(t, ed)
+		h, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		if err := h.CheckPatientIdentity(); !errors.Is(err, dicomheader.ErrNotText) {
+			t.Errorf("CheckPatientIdentity of %q in %q: %v, want ErrNotText", h.PatientID, h.IssuerOfPatientID, err)
+		}
+	}
+
+	// ISO 2022 escapes are the character set's, and the library reads
+	// them: no control character is left to replace (PS3.5 H.3.1).
+	b = object(t, dicomtest.Set(tag.SpecificCharacterSet, "", "ISO 2022 IR 87"),
+		dicomtest.Set(tag.PatientName, "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"))
+	h, err = dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatalf("Parse ISO 2022 IR 87: %v", err)
+	}
+	if h.PatientName.Family != "Yamada" || !strings.Contains(h.PatientName.Ideographic, "山田") || strings.ContainsRune(h.PatientName.Raw, '\uFFFD') {
+		t.Errorf("PatientName %+v, want the ideographic 山田 read", h.PatientName)
 	}
 }

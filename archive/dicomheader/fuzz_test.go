@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -75,13 +76,14 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		if v, ok := notText(h.Dataset.Elements); ok {
-			t.Fatalf("Parse() left a value that is not UTF-8: %q", v)
+			t.Fatalf("Parse() left a value that is not UTF-8, or holds a control character inside it: %q", v)
 		}
 	})
 }
 
 // notText returns a string value of elems, sequences included, that is not
-// UTF-8.
+// UTF-8 or that holds, inside its padding, a control character other than
+// tab, LF and CR: PostgreSQL and FHIR would refuse it.
 func notText(elems []*dicom.Element) (string, bool) {
 	for _, e := range elems {
 		if e == nil || e.Value == nil {
@@ -90,7 +92,8 @@ func notText(elems []*dicom.Element) (string, bool) {
 		switch v := e.Value.GetValue().(type) {
 		case []string:
 			for _, s := range v {
-				if !utf8.ValidString(s) {
+				inner := strings.Trim(s, " \x00")
+				if !utf8.ValidString(s) || strings.ContainsFunc(inner, func(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' }) {
 					return s, true
 				}
 			}

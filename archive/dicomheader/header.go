@@ -322,8 +322,8 @@ func (h *Header) validate() error {
 
 // CheckPatientIdentity refuses (ErrNotText) a PatientID or
 // IssuerOfPatientID holding U+FFFD: the dicom library puts it in place of
-// bytes the declared set cannot read (Latin-1 under ISO_IR 192), so two
-// patients could share one ID. Names may keep it; they identify no one on
+// bytes the declared set cannot read (Latin-1 under ISO_IR 192), and Parse
+// in place of a control character, so two patients could share one ID. Names may keep it; they identify no one on
 // their own. The archive asks this of what it files; Parse does not, so
 // that objects filed before can still be read.
 func (h *Header) CheckPatientIdentity() error {
@@ -332,7 +332,7 @@ func (h *Header) CheckPatientIdentity() error {
 		value string
 	}{{tag.PatientID, h.PatientID}, {tag.IssuerOfPatientID, h.IssuerOfPatientID}} {
 		if strings.ContainsRune(id.value, utf8.RuneError) {
-			return fmt.Errorf("%w: (%04X,%04X) holds bytes its character set cannot read", ErrNotText, id.tag.Group, id.tag.Element)
+			return fmt.Errorf("%w: (%04X,%04X) holds bytes that are not text: a control character, or bytes its character set cannot read", ErrNotText, id.tag.Group, id.tag.Element)
 		}
 	}
 	return nil
