@@ -15,7 +15,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/priorflow/priorflow/internal/printable"
 )
 
 // SchemaVersion is the version of the CareEvent JSON. Consumers refuse
@@ -176,24 +177,13 @@ func (e *CareEvent) InvalidText() (string, bool) {
 	return invalidText(reflect.ValueOf(e).Elem())
 }
 
-// IsText reports whether s is text a care event may carry: UTF-8, which
-// JSON needs (encoding/json would turn other bytes into U+FFFD, so that
-// two identifiers that differ only there would become one), and free of
-// the control characters FHIR strings exclude (all below U+0020 but tab,
-// CR and LF). Downstream an identifier is searched for and written into a
-// Task: PostgreSQL text holds no NUL, and FHIR refuses the others, so an
-// event carrying one would fail at every delivery and be lost.
-func IsText(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 && c != '\t' && c != '\r' && c != '\n' {
-			return false
-		}
-	}
-	return true
-}
+// IsText reports whether s is text a care event may carry
+// (internal/printable): UTF-8, which JSON needs (encoding/json would turn
+// other bytes into U+FFFD, so that two identifiers that differ only there
+// would become one), and free of the control characters PostgreSQL and
+// FHIR refuse. Downstream an identifier is searched for and written into a
+// Task, so an event carrying one would fail at every delivery and be lost.
+func IsText(s string) bool { return printable.Valid(s) }
 
 func invalidText(v reflect.Value) (string, bool) {
 	switch v.Kind() {

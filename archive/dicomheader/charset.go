@@ -10,6 +10,7 @@ import (
 	"github.com/suyashkumar/dicom/pkg/tag"
 	"golang.org/x/text/encoding/charmap"
 
+	"github.com/priorflow/priorflow/internal/printable"
 	"github.com/priorflow/priorflow/internal/singlebyte"
 )
 
@@ -114,8 +115,8 @@ func decodeText(elems []*dicom.Element, cm *charmap.Charmap) error {
 }
 
 // replaceControls replaces, inside a decoded value, each control character
-// that no DICOM text holds once decoded and that FHIR text refuses (below
-// U+0020, but tab, LF, CR) with U+FFFD: a NUL inside a description made
+// that no DICOM text holds once decoded and that FHIR text refuses
+// (internal/printable) with U+FFFD: a NUL inside a description made
 // PostgreSQL refuse the index rows, and any other made the Patient or
 // ImagingStudy invalid, so the object could not be stored. The value still
 // shows that something unreadable was there, and a patient ID holding one
@@ -123,25 +124,12 @@ func decodeText(elems []*dicom.Element, cm *charmap.Charmap) error {
 // bytes. NULs and spaces padding either end stay, for trim to remove.
 func replaceControls(s string) string {
 	inner := strings.Trim(s, " \x00")
-	i := strings.IndexFunc(inner, isControl)
-	if i < 0 {
+	if printable.Valid(inner) {
 		return s
 	}
 	start := len(s) - len(strings.TrimLeft(s, " \x00"))
-	var b strings.Builder
-	b.Grow(len(s) + 8)
-	b.WriteString(s[:start+i])
-	for _, r := range inner[i:] {
-		if isControl(r) {
-			r = utf8.RuneError
-		}
-		b.WriteRune(r)
-	}
-	b.WriteString(s[start+len(inner):])
-	return b.String()
+	return s[:start] + printable.Replace(inner) + s[start+len(inner):]
 }
-
-func isControl(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' }
 
 // decodeValue reads s, a value of e, in cm; with cm nil, or a byte cm
 // leaves undefined, it is refused (ErrNotText, naming the tag, never the
