@@ -3,6 +3,7 @@ package search
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/fhir/search"
+	"github.com/priorflow/priorflow/internal/printable"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -39,6 +41,10 @@ func EndpointID(source string) string {
 }
 
 var nonID = regexp.MustCompile(`[^A-Za-z0-9.-]`)
+
+// errUnindexable marks a study whose description by its source is no
+// valid ImagingStudy.
+var errUnindexable = errors.New("the source's description of the study is not a valid ImagingStudy")
 
 // index writes the found studies as ImagingStudy resources of the job's
 // patient, in one transaction. A study already indexed locally is left as
@@ -66,6 +72,13 @@ func (s *Searcher) index(ctx context.Context, id *identity, found []RemoteStudy,
 				bases[st.Source] = ep
 			}
 			isID, reason, err := s.indexStudy(ctx, tx, id.ref, ep, st)
+			if errors.Is(err, errUnindexable) {
+				// The other studies are indexed, and this one is
+				// retrieved all the same: the archive indexes it from
+				// its own DICOM when it arrives.
+				s.log.WarnContext(ctx, "remote study not indexed", "source", st.Source, "err", err)
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("index %s: %w", st.StudyInstanceUID, err)
 			}
@@ -173,12 +186,14 @@ func (s *Searcher) indexStudy(ctx context.Context, tx *postgres.Tx, patientRef, 
 		}
 	}
 	set("started", st.Date.Format(time.RFC3339), !st.Date.IsZero())
-	set("description", st.Description, st.Description != "")
+	// What a source says of a study is written into FHIR text; a control
+	// character in a remote description made the whole job's index fail.
+	set("description", printable.Replace(st.Description), st.Description != "")
 	set("numberOfSeries", st.NumberOfSeries, st.NumberOfSeries > 0)
 	set("numberOfInstances", st.NumberOfInstances, st.NumberOfInstances > 0)
 	var mods []any
 	for _, m := range st.ModalitiesInStudy {
-		mods = append(mods, map[string]any{"system": archive.SystemDCM, "code": m})
+		mods = append(mods, map[string]any{"system": archive.SystemDCM, "code": printable.Replace(m)})
 	}
 	set("modality", mods, len(mods) > 0)
 	var series []any
@@ -190,19 +205,21 @@ func (s *Searcher) indexStudy(ctx context.Context, tx *postgres.Tx, patientRef, 
 		if mod == "" {
 			mod = "OT"
 		}
-		x := map[string]any{"uid": se.SeriesInstanceUID, "modality": map[string]any{"system": archive.SystemDCM, "code": mod}}
+		x := map[string]any{"uid": se.SeriesInstanceUID, "modality": map[string]any{"system": archive.SystemDCM, "code": printable.Replace(mod)}}
 		if se.NumberOfInstances > 0 {
 			x["numberOfInstances"] = se.NumberOfInstances
 		}
 		if se.Description != "" {
-			x["description"] = se.Description
+			x["description"] = printable.Replace(se.Description)
 		}
 		series = append(series, x)
 	}
 	set("series", series, len(series) > 0)
 	msg, err := s.parse(is)
 	if err != nil {
-		return "", "", err
+		// What is still not a valid ImagingStudy (a modality code with
+		// spaces around it, say) is this study's problem alone.
+		return "", "", fmt.Errorf("%w: %w", errUnindexable, err)
 	}
 	if len(found.Matches) == 0 {
 		r, err := tx.Create(ctx, msg)
@@ -311,7 +328,7 @@ func (s *Searcher) review(ctx context.Context, job Job, id *identity, outs []sou
 			var inputs []any
 			var names []string
 			for _, c := range o.candidates {
-				desc := fmt.Sprintf("%s|%s %s^%s born %s sex %s", c.Issuer, c.ID, c.Family, strings.Join(c.Given, " "), c.BirthDate, c.Sex)
+				desc := printable.Replace(fmt.Sprintf("%s|%s %s^%s born %s sex %s", c.Issuer, c.ID, c.Family, strings.Join(c.Given, " "), c.BirthDate, c.Sex))
 				names = append(names, desc)
 				inputs = append(inputs, map[string]any{
 					"type":        map[string]any{"coding": []any{map[string]any{"system": TaskSystem, "code": "candidate"}}, "text": "candidate patient"},
@@ -384,7 +401,8 @@ func (s *Searcher) audit(ctx context.Context, job Job, id *identity, outs []Sour
 			if o.Status == StatusFailed || o.Status == StatusCircuitOpen {
 				outcome = auditOutcomeBad
 				if o.Err != nil {
-					desc += ": " + o.Err.Error()
+					// A source's error may quote what it answered.
+					desc += ": " + printable.Replace(o.Err.Error())
 				}
 			}
 			patient := map[string]any{
