@@ -214,13 +214,13 @@ func (m *Matcher) Match(ev *Event, fs []*Filter) []*Filter {
 
 // availableMatches applies a TopicStudyAvailable filter to ev.
 func (f *Filter) availableMatches(ev *Event) bool {
-	for _, any := range f.patient {
-		if !slices.Contains(any, ev.Patient) {
+	for _, oneOf := range f.patient {
+		if !slices.Contains(oneOf, ev.Patient) {
 			return false
 		}
 	}
-	for _, any := range f.modality {
-		if !slices.ContainsFunc(any, func(mod string) bool { return slices.Contains(ev.Modalities, mod) }) {
+	for _, oneOf := range f.modality {
+		if !slices.ContainsFunc(oneOf, func(mod string) bool { return slices.Contains(ev.Modalities, mod) }) {
 			return false
 		}
 	}

@@ -39,18 +39,18 @@ func (c *Clause) matches(res proto.Message, base string) bool {
 	if c.Missing != nil {
 		return (len(have) == 0) == *c.Missing
 	}
-	any := false
+	found := false
 	for _, want := range c.Values {
 		for _, h := range have {
 			if c.matchValue(want, h, base) {
-				any = true
+				found = true
 			}
 		}
 	}
 	if c.Modifier == ModNot {
-		return !any
+		return !found
 	}
-	return any
+	return found
 }
 
 func (c *Clause) matchValue(want Value, h fhir.Value, base string) bool {

@@ -1,7 +1,9 @@
 // Package search parses FHIR R4 search requests (FHIR R4 3.1.1, "Search")
-// into a typed Query that a store compiles into its own query language. It
-// knows the parameter syntax (prefixes, modifiers, chains, escaping, result
-// parameters) but nothing of storage.
+// into a typed Query that a store compiles into its own query language, and
+// evaluates a Query against one resource in memory (Query.Matches), which
+// subscriptions do with each change. It knows the parameter syntax
+// (prefixes, modifiers, chains, escaping, result parameters) and what
+// each matches, but nothing of storage.
 package search
 
 import (
