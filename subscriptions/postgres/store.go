@@ -405,6 +405,11 @@ func (s *Store) Record(ctx context.Context, id, owner string, o subscriptions.Ou
 // State returns a subscription's delivery state (for $status); a
 // subscription without state is not found.
 func (s *Store) State(ctx context.Context, id string) (*subscriptions.State, error) {
+	if !fhir.ValidID(id) {
+		// No Subscription has it, and the database refuses some (a
+		// NUL), which would be a 500 for a client's typo.
+		return nil, fhir.Errorf(fhir.KindNotFound, "no Subscription has that id")
+	}
 	st := &subscriptions.State{Sub: &subscriptions.Subscription{}}
 	var def []byte
 	var status string

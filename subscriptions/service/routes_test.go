@@ -53,4 +53,27 @@ func TestRoutes_MountBesideFHIRAPI(t *testing.T) {
 	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "bound "+sub.ID {
 		t.Errorf("bind answer = %q, %v; want bound %s", msg, err, sub.ID)
 	}
+
+	// Ids no Subscription can have: not found, never a 500 (a NUL reached
+	// the database), and never echoed back.
+	for _, bad := range []string{"a\x00b", "a\xffb", strings.Repeat("z", 65)} {
+		if err := c.Write(ctx, websocket.MessageText, []byte("bind "+bad)); err != nil {
+			t.Fatal(err)
+		}
+		if _, msg, err := c.Read(ctx); err != nil || !strings.HasPrefix(string(msg), "error not a subscription id") {
+			t.Errorf("bind %q answer = %q, %v; want an error that does not echo it", bad, msg, err)
+		}
+	}
+	for _, bad := range []string{"%00", "a%FFb", strings.Repeat("z", 65)} {
+		for _, op := range []string{"$status", "$events"} {
+			resp, err := http.Get(srv.URL + "/fhir/Subscription/" + bad + "/" + op)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("GET Subscription/%s/%s: %d, want 404", bad, op, resp.StatusCode)
+			}
+		}
+	}
 }

@@ -86,6 +86,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_ = c.Write(ctx, websocket.MessageText, []byte("error unsupported request; send: bind <subscription id>"))
 			continue
 		}
+		if !fhir.ValidID(arg) {
+			// Not echoed: it is whatever the client sent.
+			_ = c.Write(ctx, websocket.MessageText, []byte("error not a subscription id; send: bind <subscription id>"))
+			continue
+		}
 		st, err := h.states.State(ctx, arg)
 		if err != nil || st.Sub.Channel != subscriptions.ChannelWebsocket {
 			if err != nil && !fhir.IsKind(err, fhir.KindNotFound) {
