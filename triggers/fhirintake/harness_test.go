@@ -69,12 +69,13 @@ func newHarness(t *testing.T, relay bool, opts ...option) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := fhirintake.Register(store, dbtest.Logger()); err != nil {
-		t.Fatal(err)
-	}
 	mux := http.NewServeMux()
 	ts := httptest.NewUnstartedServer(mux)
 	h.url = "http://" + ts.Listener.Addr().String() + "/fhir"
+	store.SetBaseURL(h.url)
+	if err := fhirintake.Register(store, h.url, dbtest.Logger()); err != nil {
+		t.Fatal(err)
+	}
 	api, err := rest.New(store, codec, dbtest.Logger(), rest.Config{BaseURL: h.url, MaxBody: 1 << 20, Software: "Priorflow", Version: "test"})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/priorflow/priorflow/fhir"
 	fhirpg "github.com/priorflow/priorflow/fhir/postgres"
@@ -39,12 +40,15 @@ const maxOrders = 5
 
 type intake struct {
 	log *slog.Logger
+	// base is the server's FHIR base: a reference written as an
+	// absolute URL under it names a resource here.
+	base string
 }
 
 // Register installs the intake's write hooks on store: writes of Types
 // derive care events into the outbox; Patient writes complete the events
 // of their own transaction. Call it while wiring, before serving.
-func Register(store *fhirpg.Store, log *slog.Logger) error {
+func Register(store *fhirpg.Store, base string, log *slog.Logger) error {
 	if store == nil || log == nil {
 		return errors.New("fhir intake: store and logger are required")
 	}
@@ -53,7 +57,7 @@ func Register(store *fhirpg.Store, log *slog.Logger) error {
 			return fmt.Errorf("fhir intake: the registry has no %s type", typ)
 		}
 	}
-	in := &intake{log: log}
+	in := &intake{log: log, base: strings.TrimSuffix(base, "/")}
 	for _, typ := range Types {
 		store.OnWrite(typ, in.onWrite)
 	}
@@ -76,10 +80,10 @@ func (in *intake) onWrite(ctx context.Context, tx *fhirpg.Tx, prev, next *fhir.R
 		ev.OccurredAt = next.LastUpdated.UTC()
 		ev.SourceSystem = SourceSystem
 		ev.Origin = triggers.Origin{Reference: next.Type + "/" + next.ID + "/_history/" + version}
-		if err := completeFromOrders(ctx, tx, &ev, d.basedOn); err != nil {
+		if err := completeFromOrders(ctx, tx, in.base, &ev, d.basedOn); err != nil {
 			return err
 		}
-		ref, blocked, err := resolvePatient(ctx, tx, d.patient, &ev.Patient)
+		ref, blocked, err := resolvePatient(ctx, tx, in.base, d.patient, &ev.Patient)
 		if err != nil {
 			return err
 		}
@@ -134,7 +138,7 @@ func (in *intake) logBlocked(ev *triggers.CareEvent, reason string) {
 // Patient created earlier in the same transaction is found. It returns the
 // local reference ("Patient/id") when ref is one, and why the event must be
 // blocked when the patient has no identifier.
-func resolvePatient(ctx context.Context, tx *fhirpg.Tx, ref *reference, p *triggers.Patient) (local, blocked string, err error) {
+func resolvePatient(ctx context.Context, tx *fhirpg.Tx, base string, ref *reference, p *triggers.Patient) (local, blocked string, err error) {
 	*p = triggers.Patient{}
 	if ref == nil {
 		return "", "the resource names no patient", nil
@@ -146,7 +150,7 @@ func resolvePatient(ctx context.Context, tx *fhirpg.Tx, ref *reference, p *trigg
 	if ref.Identifier != nil && ref.Identifier.Value != "" {
 		logical = append(logical, eventIdentifier(*ref.Identifier))
 	}
-	typ, id, ok := localRef(ref.Reference)
+	typ, id, ok := localRef(ref.Reference, base)
 	switch {
 	case !ok:
 		blocked = "the patient reference is not to a resource on this server"
@@ -236,7 +240,7 @@ func eventIdentifier(id identifier) triggers.Identifier {
 // completeFromOrders fills what ev lacks (procedures, modality, body sites)
 // from the ServiceRequests it is based on, as tx sees them. An order that
 // is not there is skipped: it only adds detail.
-func completeFromOrders(ctx context.Context, tx *fhirpg.Tx, ev *triggers.CareEvent, basedOn []reference) error {
+func completeFromOrders(ctx context.Context, tx *fhirpg.Tx, base string, ev *triggers.CareEvent, basedOn []reference) error {
 	needProcedures := len(ev.Procedures) == 0
 	needSites := len(ev.BodySites) == 0
 	n := 0
@@ -244,7 +248,7 @@ func completeFromOrders(ctx context.Context, tx *fhirpg.Tx, ev *triggers.CareEve
 		if ev.Modality != "" && !needProcedures && !needSites {
 			return nil
 		}
-		typ, id, ok := localRef(r.Reference)
+		typ, id, ok := localRef(r.Reference, base)
 		if !ok || typ != "ServiceRequest" {
 			continue
 		}

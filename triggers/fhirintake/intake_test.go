@@ -238,6 +238,32 @@ func TestIntake_UnidentifiedPatientIsBlocked(t *testing.T) {
 	}
 }
 
+// A patient named by this server's absolute URL is the local patient; the
+// same Type/id on another server is not, and its event waits, blocked, for
+// an integration engineer instead of going to this server's p1.
+func TestIntake_AbsolutePatientReference(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, true)
+	h.must(201, "PUT", "/Patient/p1", patientP1)
+	h.must(201, "POST", "/Appointment", strings.ReplaceAll(appointment("booked", "2026-03-01T10:00:00Z"), `"Patient/p1"`, `"`+h.url+`/Patient/p1"`))
+	ev := h.next()
+	if ev.Kind != triggers.AppointmentBooked || ev.Patient.FHIRID != "p1" || !cmp.Equal(ev.Patient.Identifiers, p1Identifiers) {
+		t.Errorf("published %s for %q %v, want appointment-booked for p1", ev.Kind, ev.Patient.FHIRID, ev.Patient.Identifiers)
+	}
+	h.must(201, "POST", "/Appointment", strings.ReplaceAll(appointment("booked", "2026-03-02T10:00:00Z"), `"Patient/p1"`, `"https://other.example/fhir/Patient/p1"`))
+	var reason string
+	h.eventually("blocked", func() bool {
+		err := h.pool.QueryRow(context.Background(), `SELECT blocked_reason FROM event_outbox WHERE blocked_reason IS NOT NULL`).Scan(&reason)
+		return err == nil
+	})
+	if reason != "the patient reference is not to a resource on this server" {
+		t.Errorf("blocked reason %q", reason)
+	}
+	if got := h.streamCount(); got != 1 {
+		t.Errorf("%d events published, want 1", got)
+	}
+}
+
 func gauge(t *testing.T, h *harness, state string) float64 {
 	t.Helper()
 	mfs, err := h.metrics.Gather()

@@ -106,9 +106,16 @@ func decode[T any](body []byte) (*T, error) {
 }
 
 // localRef splits a relative reference "Type/id" (a version suffix
-// "/_history/n" allowed). Absolute URLs, fragments and urn: references are
-// not local: the id could name another server's resource.
-func localRef(ref string) (typ, id string, ok bool) {
+// "/_history/n" allowed), or an absolute one under base, this server's FHIR
+// base (as fhir.Ref.Local reads them). Other absolute URLs, fragments and
+// urn: references are not local: the id could name another server's
+// resource.
+func localRef(ref, base string) (typ, id string, ok bool) {
+	if base != "" {
+		if rest, under := strings.CutPrefix(ref, base+"/"); under {
+			ref = rest
+		}
+	}
 	if ref == "" || strings.Contains(ref, ":") || strings.HasPrefix(ref, "#") {
 		return "", "", false
 	}
@@ -149,7 +156,7 @@ func label(r *reference) string {
 	if r.Display != "" {
 		return r.Display
 	}
-	if _, id, ok := localRef(r.Reference); ok {
+	if _, id, ok := localRef(r.Reference, ""); ok {
 		return id
 	}
 	if r.Reference != "" {
