@@ -99,6 +99,15 @@ type Config struct {
 	StreamReplicas int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Backoff are the waits before an event is delivered again after its
+	// delivery was not acknowledged (the planner stopped), the last one
+	// repeating; nil means 30s, 1m, 5m, 15m, 30m.
+	Backoff []time.Duration
+	// RetryMaxDelay caps the wait the planner asks for before an event
+	// whose planning failed is delivered again (the wait doubles from a
+	// second; JetStream adds the Backoff step beyond the first); 0 means
+	// 5 minutes.
+	RetryMaxDelay time.Duration
 }
 
 // Planner plans prefetch jobs from care events.
@@ -131,6 +140,12 @@ func New(cfg Config) (*Planner, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RetryMaxDelay <= 0 {
+		cfg.RetryMaxDelay = 5 * time.Minute
+	}
+	if len(cfg.Backoff) == 0 {
+		cfg.Backoff = []time.Duration{30 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute}
 	}
 	p := &Planner{store: cfg.Store, js: cfg.JetStream, log: cfg.Logger, cfg: cfg}
 	p.rs.Store(cfg.Rules)
@@ -165,7 +180,6 @@ func (p *Planner) EnsureStreams(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", JobsStream, err)
 	}
-	backoff := []time.Duration{30 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute}
 	_, err = p.js.CreateOrUpdateConsumer(ctx, cejs.StreamName, jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "Priorflow planner: care events to prefetch jobs",
@@ -173,9 +187,15 @@ func (p *Planner) EnsureStreams(ctx context.Context) error {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		// A batch is planned in well under a second; an unacknowledged
 		// event (the planner died) comes back after AckWait, then backs off.
-		AckWait:       backoff[0],
-		BackOff:       backoff,
-		MaxDeliver:    10,
+		AckWait: p.cfg.Backoff[0],
+		BackOff: p.cfg.Backoff,
+		// Never given up on: an event that cannot be planned while the
+		// database is down, or while a release cannot plan, is planned
+		// when it is back. With ten deliveries, about three hours of
+		// failures dropped it, and its priors were never fetched. What
+		// redelivery cannot fix (an event that does not decode) is
+		// terminated in handle.
+		MaxDeliver:    -1,
 		MaxAckPending: 4 * p.cfg.BatchSize,
 		FilterSubject: triggers.SubjectPrefix + ">",
 	})
@@ -275,7 +295,7 @@ func (p *Planner) handle(ctx context.Context, msgs []jetstream.Msg) {
 			o, err := p.PlanEvent(ctx, ev)
 			if err != nil {
 				p.log.Error("planner: plan event", "event", ev.ID, "kind", ev.Kind, "err", err)
-				nak(ok[i])
+				p.nak(ok[i])
 				continue
 			}
 			p.finish(ctx, o, ok[i:i+1])
@@ -291,7 +311,7 @@ func (p *Planner) finish(ctx context.Context, out Outcome, msgs []jetstream.Msg)
 		// (or the sweeper) publish them.
 		p.log.Warn("planner: publish jobs", "jobs", len(out.Publish), "err", err)
 		for _, m := range msgs {
-			nak(m)
+			p.nak(m)
 		}
 		return
 	}
@@ -309,12 +329,12 @@ func (p *Planner) finish(ctx context.Context, out Outcome, msgs []jetstream.Msg)
 }
 
 // nak asks for redelivery after a delay growing with the attempts.
-func nak(m jetstream.Msg) {
+func (p *Planner) nak(m jetstream.Msg) {
 	delay := time.Second
 	if md, err := m.Metadata(); err == nil {
-		delay = min(time.Second<<min(md.NumDelivered, 9), 5*time.Minute)
+		delay = time.Second << min(md.NumDelivered, 9)
 	}
-	_ = m.NakWithDelay(delay)
+	_ = m.NakWithDelay(min(delay, p.cfg.RetryMaxDelay))
 }
 
 func decode(data []byte) (*triggers.CareEvent, error) {

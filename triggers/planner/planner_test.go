@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	njs "github.com/nats-io/nats.go/jetstream"
 
@@ -53,7 +54,7 @@ type env struct {
 	p     *planner.Planner
 }
 
-func newEnv(tb testing.TB, batch int) *env {
+func newEnv(tb testing.TB, batch int, opts ...func(*planner.Config)) *env {
 	tb.Helper()
 	ctx := context.Background()
 	pool := dbtest.NewPool(tb)
@@ -82,8 +83,12 @@ func newEnv(tb testing.TB, batch int) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p, err := planner.New(planner.Config{Rules: rs, Store: store, JetStream: js, Logger: dbtest.Logger(), BatchSize: batch,
-		Now: func() time.Time { return now }})
+	cfg := planner.Config{Rules: rs, Store: store, JetStream: js, Logger: dbtest.Logger(), BatchSize: batch,
+		Now: func() time.Time { return now }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := planner.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -316,6 +321,98 @@ func TestPlanner_RedeliveryAfterCrashCreatesNothingNew(t *testing.T) {
 	counts := e.streamCounts(t)
 	if counts[planner.SubjectStat]+counts[planner.SubjectRoutine] != 2 {
 		t.Errorf("job stream holds %v, want 2 messages (duplicates dropped by Nats-Msg-Id)", counts)
+	}
+}
+
+// TestPlanner_DatabaseDownLosesNoEvent: while PostgreSQL refuses
+// connections (a failover, a restart that takes long), every event fails
+// to plan and is delivered again, as long as it takes. The consumer gave up
+// after ten deliveries (about three hours with the real delays), and the
+// event was never planned: its priors were never fetched.
+func TestPlanner_DatabaseDownLosesNoEvent(t *testing.T) {
+	t.Parallel()
+	// JetStream adds each Backoff step beyond the first to the delay the
+	// planner asks for: with these, a failed event comes back at once.
+	e := newEnv(t, 50, func(c *planner.Config) {
+		c.RetryMaxDelay, c.Backoff = 10*time.Millisecond, []time.Duration{time.Second, time.Second}
+	})
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	db := e.pool.Config().ConnConfig.Database
+	allow := func(ok bool) {
+		t.Helper()
+		if _, err := admin.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS %t", db, ok)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allow(false)
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
+		t.Fatal(err)
+	}
+	e.run(t)
+	e.publish(t, event("down"))
+	cons, err := e.js.Consumer(ctx, cejs.StreamName, planner.ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Delivered.Consumer > 15 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the event was delivered %d times in 20s", info.Delivered.Consumer)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	allow(true)
+	e.waitSettled(t)
+	if jobs := e.jobs(t); len(jobs) != 1 {
+		t.Errorf("%d jobs once the database is back, want the event's one", len(jobs))
+	}
+}
+
+// A consumer made by an earlier release, which gave up after ten
+// deliveries, is updated in place: its position is kept.
+func TestEnsureStreams_UpdatesAnEarlierConsumer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 50)
+	ctx := context.Background()
+	cons, err := e.js.Consumer(ctx, cejs.StreamName, planner.ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := info.Config
+	old.MaxDeliver = 10
+	if _, err := e.js.UpdateConsumer(ctx, cejs.StreamName, old); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, event("before"))
+	e.run(t)
+	e.waitSettled(t)
+	if err := e.p.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, err = cons.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxDeliver != -1 {
+		t.Errorf("MaxDeliver %d after EnsureStreams, want -1", info.Config.MaxDeliver)
+	}
+	if info.AckFloor.Stream != 1 {
+		t.Errorf("ack floor at stream sequence %d, want 1: the position was lost", info.AckFloor.Stream)
 	}
 }
 
