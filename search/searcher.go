@@ -13,6 +13,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 
 	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/rules"
@@ -184,6 +185,7 @@ const (
 	SkipOtherPatient  SkipReason = "indexed-for-another-patient"
 	SkipAmbiguousUID  SkipReason = "ambiguous-index"
 	SkipIdentityCheck SkipReason = "identity-review"
+	SkipInvalidUID    SkipReason = "invalid-uid"
 )
 
 // SourceOutcome is how one source answered a search.
@@ -350,6 +352,7 @@ func (s *Searcher) searchSource(ctx context.Context, src *source, id *identity, 
 		return out
 	}
 	out.outcome.Status, out.outcome.Studies = StatusOK, len(studies)
+	studies = s.validUIDs(&out, src, studies)
 	if src.info.Match == MatchDemographics {
 		s.checkDemographics(&out, src, id, studies)
 	} else {
@@ -363,6 +366,31 @@ func (s *Searcher) searchSource(ctx context.Context, src *source, id *identity, 
 	}
 	out.outcome.Accepted = len(out.accepted)
 	return out
+}
+
+// validUIDs sets aside the studies a source names by a StudyInstanceUID
+// that is none (Orthanc serves what it was sent: "1.2.ABC/../x" among
+// them), and drops such series from the rest. The archive could never hold
+// them, and the UID would travel into URLs, FHIR identifiers and the job's
+// record.
+func (s *Searcher) validUIDs(out *sourceResult, src *source, studies []RemoteStudy) []RemoteStudy {
+	kept := studies[:0]
+	for _, st := range studies {
+		if !dicomheader.ValidUID(st.StudyInstanceUID) {
+			out.rejected = append(out.rejected, Skipped{Source: src.info.Name, Reason: SkipInvalidUID,
+				Detail: "the source names a study by a StudyInstanceUID that is not a valid UID"})
+			continue
+		}
+		var series []RemoteSeries
+		for _, se := range st.Series {
+			if dicomheader.ValidUID(se.SeriesInstanceUID) {
+				series = append(series, se)
+			}
+		}
+		st.Series = series
+		kept = append(kept, st)
+	}
+	return kept
 }
 
 // checkDemographics accepts the studies of a demographic search only when

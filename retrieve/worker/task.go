@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
@@ -16,6 +17,7 @@ import (
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	fsearch "github.com/priorflow/priorflow/fhir/search"
+	"github.com/priorflow/priorflow/internal/printable"
 	"github.com/priorflow/priorflow/retrieve"
 	"github.com/priorflow/priorflow/search"
 	"github.com/priorflow/priorflow/subscriptions"
@@ -77,6 +79,7 @@ func (w *Worker) claim(ctx context.Context, j *job) (bool, error) {
 // note adds a timeline entry to the job's Task, with a business status and
 // output references. A failure is logged: the timeline is informative.
 func (w *Worker) note(ctx context.Context, j *job, status, text string, outputs []string) {
+	text = printable.Replace(text)
 	now := w.cfg.Now()
 	err := w.cfg.Store.InTx(ctx, func(tx *postgres.Tx) error {
 		// The row lock orders this edit with an operator's (planner.CancelJob
@@ -104,6 +107,7 @@ func (w *Worker) note(ctx context.Context, j *job, status, text string, outputs 
 
 // setError records the reason of a failed attempt on the job row.
 func (w *Worker) setError(ctx context.Context, j *job, reason string) {
+	reason = printable.Replace(reason)
 	if _, err := w.cfg.Store.Pool().Exec(ctx, `UPDATE prefetch_job SET last_error = $2
 		WHERE id = $1 AND state = 'in-progress' AND revision = $3`, j.ID, reason, j.Revision); err != nil {
 		w.log.Warn("worker: record job error", "job", j.ID, "err", err)
@@ -112,6 +116,10 @@ func (w *Worker) setError(ctx context.Context, j *job, reason string) {
 
 // finish ends a job completed or failed, with its Task.
 func (w *Worker) finish(ctx context.Context, j *job, state planner.State, reason string, outputs []string) verdict {
+	// Reasons quote errors, which may quote what a remote source sent:
+	// PostgreSQL refuses a NUL and FHIR other control characters, and a
+	// job whose end cannot be written would be tried again for ever.
+	reason = printable.Replace(reason)
 	now := w.cfg.Now()
 	changed := false
 	err := w.cfg.Store.InTx(ctx, func(tx *postgres.Tx) error {
@@ -158,9 +166,13 @@ func (w *Worker) finish(ctx context.Context, j *job, state planner.State, reason
 	return verdict{}
 }
 
+// truncate cuts s to at most n bytes, on a character boundary.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

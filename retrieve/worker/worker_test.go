@@ -48,10 +48,13 @@ func TestWorker(t *testing.T) {
 	intruder := study(t, g, person{"B300", "19551111"}, day(2025, 4, 1), 1, 1, dicomtest.WithStudyInstanceUID(mixed.StudyInstanceUID))
 	flaky := study(t, g, person{"B400", "19800101"}, day(2025, 3, 1), 1, 2)
 	big := study(t, g, person{"B500", "19800101"}, day(2025, 2, 1), 2, 10)
+	// Orthanc takes, and serves, a StudyInstanceUID that is none.
+	badUID := study(t, g, person{"B700", "19800101"}, day(2025, 6, 2), 1, 1, dicomtest.WithStudyInstanceUID("1.2.3.ABC\x01/../x"))
+	goodUID := study(t, g, person{"B700", "19800101"}, day(2025, 6, 1), 1, 2)
 	// The intruder goes first: Orthanc reports the patient attributes of
 	// the last instance it received, so the search accepts the study and
 	// the intruder reaches the retrieval's own per-instance check.
-	upload(ct2025, ct2024, partial, intruder, mixed, flaky, big)
+	upload(ct2025, ct2024, partial, intruder, mixed, flaky, big, badUID, goodUID)
 
 	t.Run("care event to local prior with the local Endpoint", func(t *testing.T) {
 		t.Parallel()
@@ -402,6 +405,30 @@ func TestWorker(t *testing.T) {
 		is := e.search("ImagingStudy", "patient="+e.patient)
 		if len(is) != 1 || int(is[0]["numberOfInstances"].(float64)) != len(big.Instances()) {
 			t.Errorf("ImagingStudy %v, want one with %d instances", is, len(big.Instances()))
+		}
+	})
+
+	// The invalid UID went into the ImagingStudy index, the WADO-RS URL
+	// and, with the archive's refusal, the job's failure reason, which
+	// neither the Task (a control character) nor PostgreSQL took: the job
+	// could not end and was tried again every five seconds.
+	t.Run("a study named by an invalid UID is set aside", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, remote, "A9", "B700")
+		e.startWorker()
+		e.publishBooking("ev-9", "A9")
+		j := e.waitJob(60*time.Second, "completed", "failed")
+		if j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkIdentical(goodUID)
+		for _, p := range e.requests.wado() {
+			if strings.Contains(p, "ABC") {
+				t.Errorf("the worker asked for %s", p)
+			}
+		}
+		if studies := e.search("ImagingStudy", "patient="+e.patient); len(studies) != 1 {
+			t.Errorf("ImagingStudy?patient=%s: %d, want the valid study's", e.patient, len(studies))
 		}
 	})
 
