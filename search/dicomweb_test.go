@@ -346,3 +346,59 @@ func TestSearcher_DICOMweb_ControlCharacters(t *testing.T) {
 		t.Errorf("the study with modality %q was indexed", " CT")
 	}
 }
+
+// Orthanc 1.10 with DICOMweb 1.7 (Debian 12's) does not percent-decode
+// QIDO-RS query values: PatientName=VAN%20DER* or M%C3%9CLLER* and
+// PatientID=B%20900 found nothing there, so such patients' priors were
+// never found. The values now go as wildcards where they would be escaped,
+// and what comes back is still checked exactly: the decoys the broader
+// match brings are refused.
+func TestSearcher_DICOMweb_ValuesOrthancDoesNotDecode(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.Start(t)
+	g := dicomtest.NewGenerator(t)
+	studies := map[string]*dicomtest.Study{
+		"anna":       study(t, g, person{"B800", "HOSP-B", "VAN DER BERG^ANNA", "19700101", "F"}, day(2025, 6, 1), "CT", "CHEST"),
+		"anna-decoy": study(t, g, person{"B801", "HOSP-B", "VANADER BERG^ANNA", "19700101", "F"}, day(2025, 6, 2), "CT", "CHEST"),
+		"hans":       study(t, g, person{"B810", "HOSP-B", "MÜLLER^HANS", "19600101", "M"}, day(2025, 6, 3), "CT", "CHEST"),
+		"hans-decoy": study(t, g, person{"B811", "HOSP-B", "MOELLER^HANS", "19600101", "M"}, day(2025, 6, 4), "CT", "CHEST"),
+		"space":      study(t, g, person{"B 900", "HOSP-B", "SPACE^IN ID", "19500101", "M"}, day(2025, 6, 5), "CT", "CHEST"),
+		"space-dec":  study(t, g, person{"B-900", "HOSP-B", "SPACE^IN ID", "19500101", "M"}, day(2025, 6, 6), "CT", "CHEST"),
+	}
+	for _, st := range studies {
+		for _, in := range st.Instances() {
+			o.Upload(t, in.Bytes)
+		}
+	}
+	url := o.URL + "/dicom-web"
+	for _, tc := range []struct {
+		name, family, given, birth, sex string
+		ids                             []map[string]any
+		match                           search.Match
+		want                            string
+	}{
+		{"family name with spaces", "van der Berg", "Anna", "1970-01-01", "female",
+			[]map[string]any{{"system": "urn:hosp-a:mrn", "value": "A800"}}, search.MatchDemographics, "anna"},
+		{"family name beyond ASCII", "Müller", "Hans", "1960-01-01", "male",
+			[]map[string]any{{"system": "urn:hosp-a:mrn", "value": "A810"}}, search.MatchDemographics, "hans"},
+		{"patient ID with a space", "Space", "In Id", "1950-01-01", "male",
+			[]map[string]any{{"system": "urn:priorflow:issuer:HOSP-B", "value": "B 900"}}, search.MatchIdentifier, "space"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLocal(t)
+			ref := localPatient(t, l, tc.family, []string{tc.given}, tc.birth, tc.sex, tc.ids...)
+			s := newSearcher(t, l, dicomwebSource(t, "hospital-b", url, tc.match, search.ModeImport))
+			res, err := s.Search(context.Background(), search.Job{ID: "job-" + tc.want, Rule: "priors", Criteria: chestCTCriteria(), PatientRef: ref})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, sel := range res.Retrieve {
+				got = append(got, sel.Study.StudyInstanceUID)
+			}
+			if want := []string{studies[tc.want].StudyInstanceUID}; !slices.Equal(got, want) {
+				t.Errorf("retrieve %v, want %s's study %v (outcome %+v)", got, tc.want, want, outcome(res, "hospital-b"))
+			}
+		})
+	}
+}

@@ -9,12 +9,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
 
@@ -120,10 +122,7 @@ func (s *Source) FindStudies(ctx context.Context, q search.PatientQuery) ([]sear
 }
 
 func (s *Source) qido(ctx context.Context, path string, v url.Values) ([]dicomjson.Object, error) {
-	// The wildcard "*" is sent as is: url.Values escapes it, and some
-	// servers (Orthanc) then match it literally.
-	query := strings.ReplaceAll(v.Encode(), "%2A", "*")
-	body, err := search.Get(ctx, s.http, s.info.URL+path+"?"+query, "application/dicom+json")
+	body, err := search.Get(ctx, s.http, s.info.URL+path+"?"+encodeQuery(v), "application/dicom+json")
 	if err != nil {
 		return nil, fmt.Errorf("dicomweb %s: %w", s.info.Name, err)
 	}
@@ -269,4 +268,54 @@ func gender(sex string) string {
 		return "other"
 	}
 	return ""
+}
+
+// encodeQuery writes a QIDO-RS query so that a server that does not
+// percent-decode query values matches it all the same. Orthanc 1.10 with
+// its DICOMweb plugin 1.7 (Debian 12's) matches the escaped text itself:
+// PatientID=%50%31 finds nothing, nor does PatientName=VAN%20DER* or
+// M%C3%9CLLER*, so patients with such names were never found there.
+// Matching values go through matchingValue; the other parameters
+// (includefield, limit, offset) need no escaping.
+func encodeQuery(v url.Values) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(v)) {
+		for _, val := range v[k] {
+			if b.Len() > 0 {
+				b.WriteByte('&')
+			}
+			b.WriteString(url.QueryEscape(k))
+			b.WriteByte('=')
+			b.WriteString(matchingValue(val))
+		}
+	}
+	return b.String()
+}
+
+// matchingValue sends what needs no escaping as is (the wildcards "*" and
+// "?" included: escaped, some servers match them literally), any other
+// ASCII character as the single-character wildcard "?", and a run of
+// characters beyond ASCII as "*" (Orthanc's "?" does not match one). The
+// match is broader than the value, never narrower; the Searcher checks
+// what comes back against the patient exactly (identifier, or normalized
+// demographics).
+func matchingValue(s string) string {
+	var b strings.Builder
+	beyond := false
+	for _, r := range s {
+		switch {
+		case r >= utf8.RuneSelf:
+			if !beyond {
+				b.WriteByte('*')
+			}
+			beyond = true
+			continue
+		case 'A' <= r && r <= 'Z', 'a' <= r && r <= 'z', '0' <= r && r <= '9', strings.ContainsRune("-._~*?:", r):
+			b.WriteRune(r)
+		default:
+			b.WriteByte('?')
+		}
+		beyond = false
+	}
+	return b.String()
 }
