@@ -125,12 +125,9 @@ func (m *Matcher) compileStudyAvailable(f *Filter, vals url.Values) error {
 					one = append(one, "Patient/"+v.Ref.ID)
 				}
 			case "modality":
-				// Events carry DICOM modality codes. To a search, a code
-				// in another system is another code; a filter on one
-				// would never fire, so it is refused.
-				if v.SystemSet && v.Token.System != dicomModalities {
-					return unprocessable(expr, "modality %s|%s: study-available events carry DICOM modality codes; give the code alone or as %s|code", v.Token.System, v.Token.Code, dicomModalities)
-				}
+				// Events carry DICOM modality codes, and the system is
+				// not compared, as it never was: subscriptions stored
+				// with DCM|CT keep firing.
 				one = append(one, v.Token.Code)
 			}
 		}
@@ -142,9 +139,6 @@ func (m *Matcher) compileStudyAvailable(f *Filter, vals url.Values) error {
 	}
 	return nil
 }
-
-// dicomModalities is the code system of ImagingStudy.series.modality.
-const dicomModalities = "http://dicom.nema.org/resources/ontology/DCM"
 
 func (m *Matcher) compileCriteria(f *Filter, criteria, expr string) error {
 	typ, vals, err := splitCriteria(criteria)
