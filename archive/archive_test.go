@@ -24,6 +24,7 @@ import (
 	"github.com/priorflow/priorflow/archive/archivetest"
 	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/fhir/search"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 )
@@ -176,6 +177,49 @@ func TestStore_StudyNeverChangesPatient(t *testing.T) {
 	}
 	if got := imagingStudy(t, env, st.StudyInstanceUID)["numberOfInstances"]; got != float64(len(st.Instances())) {
 		t.Errorf("numberOfInstances = %v after refused instances", got)
+	}
+}
+
+// An ImagingStudy an EHR app registered before the images came, naming
+// its patient by this server's absolute URL, takes that patient's
+// instances (they were refused as another patient's); one naming another
+// server's patient of the same id does not.
+func TestStore_SubjectByThisServersAbsoluteURL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const base = "http://pf.example/fhir"
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	env.Store.SetBaseURL(base)
+	patient := dicomtest.WithPatient("MRN6", "HOSP-A", "DOE^JANE")
+	first := dicomtest.NewStudy(t, patient, dicomtest.WithInstancesPerSeries(1))
+	storeAll(t, env.Archive, first)
+	local := imagingStudy(t, env, first.StudyInstanceUID)["subject"].(map[string]any)["reference"].(string)
+	register := func(st *dicomtest.Study, subject string) {
+		t.Helper()
+		b := []byte(`{"resourceType":"ImagingStudy","status":"registered",
+		  "identifier":[{"system":"urn:dicom:uid","value":"urn:oid:` + st.StudyInstanceUID + `"}],
+		  "subject":{"reference":"` + subject + `"}}`)
+		msg, _, err := env.Store.Codec().Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Store.InTx(ctx, func(tx *postgres.Tx) error { _, err := tx.Create(ctx, msg); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own := dicomtest.NewStudy(t, patient, dicomtest.WithInstancesPerSeries(1))
+	register(own, base+"/"+local)
+	for _, r := range storeAll(t, env.Archive, own) {
+		if r.Err != nil {
+			t.Errorf("registered under %s/%s: %v, want the instance stored", base, local, r.Err)
+		}
+	}
+	foreign := dicomtest.NewStudy(t, patient, dicomtest.WithInstancesPerSeries(1))
+	register(foreign, "https://other.example/fhir/"+local)
+	for _, r := range storeAll(t, env.Archive, foreign) {
+		if !errors.Is(r.Err, archive.ErrPatientMismatch) {
+			t.Errorf("registered under another server's %s: %v, want ErrPatientMismatch", local, r.Err)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -397,7 +398,13 @@ func (a *Archive) newStudy(ctx context.Context, tx *postgres.Tx, h *dicomheader.
 		if err := json.Unmarshal(found[0].body, &is); err != nil {
 			return nil, nil, fmt.Errorf("existing ImagingStudy: %w", err)
 		}
-		if is.Subject.Reference != "Patient/"+patientID {
+		// Written by an EHR app, the subject may be this server's
+		// absolute URL for the same Patient (fhir.Ref.Local).
+		subject := is.Subject.Reference
+		if base := a.store.BaseURL(); base != "" {
+			subject = strings.TrimPrefix(subject, base+"/")
+		}
+		if subject != "Patient/"+patientID {
 			return nil, nil, fmt.Errorf("%w: ImagingStudy/%s names %s", ErrPatientMismatch, found[0].id, is.Subject.Reference)
 		}
 		st.isID, current = found[0].id, found[0].body

@@ -92,6 +92,9 @@ func New(pool *pgxpool.Pool, reg *fhir.Registry, codec *fhir.Codec, log *slog.Lo
 // found only by their URL. Call it before serving.
 func (s *Store) SetBaseURL(base string) { s.base = strings.TrimSuffix(base, "/") }
 
+// BaseURL returns the FHIR base URL SetBaseURL gave, "" when none.
+func (s *Store) BaseURL() string { return s.base }
+
 // querier is what both the pool and a transaction offer.
 type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
