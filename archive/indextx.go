@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -401,8 +400,8 @@ func (a *Archive) newStudy(ctx context.Context, tx *postgres.Tx, h *dicomheader.
 		// Written by an EHR app, the subject may be this server's
 		// absolute URL for the same Patient (fhir.Ref.Local).
 		subject := is.Subject.Reference
-		if base := a.store.BaseURL(); base != "" {
-			subject = strings.TrimPrefix(subject, base+"/")
+		if rest, under := fhir.UnderBase(subject, a.store.BaseURL()); under {
+			subject = rest
 		}
 		if subject != "Patient/"+patientID {
 			return nil, nil, fmt.Errorf("%w: ImagingStudy/%s names %s", ErrPatientMismatch, found[0].id, is.Subject.Reference)

@@ -94,13 +94,24 @@ func (r Ref) Local(base string) Ref {
 	if r.URL == "" {
 		return r
 	}
-	if base != "" && r.Type != "" {
-		rest, under := strings.CutPrefix(r.URL, strings.TrimSuffix(base, "/")+"/")
-		if own := r.Type + "/" + r.ID; under && (rest == own || strings.HasPrefix(rest, own+"/_history/")) {
+	if rest, under := UnderBase(r.URL, base); under && r.Type != "" {
+		if own := r.Type + "/" + r.ID; rest == own || strings.HasPrefix(rest, own+"/_history/") {
 			return Ref{Type: r.Type, ID: r.ID}
 		}
 	}
 	return Ref{URL: r.URL}
+}
+
+// UnderBase reports whether the literal reference ref is an absolute URL
+// under base, the server's FHIR base, and returns it relative to base if
+// so ("Patient/1" for "[base]/Patient/1"). With base "" nothing is under
+// it. Every reader of references that has only their text (search values,
+// the FHIR intake, the archive) decides with it what Local decides.
+func UnderBase(ref, base string) (rest string, under bool) {
+	if base == "" {
+		return ref, false
+	}
+	return strings.CutPrefix(ref, strings.TrimSuffix(base, "/")+"/")
 }
 
 // ResourceType describes a resource type the server supports.

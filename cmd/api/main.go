@@ -317,7 +317,7 @@ func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *bl
 	store.SetBaseURL(cfg.BaseURL + "/fhir")
 	// Care events from FHIR writes go to the outbox in the writing
 	// transaction; the relay publishes them.
-	if err := fhirintake.Register(store, cfg.BaseURL+"/fhir", log); err != nil {
+	if err := fhirintake.Register(store, log); err != nil {
 		return nil, nil, nil, err
 	}
 	// Subscriptions validate their endpoint and keep their delivery state

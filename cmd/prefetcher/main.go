@@ -232,7 +232,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	// ImagingStudy changes made here (priors arriving) feed subscriptions
 	// like the api's own writes: the hook writes them to the change outbox
 	// that the api's relay publishes.
-	if err := registerChangeFeed(pool, store, reg, codec, cfg.BaseURL+"/fhir", log); err != nil {
+	if err := registerChangeFeed(pool, store, reg, codec, log); err != nil {
 		return err
 	}
 	pl, err := planner.New(planner.Config{Rules: rs, Store: store, JetStream: js, Logger: log, StreamReplicas: cfg.StreamReplicas})
@@ -355,8 +355,8 @@ func ensureEventStream(ctx context.Context, js njs.JetStream, replicas int) erro
 	return subjs.EnsureStream(ctx, js, replicas, 0)
 }
 
-func registerChangeFeed(pool *pgxpool.Pool, store *postgres.Store, reg *fhir.Registry, codec *fhir.Codec, fhirBase string, log *slog.Logger) error {
-	matcher, err := subscriptions.NewMatcher(reg, codec, fhirBase, "ImagingStudy")
+func registerChangeFeed(pool *pgxpool.Pool, store *postgres.Store, reg *fhir.Registry, codec *fhir.Codec, log *slog.Logger) error {
+	matcher, err := subscriptions.NewMatcher(reg, codec, store.BaseURL(), "ImagingStudy")
 	if err != nil {
 		return err
 	}

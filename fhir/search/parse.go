@@ -425,9 +425,8 @@ func parseReference(raw, targetType, base string) (fhir.Ref, *fhir.Error) {
 	}
 	abs := strings.Contains(raw, "://")
 	s := raw
-	if abs && base != "" && strings.HasPrefix(raw, strings.TrimSuffix(base, "/")+"/") {
-		s = strings.TrimPrefix(raw, strings.TrimSuffix(base, "/")+"/")
-		abs = false
+	if rest, under := fhir.UnderBase(raw, base); abs && under {
+		s, abs = rest, false
 	}
 	if abs {
 		u, err := url.Parse(raw)

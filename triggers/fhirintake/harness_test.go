@@ -73,7 +73,7 @@ func newHarness(t *testing.T, relay bool, opts ...option) *harness {
 	ts := httptest.NewUnstartedServer(mux)
 	h.url = "http://" + ts.Listener.Addr().String() + "/fhir"
 	store.SetBaseURL(h.url)
-	if err := fhirintake.Register(store, h.url, dbtest.Logger()); err != nil {
+	if err := fhirintake.Register(store, dbtest.Logger()); err != nil {
 		t.Fatal(err)
 	}
 	api, err := rest.New(store, codec, dbtest.Logger(), rest.Config{BaseURL: h.url, MaxBody: 1 << 20, Software: "Priorflow", Version: "test"})

@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/priorflow/priorflow/fhir"
 	fhirpg "github.com/priorflow/priorflow/fhir/postgres"
@@ -40,15 +39,17 @@ const maxOrders = 5
 
 type intake struct {
 	log *slog.Logger
-	// base is the server's FHIR base: a reference written as an
-	// absolute URL under it names a resource here.
+	// base is the store's FHIR base (Store.BaseURL): a reference written
+	// as an absolute URL under it names a resource here, as the store's
+	// index reads it.
 	base string
 }
 
 // Register installs the intake's write hooks on store: writes of Types
 // derive care events into the outbox; Patient writes complete the events
-// of their own transaction. Call it while wiring, before serving.
-func Register(store *fhirpg.Store, base string, log *slog.Logger) error {
+// of their own transaction. Call it while wiring, before serving, and after
+// store.SetBaseURL: references are read against the store's base.
+func Register(store *fhirpg.Store, log *slog.Logger) error {
 	if store == nil || log == nil {
 		return errors.New("fhir intake: store and logger are required")
 	}
@@ -57,7 +58,7 @@ func Register(store *fhirpg.Store, base string, log *slog.Logger) error {
 			return fmt.Errorf("fhir intake: the registry has no %s type", typ)
 		}
 	}
-	in := &intake{log: log, base: strings.TrimSuffix(base, "/")}
+	in := &intake{log: log, base: store.BaseURL()}
 	for _, typ := range Types {
 		store.OnWrite(typ, in.onWrite)
 	}

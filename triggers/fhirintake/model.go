@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+
+	"github.com/priorflow/priorflow/fhir"
 )
 
 // The JSON shapes below hold just the elements intake reads; the store has
@@ -111,10 +113,8 @@ func decode[T any](body []byte) (*T, error) {
 // urn: references are not local: the id could name another server's
 // resource.
 func localRef(ref, base string) (typ, id string, ok bool) {
-	if base != "" {
-		if rest, under := strings.CutPrefix(ref, base+"/"); under {
-			ref = rest
-		}
+	if rest, under := fhir.UnderBase(ref, base); under {
+		ref = rest
 	}
 	if ref == "" || strings.Contains(ref, ":") || strings.HasPrefix(ref, "#") {
 		return "", "", false
