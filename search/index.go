@@ -197,10 +197,7 @@ func (s *Searcher) indexStudy(ctx context.Context, tx *postgres.Tx, patientRef, 
 	}
 	set("modality", mods, len(mods) > 0)
 	var series []any
-	for _, se := range st.Series {
-		if se.SeriesInstanceUID == "" {
-			continue
-		}
+	for _, se := range st.Series { // their UIDs are valid (validUIDs)
 		mod := se.Modality
 		if mod == "" {
 			mod = "OT"

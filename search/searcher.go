@@ -352,7 +352,7 @@ func (s *Searcher) searchSource(ctx context.Context, src *source, id *identity, 
 		return out
 	}
 	out.outcome.Status, out.outcome.Studies = StatusOK, len(studies)
-	studies = s.validUIDs(&out, src, studies)
+	studies = validUIDs(&out, src, studies)
 	if src.info.Match == MatchDemographics {
 		s.checkDemographics(&out, src, id, studies)
 	} else {
@@ -373,7 +373,7 @@ func (s *Searcher) searchSource(ctx context.Context, src *source, id *identity, 
 // them), and drops such series from the rest. The archive could never hold
 // them, and the UID would travel into URLs, FHIR identifiers and the job's
 // record.
-func (s *Searcher) validUIDs(out *sourceResult, src *source, studies []RemoteStudy) []RemoteStudy {
+func validUIDs(out *sourceResult, src *source, studies []RemoteStudy) []RemoteStudy {
 	kept := studies[:0]
 	for _, st := range studies {
 		if !dicomheader.ValidUID(st.StudyInstanceUID) {

@@ -101,43 +101,52 @@ func (m *Matcher) compileStudyAvailable(f *Filter, vals url.Values) error {
 			return unprocessable(expr, "topic %s filters by patient and modality, not %s", TopicStudyAvailable, k)
 		}
 	}
-	q, err := search.Parse(m.reg, m.reg.Type("ImagingStudy"), vals, search.Options{BaseURL: m.base})
+	q, err := m.parseCriteria("ImagingStudy", vals, expr, "filter criteria", "filter criteria cannot be parsed")
 	if err != nil {
-		var fe *fhir.Error
-		if errors.As(err, &fe) {
-			return unprocessable(expr, "filter criteria: %s", fe.Message)
-		}
-		return unprocessable(expr, "filter criteria cannot be parsed")
+		return err
 	}
 	for _, c := range q.Clauses {
 		if c.Modifier != search.ModNone || c.Missing != nil {
 			return unprocessable(expr, "topic %s filters take no modifiers", TopicStudyAvailable)
 		}
-		var one []string
-		for _, v := range c.Values {
-			switch c.Param.Name {
-			case "patient":
+		var oneOf []string
+		switch c.Param.Name {
+		case "patient":
+			for _, v := range c.Values {
 				// A URL on another server names no patient of this
 				// one's; kept as it is, it matches no event.
 				if v.Ref.URL != "" {
-					one = append(one, v.Ref.URL)
+					oneOf = append(oneOf, v.Ref.URL)
 				} else {
-					one = append(one, "Patient/"+v.Ref.ID)
+					oneOf = append(oneOf, "Patient/"+v.Ref.ID)
 				}
-			case "modality":
-				// Events carry DICOM modality codes, and the system is
-				// not compared, as it never was: subscriptions stored
-				// with DCM|CT keep firing.
-				one = append(one, v.Token.Code)
 			}
-		}
-		if c.Param.Name == "patient" {
-			f.patient = append(f.patient, one)
-		} else {
-			f.modality = append(f.modality, one)
+			f.patient = append(f.patient, oneOf)
+		case "modality":
+			// Events carry DICOM modality codes, and the system is not
+			// compared, as it never was: subscriptions stored with
+			// DCM|CT keep firing.
+			for _, v := range c.Values {
+				oneOf = append(oneOf, v.Token.Code)
+			}
+			f.modality = append(f.modality, oneOf)
 		}
 	}
 	return nil
+}
+
+// parseCriteria parses vals as a search on typ would, with the search's
+// message as an unprocessable error at expr ("<what>: <message>").
+func (m *Matcher) parseCriteria(typ string, vals url.Values, expr, what, otherwise string) (*search.Query, error) {
+	q, err := search.Parse(m.reg, m.reg.Type(typ), vals, search.Options{BaseURL: m.base})
+	if err != nil {
+		var fe *fhir.Error
+		if errors.As(err, &fe) {
+			return nil, unprocessable(expr, "%s: %s", what, fe.Message)
+		}
+		return nil, unprocessable(expr, "%s", otherwise)
+	}
+	return q, nil
 }
 
 func (m *Matcher) compileCriteria(f *Filter, criteria, expr string) error {
@@ -151,14 +160,9 @@ func (m *Matcher) compileCriteria(f *Filter, criteria, expr string) error {
 	if !slices.Contains(m.changeTypes, typ) {
 		return unprocessable(expr, "subscriptions on %s are not supported (%s)", typ, strings.Join(m.changeTypes, ", "))
 	}
-	rt := m.reg.Type(typ)
-	q, err := search.Parse(m.reg, rt, vals, search.Options{BaseURL: m.base})
+	q, err := m.parseCriteria(typ, vals, expr, "criteria", fmt.Sprintf("criteria %q cannot be parsed", criteria))
 	if err != nil {
-		var fe *fhir.Error
-		if errors.As(err, &fe) {
-			return unprocessable(expr, "criteria: %s", fe.Message)
-		}
-		return unprocessable(expr, "criteria %q cannot be parsed", criteria)
+		return err
 	}
 	if len(q.Include) > 0 || len(q.RevInclude) > 0 || len(q.Sort) > 0 {
 		return unprocessable(expr, "criteria may not use _include, _revinclude or _sort")

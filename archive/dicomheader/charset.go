@@ -44,11 +44,24 @@ var strictCharsets = map[string]bool{"ISO_IR 6": true, "ISO_IR 192": true}
 
 // CheckCharset reports whether name is a value Parser.DefaultCharset takes.
 func CheckCharset(name string) error {
+	_, err := fallbackCharset(name)
+	return err
+}
+
+// fallbackCharset returns the set name (a value of Parser.DefaultCharset,
+// "" for DefaultCharset) reads text in, nil for one that refuses it.
+func fallbackCharset(name string) (*charmap.Charmap, error) {
 	name = strings.ToUpper(strings.TrimSpace(name))
-	if _, ok := defaultCharsets[name]; ok || strictCharsets[name] || name == "" {
-		return nil
+	if name == "" {
+		name = DefaultCharset
 	}
-	return fmt.Errorf("dicomheader: character set %q: want ISO_IR 100, 101, 109, 110, 126, 127, 138, 144, 148 or 203, or ISO_IR 6 or ISO_IR 192 to refuse text in no set", name)
+	if cm, ok := defaultCharsets[name]; ok {
+		return cm, nil
+	}
+	if strictCharsets[name] {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("dicomheader: character set %q: want ISO_IR 100, 101, 109, 110, 126, 127, 138, 144, 148 or 203, or ISO_IR 6 or ISO_IR 192 to refuse text in no set", name)
 }
 
 // readText makes the text of ds UTF-8 (see decodeText), and refuses a

@@ -128,16 +128,13 @@ type Parser struct {
 
 // Parse is the package's Parse with p's settings.
 func (p Parser) Parse(r io.Reader, size int64) (*Header, error) {
-	name := strings.ToUpper(strings.TrimSpace(p.DefaultCharset))
-	if name == "" {
-		name = DefaultCharset
-	}
-	if err := CheckCharset(name); err != nil {
+	cm, err := fallbackCharset(p.DefaultCharset)
+	if err != nil {
 		return nil, err
 	}
 	ds, err := parseDataset(r, size)
 	if err == nil {
-		err = readText(ds, defaultCharsets[name])
+		err = readText(ds, cm)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dicomheader.Parse: %w", err)
@@ -323,9 +320,10 @@ func (h *Header) validate() error {
 // CheckPatientIdentity refuses (ErrNotText) a PatientID or
 // IssuerOfPatientID holding U+FFFD: the dicom library puts it in place of
 // bytes the declared set cannot read (Latin-1 under ISO_IR 192), and Parse
-// in place of a control character, so two patients could share one ID. Names may keep it; they identify no one on
-// their own. The archive asks this of what it files; Parse does not, so
-// that objects filed before can still be read.
+// in place of a control character, so two patients could share one ID.
+// Names may keep it; they identify no one on their own. The archive asks
+// this of what it files; Parse does not, so that objects filed before can
+// still be read.
 func (h *Header) CheckPatientIdentity() error {
 	for _, id := range []struct {
 		tag   tag.Tag
