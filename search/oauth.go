@@ -22,6 +22,8 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jwt"
+
+	"github.com/priorflow/priorflow/internal/printable"
 )
 
 // SMART Backend Services values (SMART App Launch 2.x, "Backend Services",
@@ -331,7 +333,7 @@ func (ts *tokenSource) request(ctx context.Context) (string, time.Duration, erro
 		return fail(ErrUnavailable, "token response has no access_token")
 	}
 	if !strings.EqualFold(tr.TokenType, "bearer") {
-		return fail(ErrRejected, "token_type %q, want bearer", truncate(tr.TokenType, 32))
+		return fail(ErrRejected, "token_type %q, want bearer", printable.Truncate(tr.TokenType, 32))
 	}
 	lifetime := defaultTokenLifetime
 	if len(tr.ExpiresIn) > 0 && string(tr.ExpiresIn) != "null" {
@@ -347,13 +349,6 @@ func (ts *tokenSource) request(ctx context.Context) (string, time.Duration, erro
 		lifetime = time.Duration(min(n, int64(24*time.Hour/time.Second))) * time.Second
 	}
 	return tr.AccessToken, lifetime, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // oauthTransport sends each request with the current access token and, if

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/priorflow/priorflow/internal/printable"
 )
 
 // State is a subscription's delivery state as the store keeps it.
@@ -317,7 +319,7 @@ func (d *Deliverer) outcome(st *State, typ NotificationType, ns []*Notification,
 		}
 		return o
 	}
-	o.Status, o.Error = st.Status, truncate(err.Error(), 500)
+	o.Status, o.Error = st.Status, printable.Truncate(err.Error(), 500)
 	o.Attempts, o.FirstFailure = st.Attempts+1, st.FirstFailure
 	if o.FirstFailure.IsZero() {
 		o.FirstFailure = now

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/internal/printable"
 )
 
 // r4Subscription is the part of an R4 Subscription's JSON (with the backport
@@ -109,7 +110,7 @@ func (m *Matcher) Parse(body []byte) (*Subscription, error) {
 	for _, h := range r.Channel.Header {
 		name, _, ok := strings.Cut(h, ":")
 		if !ok || strings.TrimSpace(name) == "" || len(h) > 4096 || strings.ContainsAny(h, "\r\n") {
-			return nil, unprocessable("Subscription.channel.header", "header %q is not \"Name: value\"", truncate(h, 40))
+			return nil, unprocessable("Subscription.channel.header", "header %q is not \"Name: value\"", printable.Truncate(h, 40))
 		}
 	}
 	s.Headers = r.Channel.Header
@@ -164,13 +165,6 @@ func isCanonical(s string) bool {
 
 func unprocessable(expr, format string, args ...any) error {
 	return fhir.Errorf(fhir.KindUnprocessable, format, args...).At(expr)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // splitCriteria splits "Type?query" into the type and the parsed query.

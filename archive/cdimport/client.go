@@ -16,6 +16,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive/dicomjson"
 	"github.com/priorflow/priorflow/archive/multipart"
+	"github.com/priorflow/priorflow/internal/printable"
 )
 
 // ErrSearchUnsupported is returned (wrapped) by Client.FindInstances when the
@@ -264,9 +265,7 @@ func errorMessage(body []byte) string {
 		return e.Error
 	}
 	s := strings.TrimSpace(string(body))
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
+	s = printable.Truncate(s, 200)
 	if s == "" {
 		s = "no explanation"
 	}

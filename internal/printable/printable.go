@@ -3,10 +3,11 @@
 // tab, LF and CR. PostgreSQL text holds no NUL, and FHIR string values
 // (R4 datatypes.html#string, which google/fhir's validation enforces) no
 // other control character, so a value outside the rule makes a write fail
-// wherever it lands. It is internal because care events (triggers), DICOM
-// headers (archive/dicomheader) and remote sources' answers (search) all
-// arrive from outside and must meet it, and none of them should import
-// another for it.
+// wherever it lands; so does a cut inside a character (Truncate). It is
+// internal because care events (triggers), DICOM headers
+// (archive/dicomheader), remote sources' answers (search), and the errors
+// the worker and the subscription deliverer record all come from outside
+// and must meet it, and none of them should import another for it.
 package printable
 
 import (
@@ -44,6 +45,18 @@ func Replace(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// Truncate cuts s to at most n bytes, on a character boundary, and marks
+// the cut with "…"; s itself when it is no longer than n.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func control(c byte) bool { return c < 0x20 && c != '\t' && c != '\n' && c != '\r' }

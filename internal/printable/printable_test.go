@@ -32,6 +32,29 @@ func TestValidAndReplace(t *testing.T) {
 	}
 }
 
+// A cut lands on a character boundary: cut inside "é", a reason lost its
+// last byte, and the Task note or the database row its validity.
+func TestTruncate(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"short", 5, "short"},
+		{"abcdef", 3, "abc…"},
+		{"aé", 2, "a…"},
+		{"山田", 4, "山…"},
+		{"山田", 3, "山…"},
+		{"山", 2, "…"},
+	} {
+		got := Truncate(tc.s, tc.n)
+		if got != tc.want || !Valid(got) {
+			t.Errorf("Truncate(%q, %d) = %q, want %q", tc.s, tc.n, got, tc.want)
+		}
+	}
+}
+
 func FuzzReplace(f *testing.F) {
 	for _, s := range []string{"CT\x00HEAD", "M\xfcller", "ok", "\t\r\n", "\xe5\xb1\x00"} {
 		f.Add(s)

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
@@ -144,8 +143,8 @@ func (w *Worker) finish(ctx context.Context, j *job, state planner.State, reason
 			t["executionPeriod"] = p
 			addOutputs(t, outputs)
 			if reason != "" {
-				t["statusReason"] = map[string]any{"text": truncate(reason, 2000)}
-				addNote(t, now, string(state)+": "+truncate(reason, 2000))
+				t["statusReason"] = map[string]any{"text": printable.Truncate(reason, 2000)}
+				addNote(t, now, string(state)+": "+printable.Truncate(reason, 2000))
 			} else {
 				addNote(t, now, string(state))
 			}
@@ -164,17 +163,6 @@ func (w *Worker) finish(ctx context.Context, j *job, state planner.State, reason
 	w.cfg.Metrics.jobs.WithLabelValues(string(state)).Inc()
 	w.log.Info("worker: job finished", "job", j.ID, "state", state, "reason", reason, "studies", len(outputs))
 	return verdict{}
-}
-
-// truncate cuts s to at most n bytes, on a character boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }
 
 // editTask reads the job's Task, applies fn and writes it back.
