@@ -219,7 +219,11 @@ func (d *Deliverer) deliver(ctx context.Context, id string) {
 		}
 		return
 	}
+	keepLease := false
 	defer func() {
+		if keepLease {
+			return
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := d.store.Release(rctx, id, d.cfg.Owner); err != nil {
@@ -243,6 +247,7 @@ func (d *Deliverer) deliver(ctx context.Context, id string) {
 		case st.EventsSinceStart > st.DeliveredThrough:
 			ns, err = d.store.Pending(ctx, id, st.DeliveredThrough, d.cfg.Batch)
 			if err != nil {
+				keepLease = ctx.Err() == nil // still due: see Record below
 				log.Warn("subscriptions: reading pending notifications failed", "err", err)
 				return
 			}
@@ -274,7 +279,12 @@ func (d *Deliverer) deliver(ctx context.Context, id string) {
 		now, rerr := d.store.Record(ctx, id, d.cfg.Owner, o)
 		if rerr != nil {
 			if !errors.Is(rerr, ErrLeaseLost) && ctx.Err() == nil {
-				log.Warn("subscriptions: recording delivery failed", "err", rerr)
+				// The attempt's next_attempt was not written, so the
+				// subscription is still due: released, it would be sent
+				// again at once, over and over. Held, it waits out the
+				// lease, as it would had this process died.
+				keepLease = true
+				log.Warn("subscriptions: recording delivery failed; retried when the lease expires", "lease", d.cfg.Lease, "err", rerr)
 			}
 			return
 		}
@@ -319,7 +329,9 @@ func (d *Deliverer) outcome(st *State, typ NotificationType, ns []*Notification,
 		}
 		return o
 	}
-	o.Status, o.Error = st.Status, printable.Truncate(err.Error(), 500)
+	// The error may quote the endpoint (its status line, a TLS alert), so
+	// it is outside text like any other.
+	o.Status, o.Error = st.Status, printable.Truncate(printable.Replace(err.Error()), 500)
 	o.Attempts, o.FirstFailure = st.Attempts+1, st.FirstFailure
 	if o.FirstFailure.IsZero() {
 		o.FirstFailure = now

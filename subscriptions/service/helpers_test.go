@@ -249,10 +249,14 @@ type receiver struct {
 
 // recvOpts shape a receiver: fail decides per request (1-based) whether to
 // answer 503, delay slows every answer, slowFirst only the first.
+// failStatus, when set, is the raw status line of a failing answer, written
+// on the hijacked connection as some endpoints send it: Go's server would
+// not let a handler write one with control characters.
 type recvOpts struct {
-	fail      func(call int) bool
-	delay     time.Duration
-	slowFirst time.Duration
+	fail       func(call int) bool
+	failStatus string
+	delay      time.Duration
+	slowFirst  time.Duration
 }
 
 func newReceiver(t testing.TB, opt recvOpts) *receiver {
@@ -270,6 +274,16 @@ func newReceiver(t testing.TB, opt recvOpts) *receiver {
 			time.Sleep(r.opt.slowFirst)
 		}
 		if r.opt.fail != nil && r.opt.fail(call) {
+			if r.opt.failStatus != "" {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					t.Errorf("hijack: %v", err)
+					return
+				}
+				defer conn.Close()
+				_, _ = io.WriteString(conn, r.opt.failStatus+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+				return
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}

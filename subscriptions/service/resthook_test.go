@@ -132,6 +132,57 @@ func TestRestHook_RetryWindowExhausted_ErrorThenActive(t *testing.T) {
 	}
 }
 
+// An endpoint's status line is outside text: Go's client takes one holding
+// a NUL, other control characters or bytes that are not UTF-8, and the
+// failure quoting it must still be recorded (PostgreSQL text holds no NUL,
+// a FHIR string no control character), or the subscription never reaches
+// error and the endpoint is tried again at every poll.
+func TestRestHook_UnprintableStatusLine_RecordedAsError(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, recvOpts{fail: func(int) bool { return true }, failStatus: "HTTP/1.1 503 Busy\x00now\x01\xff"})
+	d := fastDelivery()
+	d.RetryWindow = 300 * time.Millisecond
+	e := newEnv(t, service.Config{AllowedEndpoints: []string{rcv.URL + "/"}, Delivery: d})
+	sub := e.mustCreate(criteriaSub(rcv.URL+"/hook", "ImagingStudy?patient=Patient/p1"))
+	waitFor(t, 10*time.Second, "status error", func() bool { return e.state(sub.ID).Status == "error" })
+	if got, want := e.state(sub.ID).Error, "503 Busy\uFFFDnow\uFFFD\uFFFD"; !strings.Contains(got, want) {
+		t.Errorf("recorded error = %q, want it to quote the status line as %q", got, want)
+	}
+	waitFor(t, 5*time.Second, "resource status error", func() bool {
+		r, err := e.fs.Read(t.Context(), "Subscription", sub.ID)
+		return err == nil && strings.Contains(string(r.Body), `"status":"error"`) && strings.Contains(string(r.Body), "Busy\uFFFDnow")
+	})
+}
+
+// When an attempt cannot be recorded (here a trigger refuses the write, as
+// a full disk or a dropped connection would), the subscription stays due;
+// the deliverer keeps its lease so the endpoint is tried again when the
+// lease expires, not at once and over and over (it was, some 500 times a
+// second).
+func TestRestHook_RecordingFails_RetriedAfterLease(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, recvOpts{fail: func(int) bool { return true }})
+	d := fastDelivery()
+	d.Lease = time.Minute
+	e := newEnv(t, service.Config{AllowedEndpoints: []string{rcv.URL + "/"}, Delivery: d})
+	if _, err := e.pool.Exec(t.Context(), `
+		CREATE FUNCTION refuse_failure() RETURNS trigger LANGUAGE plpgsql AS
+		  $$BEGIN IF NEW.last_error IS NOT NULL THEN RAISE EXCEPTION 'disk full'; END IF; RETURN NEW; END$$;
+		CREATE TRIGGER refuse_failure BEFORE UPDATE ON subscription_state FOR EACH ROW EXECUTE FUNCTION refuse_failure()`); err != nil {
+		t.Fatal(err)
+	}
+	e.mustCreate(criteriaSub(rcv.URL+"/hook", "ImagingStudy?patient=Patient/p1"))
+	waitFor(t, 10*time.Second, "handshake attempt", func() bool { rcv.mu.Lock(); defer rcv.mu.Unlock(); return rcv.calls >= 1 })
+	// Many polls (50 ms) pass, and the lease is a minute.
+	time.Sleep(time.Second)
+	rcv.mu.Lock()
+	calls := rcv.calls
+	rcv.mu.Unlock()
+	if calls != 1 {
+		t.Errorf("the endpoint got %d requests while the failed attempt could not be recorded, want 1 until the lease expires", calls)
+	}
+}
+
 func TestRestart_MidDelivery_NothingLostNothingReordered(t *testing.T) {
 	t.Parallel()
 	rcv := newReceiver(t, recvOpts{delay: 30 * time.Millisecond})
