@@ -287,8 +287,9 @@ func TestSearcher_DICOMweb(t *testing.T) {
 // character in one description (Orthanc serves them as it was sent them)
 // made the whole job fail at indexing, so that none of the patient's priors,
 // from any source, were fetched. The text is now read with U+FFFD in its
-// place; a study whose description still makes no valid ImagingStudy (a
-// modality with a leading space, which Orthanc keeps) is left unindexed,
+// place; padding the standard calls insignificant (a modality " CT", which
+// Orthanc keeps) is dropped; a study whose description still makes no
+// valid ImagingStudy (a modality "C  T", no FHIR code) is left unindexed,
 // retrieved all the same, and the others go on.
 func TestSearcher_DICOMweb_ControlCharacters(t *testing.T) {
 	t.Parallel()
@@ -298,6 +299,7 @@ func TestSearcher_DICOMweb_ControlCharacters(t *testing.T) {
 		"soh":   study(t, g, jane, day(2025, 6, 1), "CT", "CHEST", dicomtest.WithStudyDescription("CT\x01CHEST")),
 		"stx":   study(t, g, jane, day(2025, 5, 1), "CT", "CHEST", dicomtest.WithStudyDescription("CT CHEST"), dicomtest.WithEdits(dicomtest.Set(tag.SeriesDescription, "AX\x02IAL"))),
 		"space": study(t, g, jane, day(2025, 4, 1), " CT", "CHEST", dicomtest.WithStudyDescription("LEADING SPACE")),
+		"inner": study(t, g, jane, day(2025, 3, 1), "C  T", "CHEST", dicomtest.WithStudyDescription("INNER SPACES")),
 	}
 	for _, st := range studies {
 		for _, in := range st.Instances() {
@@ -307,7 +309,7 @@ func TestSearcher_DICOMweb_ControlCharacters(t *testing.T) {
 	l := newLocal(t)
 	ref := localPatient(t, l, "Doe", []string{"Jane"}, "1980-01-01", "female", map[string]any{"system": "urn:priorflow:issuer:HOSP-B", "value": "B100"})
 	s := newSearcher(t, l, dicomwebSource(t, "hospital-b", o.URL+"/dicom-web", search.MatchIdentifier, search.ModeImport))
-	// Any modality, the chest (which asks for the series): the three are
+	// Any modality, the chest (which asks for the series): the four are
 	// wanted.
 	since := day(2020, 1, 1)
 	res, err := s.Search(context.Background(), search.Job{ID: "job-cc", Rule: "priors", Criteria: rules.Criteria{Since: &since, MaxPriors: 5, BodyRegions: []string{rules.RegionChest}}, PatientRef: ref})
@@ -324,12 +326,18 @@ func TestSearcher_DICOMweb_ControlCharacters(t *testing.T) {
 	slices.Sort(retrieve)
 	slices.Sort(want)
 	if !slices.Equal(retrieve, want) {
-		t.Errorf("retrieve %v, want all three %v", retrieve, want)
+		t.Errorf("retrieve %v, want all four %v", retrieve, want)
 	}
 	descs := map[string]bool{}
 	for _, is := range l.resources(t, "ImagingStudy") {
 		d, _ := is["description"].(string)
 		descs[d] = true
+		if d == "LEADING SPACE" {
+			mods, _ := is["modality"].([]any)
+			if len(mods) != 1 || mods[0].(map[string]any)["code"] != "CT" {
+				t.Errorf("the study sent with modality %q is indexed with %v, want CT", " CT", mods)
+			}
+		}
 		series, _ := is["series"].([]any)
 		for _, se := range series {
 			if sd, _ := se.(map[string]any)["description"].(string); sd != "" {
@@ -342,8 +350,11 @@ func TestSearcher_DICOMweb_ControlCharacters(t *testing.T) {
 			t.Errorf("no remote ImagingStudy says %q; descriptions %v", d, descs)
 		}
 	}
-	if descs["LEADING SPACE"] {
-		t.Errorf("the study with modality %q was indexed", " CT")
+	if !descs["LEADING SPACE"] {
+		t.Errorf("the study with modality %q was not indexed", " CT")
+	}
+	if descs["INNER SPACES"] {
+		t.Errorf("the study with modality %q was indexed", "C  T")
 	}
 }
 

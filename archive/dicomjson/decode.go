@@ -243,9 +243,10 @@ func (o Object) Attribute(t tag.Tag) (Attribute, bool) {
 	return a, ok
 }
 
-// Strings returns the values of t as strings: strings as they are, numbers
-// in their JSON form, person names as their DICOM form ("A=I=P"), and ""
-// for empty values. It returns nil for sequences and absent attributes.
+// Strings returns the values of t as strings: strings without the padding
+// their VR calls insignificant (significant reads), numbers in their JSON
+// form, person names as their DICOM form ("A=I=P"), and "" for empty
+// values. It returns nil for sequences and absent attributes.
 func (o Object) Strings(t tag.Tag) []string {
 	a, ok := o[Key(t)]
 	if !ok || a.VR == "SQ" {
@@ -255,7 +256,7 @@ func (o Object) Strings(t tag.Tag) []string {
 	for _, v := range a.Value {
 		switch v := v.(type) {
 		case string:
-			out = append(out, v)
+			out = append(out, significant(a.VR, v))
 		case json.Number:
 			out = append(out, v.String())
 		case PersonName:
@@ -265,6 +266,21 @@ func (o Object) Strings(t tag.Tag) []string {
 		}
 	}
 	return out
+}
+
+// significant returns s without the spaces (and, for UI, NULs) PS3.5
+// Table 6.2-1 calls insignificant for vr: at either end of a code, date,
+// number, UID or short or long string, at the end of a text or URI. JSON
+// carries what the sender's DICOM held, so a remote archive's " CT" is
+// the code CT, as a DICOM reader (archive/dicomheader) reads it.
+func significant(vr, s string) string {
+	switch vr {
+	case "AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "SH", "TM", "UI":
+		return strings.Trim(s, " \x00")
+	case "LT", "ST", "UC", "UR", "UT":
+		return strings.TrimRight(s, " \x00")
+	}
+	return s
 }
 
 // String returns the first value of t as Strings does, or "".

@@ -299,6 +299,51 @@ func TestUnmarshal_QIDOResponse(t *testing.T) {
 	}
 }
 
+// Senders put in JSON what their DICOM held, padding included (Orthanc
+// serves a modality " CT" as it was stored); a reader takes the value the
+// standard means.
+func TestStrings_InsignificantPadding(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		tag  tag.Tag
+		vr   string
+		raw  string
+		want string
+	}{
+		{tag.Modality, "CS", " CT ", "CT"},
+		{tag.PatientID, "LO", "  B100 ", "B100"},
+		{tag.AccessionNumber, "SH", " A1", "A1"},
+		{tag.StudyInstanceUID, "UI", "1.2.3\x00", "1.2.3"},
+		{tag.StudyDate, "DA", "20250101 ", "20250101"},
+		{tag.SeriesNumber, "IS", " 7 ", "7"},
+		{tag.StationAETitle, "AE", " AE1 ", "AE1"},
+		// Leading spaces of a text are part of it.
+		{tag.ImageComments, "LT", "  indented  ", "  indented"},
+		{tag.TextValue, "UT", " a ", " a"},
+		{tag.RetrieveURL, "UR", "https://pacs/x ", "https://pacs/x"},
+		// Inner spaces are the value's own.
+		{tag.StudyDescription, "LO", " CT  CHEST ", "CT  CHEST"},
+	}
+	for _, c := range cases {
+		body, _ := json.Marshal([]map[string]any{{dicomjson.Key(c.tag): map[string]any{"vr": c.vr, "Value": []string{c.raw}}}})
+		objs, err := dicomjson.Unmarshal(body)
+		if err != nil {
+			t.Fatalf("%s %q: %v", c.vr, c.raw, err)
+		}
+		if got := objs[0].String(c.tag); got != c.want {
+			t.Errorf("%s %q read as %q, want %q", c.vr, c.raw, got, c.want)
+		}
+	}
+	body := `[{"00200011":{"vr":"IS","Value":[" 7 "]}}]`
+	objs, err := dicomjson.Unmarshal([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := objs[0].Int(tag.SeriesNumber); !ok || n != 7 {
+		t.Errorf("Int of IS \" 7 \" = %d, %v, want 7, true", n, ok)
+	}
+}
+
 func TestUnmarshal_RoundTripsEncode(t *testing.T) {
 	t.Parallel()
 	for _, name := range dicomtest.Files {
