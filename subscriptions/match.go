@@ -11,6 +11,7 @@ import (
 
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/search"
+	"github.com/priorflow/priorflow/internal/printable"
 )
 
 // Matcher decides which subscriptions an event concerns. Criteria are FHIR
@@ -62,6 +63,17 @@ type Filter struct {
 
 // Compile compiles s for matching.
 func (m *Matcher) Compile(s *Subscription) (*Filter, error) { return m.compile(s) }
+
+// CriteriaError is the error, for its status and its resource, of a stored
+// subscription whose criteria Compile no longer accepts (err).
+func CriteriaError(err error) string {
+	msg := err.Error()
+	var fe *fhir.Error
+	if errors.As(err, &fe) {
+		msg = fe.Message
+	}
+	return printable.Truncate("this server no longer accepts the subscription's criteria: "+printable.Replace(msg), 500)
+}
 
 func (m *Matcher) compile(s *Subscription) (*Filter, error) {
 	f := &Filter{Sub: s}

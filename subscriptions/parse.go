@@ -74,6 +74,19 @@ const MaxHeaders = 16
 // answers with 422 (FHIR R4 http.html#2.21.0.16). The endpoint's allow-list
 // is checked by the channel (resthook.Guard), not here.
 func (m *Matcher) Parse(body []byte) (*Subscription, error) {
+	s, err := m.Decode(body)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.compile(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Decode is Parse without the check of the topic and criteria (Compile),
+// for a subscription stored under criteria this server no longer accepts.
+func (m *Matcher) Decode(body []byte) (*Subscription, error) {
 	var r r4Subscription
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fhir.Errorf(fhir.KindInvalid, "Subscription is not valid JSON")
@@ -152,9 +165,6 @@ func (m *Matcher) Parse(body []byte) (*Subscription, error) {
 		// references at most, and reads the resources with its own
 		// credentials.
 		return nil, unprocessable("Subscription.channel.payload", "full-resource payloads are not sent over websocket; use id-only")
-	}
-	if _, err := m.compile(s); err != nil {
-		return nil, err
 	}
 	return s, nil
 }

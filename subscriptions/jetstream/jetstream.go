@@ -114,6 +114,9 @@ type Dispatcher struct {
 	log     *slog.Logger
 	// Enqueued is called after notifications were stored (Deliverer.Kick).
 	enqueued func()
+	// uncompilable is told of subscriptions whose stored criteria no
+	// longer compile.
+	uncompilable func(ctx context.Context, id, reason string)
 
 	gen     int64
 	filters []*subscriptions.Filter
@@ -128,6 +131,15 @@ func NewDispatcher(js njs.JetStream, queue Queue, matcher *subscriptions.Matcher
 		enqueued = func() {}
 	}
 	return &Dispatcher{js: js, queue: queue, matcher: matcher, reader: reader, log: log, enqueued: enqueued, gen: -1}, nil
+}
+
+// OnUncompilable sets f to be called, at each reload, for each stored
+// subscription whose criteria Compile no longer accepts (after an upgrade
+// that reads them more strictly), with subscriptions.CriteriaError's
+// reason; such a subscription matches nothing, so f should make that
+// visible (its status).
+func (d *Dispatcher) OnUncompilable(f func(ctx context.Context, id, reason string)) {
+	d.uncompilable = f
 }
 
 // Run consumes until ctx is cancelled. Messages are handled one at a time in
@@ -150,6 +162,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			return nil // stopped before it began: nothing was pulled
 		}
 		return fmt.Errorf("subscriptions dispatcher: consumer: %w", err)
+	}
+	// Loaded now rather than at the first event, so that subscriptions
+	// this version no longer accepts show so from the start.
+	if err := d.refresh(ctx); err != nil && ctx.Err() == nil {
+		d.log.Warn("subscriptions dispatcher: loading subscriptions failed; retried at the first event", "err", err)
 	}
 	it, err := cons.Messages(njs.PullMaxMessages(64))
 	if err != nil {
@@ -263,7 +280,11 @@ func (d *Dispatcher) refresh(ctx context.Context) error {
 	for _, s := range subs {
 		f, err := d.matcher.Compile(s)
 		if err != nil {
-			d.log.Warn("subscriptions dispatcher: subscription no longer compiles", "subscription", s.ID, "err", err)
+			// Not the error: it may quote the criteria's values.
+			d.log.Warn("subscriptions dispatcher: subscription's criteria no longer compile; it matches nothing", "subscription", s.ID)
+			if d.uncompilable != nil {
+				d.uncompilable(ctx, s.ID, subscriptions.CriteriaError(err))
+			}
 			continue
 		}
 		fs = append(fs, f)

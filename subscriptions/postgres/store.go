@@ -73,7 +73,7 @@ func (s *Store) subscriptionWritten(ctx context.Context, tx *fhirpg.Tx, _, next 
 		}
 		return bumpGeneration(ctx, ptx)
 	}
-	sub, err := s.matcher.Parse(next.Body)
+	sub, err := s.matcher.Decode(next.Body)
 	if err != nil {
 		return err
 	}
@@ -92,6 +92,18 @@ func (s *Store) subscriptionWritten(ctx context.Context, tx *fhirpg.Tx, _, next 
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("subscription %s: read state: %w", sub.ID, err)
 	}
+	var lastErr *string
+	if _, cerr := s.matcher.Compile(sub); cerr != nil {
+		// Criteria this server accepted once and no longer does (an
+		// upgrade read them more strictly) are kept, in error, so that
+		// the subscription can still be read, turned off or corrected;
+		// new criteria are refused.
+		if oldDef == nil || !sameCriteria(oldDef, sub) {
+			return cerr
+		}
+		reason := subscriptions.CriteriaError(cerr)
+		lastErr = &reason
+	}
 	status := subscriptions.StatusRequested
 	if sub.Channel == subscriptions.ChannelWebsocket {
 		status = subscriptions.StatusActive
@@ -99,17 +111,21 @@ func (s *Store) subscriptionWritten(ctx context.Context, tx *fhirpg.Tx, _, next 
 	if oldDef != nil && sameChannel(oldDef, sub) && oldStatus != string(subscriptions.StatusOff) {
 		status = subscriptions.Status(oldStatus)
 	}
+	if lastErr != nil {
+		status = subscriptions.StatusError
+	}
 	if sub.Status == subscriptions.StatusOff {
-		status = subscriptions.StatusOff
+		status, lastErr = subscriptions.StatusOff, nil
 	}
 	_, err = ptx.Exec(ctx, `
-		INSERT INTO subscription_state (id, definition, status, heartbeat_seconds, next_attempt)
-		VALUES ($1, $2, $3, $4, now())
+		INSERT INTO subscription_state (id, definition, status, heartbeat_seconds, next_attempt, last_error)
+		VALUES ($1, $2, $3, $4, now(), $5)
 		ON CONFLICT (id) DO UPDATE SET definition = $2, status = $3, heartbeat_seconds = $4,
 			next_attempt = CASE WHEN subscription_state.status = $3 THEN subscription_state.next_attempt ELSE now() END,
 			attempts = CASE WHEN subscription_state.status = $3 THEN subscription_state.attempts ELSE 0 END,
+			last_error = CASE WHEN $5::text IS NOT NULL THEN $5 WHEN subscription_state.status = $3 THEN subscription_state.last_error END,
 			updated_at = now()`,
-		sub.ID, def, string(status), int(sub.Heartbeat/time.Second))
+		sub.ID, def, string(status), int(sub.Heartbeat/time.Second), lastErr)
 	if err != nil {
 		return fmt.Errorf("subscription %s: write state: %w", sub.ID, err)
 	}
@@ -125,6 +141,16 @@ func sameChannel(oldDef []byte, sub *subscriptions.Subscription) bool {
 	}
 	return old.Channel == sub.Channel && old.Endpoint == sub.Endpoint && old.Topic == sub.Topic &&
 		old.Criteria == sub.Criteria && slices.Equal(old.Headers, sub.Headers)
+}
+
+// sameCriteria reports whether the stored definition has sub's topic and
+// criteria.
+func sameCriteria(oldDef []byte, sub *subscriptions.Subscription) bool {
+	var old subscriptions.Subscription
+	if json.Unmarshal(oldDef, &old) != nil {
+		return false
+	}
+	return old.Topic == sub.Topic && old.Criteria == sub.Criteria
 }
 
 func bumpGeneration(ctx context.Context, tx pgx.Tx) error {

@@ -123,6 +123,13 @@ func New(ctx context.Context, fs *fhirpg.Store, js njs.JetStream, cfg Config, lo
 	if err != nil {
 		return nil, err
 	}
+	// The resource's write hook sees the same criteria fail to compile and
+	// sets the delivery state to error with the same reason.
+	dispatcher.OnUncompilable(func(ctx context.Context, id, reason string) {
+		if err := resStatus.Set(ctx, id, subscriptions.StatusError, reason); err != nil {
+			log.Warn("subscriptions: setting a subscription whose criteria no longer compile to error failed", "subscription", id, "err", err)
+		}
+	})
 	ops, err := rest.New(store, cfg.BaseURL, log)
 	if err != nil {
 		return nil, err

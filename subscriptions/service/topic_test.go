@@ -182,3 +182,73 @@ func TestLifecycle_HeartbeatOffAndDelete(t *testing.T) {
 		t.Errorf("state after delete: %v, want not found", err)
 	}
 }
+
+// A subscription stored under criteria this server no longer accepts (an
+// upgrade reads them more strictly; here the stored criteria are edited in
+// the database between two runs, as an older version would have accepted
+// them) matched nothing, and only a log line said so: its subscriber waited for
+// notifications that never came. It is now in error, with the reason in
+// its resource and $status, and can still be turned off or corrected; new
+// criteria of that kind are refused.
+func TestLifecycle_CriteriaNoLongerAccepted_ErrorUntilCorrected(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, recvOpts{})
+	e := newEnv(t, service.Config{AllowedEndpoints: []string{rcv.URL + "/"}, Delivery: fastDelivery()})
+	const good, stale = "ImagingStudy?patient=Patient/p1", "ImagingStudy?patient=Patient/p1&_text=chest"
+	body := criteriaSub(rcv.URL+"/hook", good)
+	sub := e.mustCreate(body)
+	waitFor(t, 10*time.Second, "active", func() bool { return e.state(sub.ID).Status == "active" })
+
+	if _, err := e.create(criteriaSub(rcv.URL+"/hook", stale)); !fhir.IsKind(err, fhir.KindUnprocessable) {
+		t.Fatalf("creating a subscription with criteria %q: %v, want 422", stale, err)
+	}
+	// The API stops; the next version starts on what the previous one
+	// stored.
+	e.stop()
+	for _, q := range []string{
+		`UPDATE resource SET body = replace(body, $2, $3) WHERE type = 'Subscription' AND id = $1`,
+		`UPDATE subscription_state SET definition = replace(definition::text, $2, $3)::jsonb WHERE id = $1`,
+	} {
+		if _, err := e.pool.Exec(t.Context(), q, sub.ID, good, stale); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start()
+	const reason = "this server no longer accepts the subscription's criteria"
+	waitFor(t, 10*time.Second, "status error", func() bool { return e.state(sub.ID).Status == "error" })
+	if st := e.state(sub.ID); !strings.Contains(st.Error, reason) || !strings.Contains(st.Error, "_text") {
+		t.Errorf("$status error = %q, want the reason, naming the parameter", st.Error)
+	}
+	waitFor(t, 5*time.Second, "resource status error", func() bool {
+		r, err := e.fs.Read(t.Context(), "Subscription", sub.ID)
+		return err == nil && strings.Contains(string(r.Body), `"status":"error"`) && strings.Contains(string(r.Body), reason)
+	})
+
+	put := func(criteria, status string) error {
+		b := strings.Replace(criteriaSub(rcv.URL+"/hook", criteria), `"status":"requested"`, `"status":"`+status+`"`, 1)
+		b = strings.Replace(b, `{"resourceType":"Subscription",`, `{"resourceType":"Subscription","id":"`+sub.ID+`",`, 1)
+		res, _, err := e.codec.Parse([]byte(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.fs.InTx(t.Context(), func(tx *fhirpg.Tx) error { _, _, err := tx.Put(t.Context(), res, 0); return err })
+	}
+	// Turned off as it stands: accepted.
+	if err := put(stale, "off"); err != nil {
+		t.Fatalf("turning the subscription off: %v", err)
+	}
+	if st := e.state(sub.ID); st.Status != "off" || st.Error != "" {
+		t.Errorf("after off: status %s error %q, want off without error", st.Status, st.Error)
+	}
+	// Other stale criteria: refused.
+	if err := put(stale+"&_text=head", "requested"); !fhir.IsKind(err, fhir.KindUnprocessable) {
+		t.Errorf("changing to other criteria the server does not accept: %v, want 422", err)
+	}
+	// Corrected: handshake, active, and notified again.
+	if err := put(good, "requested"); err != nil {
+		t.Fatalf("correcting the criteria: %v", err)
+	}
+	waitFor(t, 10*time.Second, "active after correction", func() bool { return e.state(sub.ID).Status == "active" })
+	e.study("p1", "CT")
+	waitFor(t, 10*time.Second, "an event after correction", func() bool { return len(rcv.events()) >= 1 })
+}
