@@ -190,6 +190,25 @@ func TestSearcher_DICOMweb(t *testing.T) {
 		}
 	})
 
+	// An ADT^A40 leaves the retired identifier on the surviving Patient
+	// with use "old" (triggers/planner's merge): it is still the patient's,
+	// and the source is asked by it.
+	t.Run("identifier retired by a merge is still a cross-reference", func(t *testing.T) {
+		l := newLocal(t)
+		localPatient(t, l, "Doe", []string{"Jane"}, "1980-01-01", "female",
+			map[string]any{"system": "urn:hosp-a:mrn", "value": "A9"},
+			map[string]any{"use": "old", "system": "urn:priorflow:issuer:HOSP-B", "value": "B100"})
+		s := newSearcher(t, l, dicomwebSource(t, "hospital-b", r.url, search.MatchIdentifier, search.ModeImport))
+		res, err := s.Search(ctx, search.Job{ID: "job-merge", Rule: "priors", Criteria: chestCTCriteria(),
+			Patient: []triggers.Identifier{{System: "urn:hosp-a:mrn", Value: "A9", Authority: "HOSP-A"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := res.Indexed[r.studies["ct-chest-2025"].StudyInstanceUID]; !ok {
+			t.Errorf("the 2025 chest CT filed under the retired B100 was not found (outcome %+v)", outcome(res, "hospital-b"))
+		}
+	})
+
 	t.Run("no identifier in the source's domain asks nothing", func(t *testing.T) {
 		l := newLocal(t)
 		s := newSearcher(t, l, dicomwebSource(t, "hospital-b", r.url, search.MatchIdentifier, search.ModeImport))

@@ -98,6 +98,9 @@ type Outcome struct {
 	Created, Moved, Cancelled, Revived int
 	// Suppressed counts matches held off by a rule's cooldown.
 	Suppressed int
+	// Merged counts merges that changed Patients; MergesUnresolved those
+	// that could not say which (merge).
+	Merged, MergesUnresolved int
 	// Publish are the jobs whose current revision is not yet on the job
 	// stream (new, moved, or left unpublished by an earlier crash).
 	Publish []*Job
@@ -109,6 +112,8 @@ func (o *Outcome) add(x Outcome) {
 	o.Cancelled += x.Cancelled
 	o.Revived += x.Revived
 	o.Suppressed += x.Suppressed
+	o.Merged += x.Merged
+	o.MergesUnresolved += x.MergesUnresolved
 	o.Publish = append(o.Publish, x.Publish...)
 }
 
@@ -119,9 +124,7 @@ func (p *Planner) apply(ctx context.Context, tx *postgres.Tx, rs *rules.Config, 
 	pk, trig := rules.PatientKey(ev.Patient), rules.Trigger(ev)
 	switch {
 	case ev.Kind == triggers.PatientMerged:
-		// TODO(planner): on ADT^A40, re-key the pending jobs of
-		// PriorIdentifiers to the surviving patient and merge their Tasks.
-		return out, nil
+		return p.merge(ctx, tx, ev)
 	case rules.Cancels(ev.Kind):
 		return p.cancel(ctx, tx, ev, pk, trig, now)
 	case ev.Kind == triggers.AppointmentRescheduled:

@@ -1,0 +1,237 @@
+package planner_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/priorflow/priorflow/fhir/postgres"
+	"github.com/priorflow/priorflow/triggers"
+	"github.com/priorflow/priorflow/triggers/hl7v2"
+	"github.com/priorflow/priorflow/triggers/planner"
+)
+
+const mrn = "urn:oid:1.2.3"
+
+// patientJSON is the part of a Patient the merge tests read.
+type patientJSON struct {
+	Meta struct {
+		VersionID string `json:"versionId"`
+		Tag       []struct{ Code string }
+	}
+	Active     *bool
+	Identifier []struct{ Use, System, Value string }
+	Link       []struct {
+		Other struct{ Reference string }
+		Type  string
+	}
+}
+
+func (e *env) createPatient(t *testing.T, body string) string {
+	t.Helper()
+	res, _, err := e.store.Codec().Parse([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	if err := e.store.InTx(context.Background(), func(tx *postgres.Tx) error {
+		r, err := tx.Create(context.Background(), res)
+		if err == nil {
+			id = r.ID
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (e *env) patient(t *testing.T, id string) patientJSON {
+	t.Helper()
+	r, err := e.store.Read(context.Background(), "Patient", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p patientJSON
+	if err := json.Unmarshal(r.Body, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p patientJSON) use(system, value string) (string, bool) {
+	for _, x := range p.Identifier {
+		if x.System == system && x.Value == value {
+			return x.Use, true
+		}
+	}
+	return "", false
+}
+
+func (p patientJSON) linked(typ, ref string) bool {
+	return slices.ContainsFunc(p.Link, func(l struct {
+		Other struct{ Reference string }
+		Type  string
+	}) bool {
+		return l.Type == typ && l.Other.Reference == ref
+	})
+}
+
+func mergeEvent(id, surviving, prior string) *triggers.CareEvent {
+	return &triggers.CareEvent{SchemaVersion: triggers.SchemaVersion, ID: id, Kind: triggers.PatientMerged,
+		OccurredAt: now.Add(-time.Minute), Priority: triggers.PriorityRoutine,
+		Patient:          triggers.Patient{Identifiers: []triggers.Identifier{{System: mrn, Value: surviving, Type: "MR"}}},
+		PriorIdentifiers: []triggers.Identifier{{System: mrn, Value: prior, Type: "MR"}},
+		SourceSystem:     "adt", Origin: triggers.Origin{Reference: "hl7v2:" + id}}
+}
+
+func patientBody(values ...string) string {
+	ids := make([]map[string]string, 0, len(values))
+	for _, v := range values {
+		ids = append(ids, map[string]string{"system": mrn, "value": v})
+	}
+	b, _ := json.Marshal(map[string]any{"resourceType": "Patient", "identifier": ids,
+		"meta": map[string]any{"tag": []any{map[string]string{"system": "urn:test", "code": "keep"}}}})
+	return string(b)
+}
+
+// An ADT^A40 was acknowledged and then dropped by the planner (a TODO):
+// the Patients the network search reads its cross-references from never
+// learnt the merge, so priors filed under the retired MRN were not found
+// for the surviving one.
+func TestPlanner_Merge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 50)
+	ctx := context.Background()
+	plan := func(ev *triggers.CareEvent) planner.Outcome {
+		t.Helper()
+		out, err := e.p.PlanEvent(ctx, ev)
+		if err != nil {
+			t.Fatalf("plan %s: %v", ev.ID, err)
+		}
+		return out
+	}
+
+	t.Run("only the survivor is known: it takes the prior identifier as old", func(t *testing.T) {
+		s := e.createPatient(t, patientBody("S1"))
+		if out := plan(mergeEvent("m1", "S1", "R1")); out.Merged != 1 {
+			t.Errorf("Merged = %d, want 1", out.Merged)
+		}
+		p := e.patient(t, s)
+		if use, ok := p.use(mrn, "R1"); !ok || use != "old" {
+			t.Errorf("survivor's R1: use %q present %v, want old", use, ok)
+		}
+		if use, _ := p.use(mrn, "S1"); use != "" {
+			t.Errorf("survivor's own S1 got use %q", use)
+		}
+		if len(p.Meta.Tag) != 1 || p.Meta.Tag[0].Code != "keep" {
+			t.Errorf("meta.tag = %v, want the tag kept", p.Meta.Tag)
+		}
+		version := p.Meta.VersionID
+		if out := plan(mergeEvent("m1", "S1", "R1")); out.Merged != 0 || e.patient(t, s).Meta.VersionID != version {
+			t.Errorf("the same merge again: Merged %d, version %s → %s; want no change", out.Merged, version, e.patient(t, s).Meta.VersionID)
+		}
+		// A booking under the retired MRN is now the survivor's.
+		plan(event("m1-booking", func(ev *triggers.CareEvent) {
+			ev.Patient = triggers.Patient{Identifiers: []triggers.Identifier{{System: mrn, Value: "R1", Type: "MR"}}}
+		}))
+		if got := e.searchTasks(t, "patient=Patient/"+s); len(got) != 1 {
+			t.Errorf("Tasks for the survivor after a booking under the retired MRN: %d, want 1", len(got))
+		}
+	})
+
+	t.Run("only the prior patient is known: it becomes the survivor", func(t *testing.T) {
+		r := e.createPatient(t, patientBody("R2"))
+		if out := plan(mergeEvent("m2", "S2", "R2")); out.Merged != 1 {
+			t.Errorf("Merged = %d, want 1", out.Merged)
+		}
+		p := e.patient(t, r)
+		if use, ok := p.use(mrn, "S2"); !ok || use != "" {
+			t.Errorf("S2 on the prior Patient: use %q present %v, want present without use", use, ok)
+		}
+		if use, _ := p.use(mrn, "R2"); use != "old" {
+			t.Errorf("R2 use = %q, want old", use)
+		}
+		version := p.Meta.VersionID
+		if out := plan(mergeEvent("m2", "S2", "R2")); out.Merged != 0 || e.patient(t, r).Meta.VersionID != version {
+			t.Errorf("the same merge again changed the Patient (Merged %d)", out.Merged)
+		}
+	})
+
+	t.Run("both are known: linked, the prior one inactive, identifiers unmoved", func(t *testing.T) {
+		s := e.createPatient(t, patientBody("S3"))
+		r := e.createPatient(t, patientBody("R3"))
+		if out := plan(mergeEvent("m3", "S3", "R3")); out.Merged != 1 {
+			t.Errorf("Merged = %d, want 1", out.Merged)
+		}
+		ps, pr := e.patient(t, s), e.patient(t, r)
+		if !ps.linked("replaces", "Patient/"+r) || !pr.linked("replaced-by", "Patient/"+s) {
+			t.Errorf("links: survivor %v, prior %v; want replaces / replaced-by", ps.Link, pr.Link)
+		}
+		if pr.Active == nil || *pr.Active {
+			t.Errorf("prior Patient active = %v, want false", pr.Active)
+		}
+		if _, ok := ps.use(mrn, "R3"); ok {
+			t.Errorf("the survivor took R3, which the prior Patient still carries")
+		}
+		if len(ps.Identifier) != 1 || len(pr.Identifier) != 1 {
+			t.Errorf("identifiers moved: survivor %v, prior %v", ps.Identifier, pr.Identifier)
+		}
+		vs, vr := ps.Meta.VersionID, pr.Meta.VersionID
+		plan(mergeEvent("m3", "S3", "R3"))
+		if e.patient(t, s).Meta.VersionID != vs || e.patient(t, r).Meta.VersionID != vr {
+			t.Errorf("the same merge again changed a Patient")
+		}
+	})
+
+	t.Run("several Patients carry an identifier: nothing changes", func(t *testing.T) {
+		a := e.createPatient(t, patientBody("S4"))
+		b := e.createPatient(t, patientBody("S4"))
+		r := e.createPatient(t, patientBody("R4"))
+		before := []string{e.patient(t, a).Meta.VersionID, e.patient(t, b).Meta.VersionID, e.patient(t, r).Meta.VersionID}
+		out := plan(mergeEvent("m4", "S4", "R4"))
+		if out.Merged != 0 || out.MergesUnresolved != 1 {
+			t.Errorf("Merged %d, MergesUnresolved %d; want 0, 1", out.Merged, out.MergesUnresolved)
+		}
+		after := []string{e.patient(t, a).Meta.VersionID, e.patient(t, b).Meta.VersionID, e.patient(t, r).Meta.VersionID}
+		if !slices.Equal(before, after) {
+			t.Errorf("versions %v → %v, want unchanged", before, after)
+		}
+	})
+
+	t.Run("neither is known: nothing to change", func(t *testing.T) {
+		if out := plan(mergeEvent("m5", "S5", "R5")); out.Merged != 0 || out.MergesUnresolved != 0 {
+			t.Errorf("Merged %d, MergesUnresolved %d; want 0, 0", out.Merged, out.MergesUnresolved)
+		}
+	})
+}
+
+// The ADT^A40 sample, mapped as the MLLP intake maps it and
+// published on CARE_EVENTS, reaches the running planner.
+func TestPlanner_MergeFromADTA40(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../hl7v2/testdata/ADT-A40-01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := hl7v2.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := hl7v2.ToCareEvent(msg, hl7v2.MapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, 50)
+	const system = "urn:priorflow:authority:BCBS"
+	s := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+system+`","value":"12345"}]}`)
+	e.run(t)
+	e.publish(t, ev)
+	e.waitSettled(t)
+	if use, ok := e.patient(t, s).use(system, "56789"); !ok || use != "old" {
+		t.Errorf("after the A40, the surviving Patient carries MRG-1 56789: %v, use %q; want old", ok, use)
+	}
+}
