@@ -23,6 +23,9 @@ var (
 	ErrUnsupportedEvent = errors.New("unsupported trigger event")
 	// ErrMissingField: data the care event needs is absent (AE, code 101).
 	ErrMissingField = errors.New("required field missing")
+	// ErrSeveralMerges: an ADT^A40 with more than one PID/MRG pair, which
+	// would be several care events (AE, code 207).
+	ErrSeveralMerges = errors.New("several merges in one message")
 )
 
 // MappingError says why a parsed message could not become a care event and
@@ -36,7 +39,7 @@ type MappingError struct {
 	// identifier list" or "message type MDM^T02".
 	What string
 	// Err is one of ErrUnsupportedMessageType, ErrUnsupportedEvent,
-	// ErrMissingField, ErrBadTime or ErrNotText.
+	// ErrMissingField, ErrSeveralMerges, ErrBadTime or ErrNotText.
 	Err error
 }
 
@@ -344,7 +347,13 @@ func (mp *mapper) visit(ev *triggers.CareEvent, trigger string, unsupported erro
 	case "A40":
 		ev.Kind = triggers.PatientMerged
 		// HL7 v2.5.1 section 3.3.40: each PID/MRG pair merges MRG-1 into
-		// PID-3; the event carries the first pair.
+		// PID-3. A care event is one merge; a second pair, which was
+		// acknowledged and lost, is refused so that the sender sends it
+		// on its own.
+		if mp.m.segmentN("MRG", 2) != nil || mp.m.segmentN("PID", 2) != nil {
+			return &MappingError{Location: ErrorLocation{Segment: "MRG", Sequence: 2},
+				What: "a second PID/MRG pair; send each merge in its own ADT^A40", Err: ErrSeveralMerges}
+		}
 		ev.PriorIdentifiers = mp.identifiers(mp.field("MRG", 1))
 		if len(ev.PriorIdentifiers) == 0 {
 			return missing("MRG", 1, 1, "prior patient identifier list")

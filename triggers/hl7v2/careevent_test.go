@@ -418,6 +418,9 @@ func TestToCareEvent_Errors(t *testing.T) {
 			ErrMissingField, ApplicationError, RequiredFieldMissing, "MSH^1^10"},
 		{"merge without MRG", wire(msh+"ADT^A40|E6|P|2.5", "PID|1||1^^^A^MR"),
 			ErrMissingField, ApplicationError, RequiredFieldMissing, "MRG^1^1"},
+		// Each pair is a merge; a second one was acknowledged and lost.
+		{"two merges in one A40", wire(msh+"ADT^A40|E13|P|2.5", "PID|1||1^^^A^MR", "MRG|2^^^A^MR", "PID|2||3^^^A^MR", "MRG|4^^^A^MR"),
+			ErrSeveralMerges, ApplicationError, ApplicationInternalError, "MRG^2"},
 		{"order without ORC", wire(msh+"ORM^O01|E7|P|2.3", "PID|1||1^^^A^MR", "OBR|1|P1||CT1^CT"),
 			ErrMissingField, ApplicationError, RequiredFieldMissing, "ORC"},
 		{"bad birth date", wire(msh+"ADT^A01|E8|P|2.5", "PID|1||1^^^A^MR||DOE^JOHN||19880230"),
