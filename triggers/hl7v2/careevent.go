@@ -26,6 +26,10 @@ var (
 	// ErrSeveralMerges: an ADT^A40 with more than one PID/MRG pair, which
 	// would be several care events (AE, code 207).
 	ErrSeveralMerges = errors.New("several merges in one message")
+	// ErrMixedOrders: an order message whose ORC segments place some
+	// orders and cancel others, which would be two care events (AE, code
+	// 207).
+	ErrMixedOrders = errors.New("placed and cancelled orders in one message")
 )
 
 // MappingError says why a parsed message could not become a care event and
@@ -39,7 +43,8 @@ type MappingError struct {
 	// identifier list" or "message type MDM^T02".
 	What string
 	// Err is one of ErrUnsupportedMessageType, ErrUnsupportedEvent,
-	// ErrMissingField, ErrSeveralMerges, ErrBadTime or ErrNotText.
+	// ErrMissingField, ErrSeveralMerges, ErrMixedOrders, ErrBadTime or
+	// ErrNotText.
 	Err error
 }
 
@@ -372,8 +377,8 @@ func (mp *mapper) visit(ev *triggers.CareEvent, trigger string, unsupported erro
 }
 
 // order fills in an ORM, OMI or OMG event (HL7 v2.5.1 chapter 4). A message
-// may carry several orders; the first ORC decides the kind and placer, and
-// every OBR adds its procedure.
+// may carry several orders; the first ORC decides the kind and placer, every
+// OBR adds its procedure, and orders of the other kind are refused.
 func (mp *mapper) order(ev *triggers.CareEvent, mt MessageType, unsupported error) error {
 	switch mt.Code + "^" + mt.TriggerEvent {
 	case "ORM^O01", "OMI^O23", "OMG^O19":
@@ -384,16 +389,22 @@ func (mp *mapper) order(ev *triggers.CareEvent, mt MessageType, unsupported erro
 		return &MappingError{Location: ErrorLocation{Segment: "ORC"}, What: "common order segment", Err: ErrMissingField}
 	}
 	control := mp.field("ORC", 1).String()
-	switch control {
-	case "NW", "XO", "SC":
-		ev.Kind = triggers.OrderPlaced
-	case "CA", "OC", "CR", "DC", "OD", "DR":
-		ev.Kind = triggers.OrderCancelled
-	case "":
+	switch ev.Kind = orderKind(control); {
+	case ev.Kind != "":
+	case control == "":
 		return missing("ORC", 1, 1, "order control")
 	default:
 		return &MappingError{Location: ErrorLocation{Segment: "ORC", Sequence: 1, Field: 1},
 			What: "order control " + safeCode(control), Err: ErrUnsupportedEvent}
+	}
+	// One event has one kind: a message that places one order and cancels
+	// another would lose one of the two, so it is refused. An ORC Priorflow
+	// takes nothing from (a status request, say) is not in the way.
+	for i, orc := range mp.m.Segments("ORC")[1:] {
+		if k := orderKind(orc.Field(1).String()); k != "" && k != ev.Kind {
+			return &MappingError{Location: ErrorLocation{Segment: "ORC", Sequence: i + 2, Field: 1},
+				What: "an order control of another kind than the first ORC's; send placed and cancelled orders apart", Err: ErrMixedOrders}
+		}
 	}
 	start, err := mp.timeAt("TQ1", 1, 7)
 	if err != nil {
@@ -444,6 +455,18 @@ func (mp *mapper) order(ev *triggers.CareEvent, mt MessageType, unsupported erro
 	ev.Placer = firstNonEmpty(mp.field("ORC", 2).String(), mp.field("OBR", 2).String(),
 		mp.field("ORC", 3).String(), mp.field("OBR", 3).String())
 	return nil
+}
+
+// orderKind is the care event an order control code (ORC-1, table 0119)
+// announces; "" for one Priorflow does not take.
+func orderKind(control string) triggers.Kind {
+	switch control {
+	case "NW", "XO", "SC":
+		return triggers.OrderPlaced
+	case "CA", "OC", "CR", "DC", "OD", "DR":
+		return triggers.OrderCancelled
+	}
+	return ""
 }
 
 // patient reads PID: identifiers (PID-3), name (PID-5), birth date (PID-7)

@@ -209,6 +209,21 @@ func TestToCareEvent_VendorHabits(t *testing.T) {
 			},
 		},
 		{
+			name: "two orders placed in one message, beside a status request: one event with both procedures",
+			msg: wire(
+				"MSH|^~\\&|RIS|MERCY|PF|PF|20240305120000||ORM^O01|R2|P|2.3",
+				"PID|1||123456^^^MERCY^MR||DOE^JANE||19700512|F",
+				"ORC|NW|A1", "OBR|1|A1||CT1^CT CHEST^L",
+				"ORC|NW|A2", "OBR|2|A2||CT2^CT HEAD^L",
+				"ORC|SR|A3",
+			),
+			check: func(t *testing.T, ev *triggers.CareEvent) {
+				if ev.Kind != triggers.OrderPlaced || ev.Placer != "A1" || len(ev.Procedures) != 2 {
+					t.Errorf("kind %s placer %q procedures %v, want order-placed, A1, both", ev.Kind, ev.Placer, ev.Procedures)
+				}
+			},
+		},
+		{
 			name: "v2.3 SIU with SCH-11 timing only",
 			msg: wire(
 				"MSH|^~\\&|SCHED|CLINIC|PF|PF|20240401080000-0500||SIU^S12|S1|P|2.3",
@@ -421,6 +436,10 @@ func TestToCareEvent_Errors(t *testing.T) {
 		// Each pair is a merge; a second one was acknowledged and lost.
 		{"two merges in one A40", wire(msh+"ADT^A40|E13|P|2.5", "PID|1||1^^^A^MR", "MRG|2^^^A^MR", "PID|2||3^^^A^MR", "MRG|4^^^A^MR"),
 			ErrSeveralMerges, ApplicationError, ApplicationInternalError, "MRG^2"},
+		// One order cancelled, another placed: one of the two was lost.
+		{"placed and cancelled orders in one message", wire(msh+"ORM^O01|E14|P|2.3", "PID|1||1^^^A^MR",
+			"ORC|CA|P1", "OBR|1|P1||CT1^CT", "ORC|NW|P2", "OBR|2|P2||CT2^CT"),
+			ErrMixedOrders, ApplicationError, ApplicationInternalError, "ORC^2^1"},
 		{"order without ORC", wire(msh+"ORM^O01|E7|P|2.3", "PID|1||1^^^A^MR", "OBR|1|P1||CT1^CT"),
 			ErrMissingField, ApplicationError, RequiredFieldMissing, "ORC"},
 		{"bad birth date", wire(msh+"ADT^A01|E8|P|2.5", "PID|1||1^^^A^MR||DOE^JOHN||19880230"),
