@@ -235,7 +235,10 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err := registerChangeFeed(pool, store, reg, codec, log); err != nil {
 		return err
 	}
-	pl, err := planner.New(planner.Config{Rules: rs, Store: store, JetStream: js, Logger: log, StreamReplicas: cfg.StreamReplicas})
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pl, err := planner.New(planner.Config{Rules: rs, Store: store, JetStream: js, Logger: log, StreamReplicas: cfg.StreamReplicas,
+		Metrics: promReg})
 	if err != nil {
 		return err
 	}
@@ -243,8 +246,6 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		return err
 	}
 
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(promReg)
 	promReg.MustRegister(worker.NewJobStates(pool))
 

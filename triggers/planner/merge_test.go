@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/hl7v2"
@@ -225,7 +227,8 @@ func TestPlanner_MergeFromADTA40(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, 50)
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, 50, func(c *planner.Config) { c.Metrics = reg })
 	const system = "urn:priorflow:authority:BCBS"
 	s := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+system+`","value":"12345"}]}`)
 	e.run(t)
@@ -234,4 +237,33 @@ func TestPlanner_MergeFromADTA40(t *testing.T) {
 	if use, ok := e.patient(t, s).use(system, "56789"); !ok || use != "old" {
 		t.Errorf("after the A40, the surviving Patient carries MRG-1 56789: %v, use %q; want old", ok, use)
 	}
+	// Counted once acknowledged, just after waitSettled may return.
+	deadline := time.Now().Add(5 * time.Second)
+	for merges(t, reg, "applied") != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := merges(t, reg, "applied"); got != 1 {
+		t.Errorf("priorflow_patient_merges_total{outcome=applied} = %v, want 1", got)
+	}
+}
+
+func merges(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "priorflow_patient_merges_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/triggers"
@@ -108,6 +109,8 @@ type Config struct {
 	// second; JetStream adds the Backoff step beyond the first); 0 means
 	// 5 minutes.
 	RetryMaxDelay time.Duration
+	// Metrics, when set, registers priorflow_patient_merges_total.
+	Metrics prometheus.Registerer
 }
 
 // Planner plans prefetch jobs from care events.
@@ -117,6 +120,8 @@ type Planner struct {
 	log   *slog.Logger
 	cfg   Config
 	rs    atomic.Pointer[rules.Config]
+	// merges counts the patient merges planned, by outcome.
+	merges *prometheus.CounterVec
 
 	// testCrashBeforeAck, when set and returning true, makes the planner
 	// drop a processed batch without acknowledging it (and nak it so that
@@ -147,7 +152,15 @@ func New(cfg Config) (*Planner, error) {
 	if len(cfg.Backoff) == 0 {
 		cfg.Backoff = []time.Duration{30 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute}
 	}
-	p := &Planner{store: cfg.Store, js: cfg.JetStream, log: cfg.Logger, cfg: cfg}
+	p := &Planner{store: cfg.Store, js: cfg.JetStream, log: cfg.Logger, cfg: cfg,
+		merges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_patient_merges_total",
+			Help: "Patient merges (ADT^A40) planned: applied to the local Patients, or unresolved (several Patients carry the identifiers, or none has a system)."},
+			[]string{"outcome"})}
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(p.merges); err != nil {
+			return nil, fmt.Errorf("planner: metrics: %w", err)
+		}
+	}
 	p.rs.Store(cfg.Rules)
 	return p, nil
 }
@@ -326,6 +339,8 @@ func (p *Planner) finish(ctx context.Context, out Outcome, msgs []jetstream.Msg)
 			p.log.Warn("planner: ack", "err", err) // redelivered; planning it again is a no-op
 		}
 	}
+	p.merges.WithLabelValues("applied").Add(float64(out.Merged))
+	p.merges.WithLabelValues("unresolved").Add(float64(out.MergesUnresolved))
 }
 
 // nak asks for redelivery after a delay growing with the attempts.
