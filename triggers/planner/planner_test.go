@@ -402,6 +402,19 @@ func TestEnsureStreams_UpdatesAnEarlierConsumer(t *testing.T) {
 	e.publish(t, event("before"))
 	e.run(t)
 	e.waitSettled(t)
+	// The planner's ack is asynchronous: the server may record it a little
+	// after waitSettled saw the event planned.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if info, err = cons.Info(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if info.AckFloor.Stream == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if info.AckFloor.Stream != 1 {
+		t.Fatalf("ack floor at stream sequence %d before EnsureStreams, want 1", info.AckFloor.Stream)
+	}
 	if err := e.p.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
