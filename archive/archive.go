@@ -56,8 +56,9 @@ type Config struct {
 	// DefaultPatientIDSystem is the identifier system of PatientIDs that
 	// arrive without IssuerOfPatientID.
 	DefaultPatientIDSystem string
-	// IssuerSystems maps IssuerOfPatientID values to identifier systems;
-	// unmapped OIDs become urn:oid:<issuer>, other issuers
+	// IssuerSystems maps IssuerOfPatientID values to identifier systems
+	// (PRIORFLOW_CONFIG identifiers.authorities); others follow
+	// patientid.System: urn:oid:<issuer> for an OID, else
 	// urn:priorflow:issuer:<issuer>.
 	IssuerSystems map[string]string
 	// AccessionSystem is the identifier system of accession numbers.

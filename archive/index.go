@@ -17,6 +17,7 @@ import (
 
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
+	"github.com/priorflow/priorflow/internal/patientid"
 )
 
 // Code systems of the ImagingStudy index.
@@ -37,19 +38,14 @@ func StudyIdentifier(uid string) fhir.Token {
 
 var oidRE = regexp.MustCompile(`^[0-2](\.(0|[1-9][0-9]*))+$`)
 
-// PatientSystem maps IssuerOfPatientID to an identifier system.
+// PatientSystem maps IssuerOfPatientID to an identifier system, by the
+// rule HL7 v2 care events follow for the same assigning authority
+// (patientid.System).
 func (a *Archive) PatientSystem(issuer string) string {
-	switch {
-	case issuer == "":
+	if issuer == "" {
 		return a.cfg.DefaultPatientIDSystem
-	case a.cfg.IssuerSystems[issuer] != "":
-		return a.cfg.IssuerSystems[issuer]
-	case oidRE.MatchString(issuer):
-		return "urn:oid:" + issuer
-	case strings.Contains(issuer, "://") || strings.HasPrefix(issuer, "urn:"):
-		return issuer
 	}
-	return "urn:priorflow:issuer:" + url.PathEscape(issuer)
+	return patientid.System(issuer, a.cfg.IssuerSystems)
 }
 
 // lockKey is the key conditional creates lock, the same as the FHIR REST

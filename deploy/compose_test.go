@@ -306,13 +306,22 @@ func TestCompose_Wiring(t *testing.T) {
 		t.Errorf("service orthanc: DICOM_WEB_PLUGIN_ENABLED=%q, want true", got)
 	}
 
-	// The prefetcher's rules file is the repository's, mounted.
-	pf := c.service(t, "prefetcher")
-	cfg := pf.Environment["PRIORFLOW_CONFIG"]
-	if host, ok := hostPath(pf.Volumes, cfg); !ok {
-		t.Errorf("service prefetcher: PRIORFLOW_CONFIG %q is not under a bind mount", cfg)
-	} else if _, err := os.Stat(filepath.Join(root, host)); err != nil {
-		t.Errorf("service prefetcher: PRIORFLOW_CONFIG: %v", err)
+	// The prefetcher's rules file is the repository's, mounted; the api
+	// reads the same file (its identifiers: section).
+	var cfgs []string
+	for _, name := range []string{"prefetcher", "api"} {
+		svc := c.service(t, name)
+		cfg := svc.Environment["PRIORFLOW_CONFIG"]
+		if host, ok := hostPath(svc.Volumes, cfg); !ok {
+			t.Errorf("service %s: PRIORFLOW_CONFIG %q is not under a bind mount", name, cfg)
+		} else if _, err := os.Stat(filepath.Join(root, host)); err != nil {
+			t.Errorf("service %s: PRIORFLOW_CONFIG: %v", name, err)
+		} else {
+			cfgs = append(cfgs, host)
+		}
+	}
+	if len(cfgs) == 2 && cfgs[0] != cfgs[1] {
+		t.Errorf("the api reads %s and the prefetcher %s; they must share one PRIORFLOW_CONFIG", cfgs[1], cfgs[0])
 	}
 
 	// The api's data and blobs live on a volume.

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"unicode"
 
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/search"
+	"github.com/priorflow/priorflow/internal/patientid"
 )
 
 // identity is the patient a job is about, as known locally.
@@ -126,21 +126,21 @@ func (id *identity) add(x ident) {
 
 // IssuerMatches reports whether an identifier with system and assigning
 // authority belongs to issuer's domain: the authority (CX-4.1) or system
-// equals it, or the system is its urn:oid: or Priorflow issuer form (see
-// archive.PatientSystem).
-func IssuerMatches(issuer, system, authority string) bool {
+// equals it, or the system is the one patientid.System gives the issuer
+// with the site's table systems (as the archive and HL7 v2 care events
+// name it).
+func IssuerMatches(issuer, system, authority string, systems map[string]string) bool {
 	if issuer == "" {
 		return false
 	}
-	return authority == issuer || system == issuer || system == "urn:oid:"+issuer ||
-		system == "urn:priorflow:issuer:"+url.PathEscape(issuer)
+	return authority == issuer || system == issuer || system == patientid.System(issuer, systems)
 }
 
 // inDomain returns the distinct identifier values in issuer's domain.
-func (id *identity) inDomain(issuer string) []string {
+func (id *identity) inDomain(issuer string, systems map[string]string) []string {
 	var out []string
 	for _, x := range id.ids {
-		if IssuerMatches(issuer, x.system, x.authority) && !slices.Contains(out, x.value) {
+		if IssuerMatches(issuer, x.system, x.authority, systems) && !slices.Contains(out, x.value) {
 			out = append(out, x.value)
 		}
 	}
@@ -151,11 +151,11 @@ func (id *identity) inDomain(issuer string) []string {
 // report the ID asked for, in the source's issuer domain (or no issuer:
 // the source's own), and no birth date or sex that contradicts the local
 // patient's. It returns why the study is refused, or "".
-func (id *identity) checkIdentifier(p PatientIdentity, patientID, issuer string) string {
+func (id *identity) checkIdentifier(p PatientIdentity, patientID, issuer string, systems map[string]string) string {
 	switch {
 	case strings.TrimSpace(p.ID) != patientID:
 		return fmt.Sprintf("the source reports another patient ID")
-	case p.Issuer != "" && p.Issuer != issuer && !IssuerMatches(issuer, p.Issuer, ""):
+	case p.Issuer != "" && p.Issuer != issuer && !IssuerMatches(issuer, p.Issuer, "", systems):
 		return fmt.Sprintf("the source reports the ID under another issuer (%s)", p.Issuer)
 	case id.birthDate != "" && p.BirthDate != "" && !sameDate(id.birthDate, p.BirthDate):
 		return "the birth date differs from the local patient's"

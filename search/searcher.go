@@ -67,6 +67,12 @@ type Config struct {
 	Now func() time.Time
 	// InitialBackoff is the first retry delay (default 200ms).
 	InitialBackoff time.Duration
+	// IssuerSystems is the site's table of assigning authority to
+	// identifier system (PRIORFLOW_CONFIG identifiers.authorities), as
+	// the archive and the HL7 v2 intake have it: a local Patient's
+	// identifier is in a source's issuer domain when its system is the
+	// issuer's.
+	IssuerSystems map[string]string
 }
 
 // Searcher fans a job out to the sources and selects the priors.
@@ -326,7 +332,7 @@ func (s *Searcher) searchSource(ctx context.Context, src *source, id *identity, 
 		}
 		q.Demographics = id.demo
 	default:
-		vals := id.inDomain(src.info.Issuer)
+		vals := id.inDomain(src.info.Issuer, s.cfg.IssuerSystems)
 		switch len(vals) {
 		case 0:
 			out.outcome.Status, out.outcome.Detail = StatusSkipped, "no patient identifier in the source's issuer domain"
@@ -357,7 +363,7 @@ func (s *Searcher) searchSource(ctx context.Context, src *source, id *identity, 
 		s.checkDemographics(&out, src, id, studies)
 	} else {
 		for _, st := range studies {
-			if why := id.checkIdentifier(st.Patient, q.PatientID, src.info.Issuer); why != "" {
+			if why := id.checkIdentifier(st.Patient, q.PatientID, src.info.Issuer, s.cfg.IssuerSystems); why != "" {
 				out.rejected = append(out.rejected, Skipped{StudyInstanceUID: st.StudyInstanceUID, Source: src.info.Name, Reason: SkipIdentity, Detail: why})
 				continue
 			}

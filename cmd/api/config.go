@@ -13,6 +13,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/internal/database"
+	"github.com/priorflow/priorflow/internal/patientid"
 	"github.com/priorflow/priorflow/triggers/hl7v2"
 	"github.com/priorflow/priorflow/triggers/mllp"
 )
@@ -61,6 +62,13 @@ type config struct {
 	// may deliver to (comma-separated).
 	SubscriptionEndpoints string
 
+	// ConfigFile is PRIORFLOW_CONFIG, shared with the prefetcher: the api
+	// reads its identifiers: section (Identifiers), so that HL7 v2 and
+	// DICOM name an assigning authority's patient IDs as the prefetcher
+	// does.
+	ConfigFile  string
+	Identifiers *patientid.Systems
+
 	// NATSURL is an external NATS server or cluster; empty embeds one.
 	NATSURL         string
 	NATSListen      string
@@ -103,6 +111,7 @@ func loadConfigFor(args []string, migrateOnly bool) (*config, error) {
 	fs.StringVar(&c.AuthKeyFile, "auth-key-file", env("PRIORFLOW_AUTH_KEY_FILE", ""), "signing key of the built-in token endpoint (PRIORFLOW_AUTH_KEY_FILE); default <data-dir>/auth/signing-key.jwk, created if missing; share it between replicas")
 	fs.DurationVar(&c.AuthClockSkew, "auth-clock-skew", envDuration("PRIORFLOW_AUTH_CLOCK_SKEW", time.Minute), "clock skew tolerated on token times (PRIORFLOW_AUTH_CLOCK_SKEW)")
 	fs.DurationVar(&c.AuthTokenTTL, "auth-token-ttl", envDuration("PRIORFLOW_AUTH_TOKEN_TTL", 5*time.Minute), "lifetime of access tokens the built-in endpoint issues (PRIORFLOW_AUTH_TOKEN_TTL)")
+	fs.StringVar(&c.ConfigFile, "config", env("PRIORFLOW_CONFIG", "config/priorflow.yaml"), "Priorflow YAML shared with the prefetcher; the api reads its identifiers: section, and a missing file means the defaults (PRIORFLOW_CONFIG)")
 	fs.StringVar(&c.SubscriptionEndpoints, "subscription-endpoints", env("PRIORFLOW_SUBSCRIPTION_ENDPOINTS", ""), "comma-separated URL prefixes rest-hook subscriptions may notify; private and loopback addresses only when listed (PRIORFLOW_SUBSCRIPTION_ENDPOINTS)")
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", ""), "NATS server or cluster (NATS_URL); empty runs JetStream embedded in this process")
 	fs.StringVar(&c.NATSListen, "nats-listen", env("PRIORFLOW_NATS_LISTEN", "127.0.0.1:4223"), "loopback address of the embedded NATS server, for other processes on this machine (PRIORFLOW_NATS_LISTEN)")
@@ -115,6 +124,11 @@ func loadConfigFor(args []string, migrateOnly bool) (*config, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	ids, err := patientid.Load(c.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	c.Identifiers = ids
 	if c.BaseURL == "" {
 		c.BaseURL = deriveBaseURL(c.HTTPAddr)
 	}

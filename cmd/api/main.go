@@ -251,7 +251,8 @@ func newIntake(cfg *config, pool *pgxpool.Pool, js njs.JetStream, reg prometheus
 		return nil, fmt.Errorf("PRIORFLOW_HL7_TIMEZONE: %w", err)
 	}
 	in, err := hl7v2.NewIntake(raw, pub, log, hl7v2.IntakeConfig{
-		Map:             hl7v2.MapOptions{TimeZone: tz},
+		Map: hl7v2.MapOptions{TimeZone: tz, AuthoritySystems: cfg.Identifiers.Authorities,
+			WithoutAuthoritySystem: cfg.Identifiers.WithoutAuthority},
 		DefaultCharset:  cfg.HL7Charset,
 		DuplicateWindow: cfg.DuplicateWindow,
 		Registerer:      reg,
@@ -341,7 +342,8 @@ func newHandler(ctx context.Context, cfg *config, pool *pgxpool.Pool, bucket *bl
 		return nil, nil, nil, err
 	}
 	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool,
-		FileRoot: archive.FileRoot(cfg.BlobURL), DefaultCharset: cfg.DICOMCharset})
+		FileRoot: archive.FileRoot(cfg.BlobURL), DefaultCharset: cfg.DICOMCharset,
+		IssuerSystems: cfg.Identifiers.Authorities, DefaultPatientIDSystem: cfg.Identifiers.WithoutAuthority})
 	if err != nil {
 		return nil, nil, nil, err
 	}

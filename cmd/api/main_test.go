@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/archive/multipart"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
+	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/jetstream"
 	"github.com/priorflow/priorflow/triggers/mllp"
 )
@@ -207,6 +210,16 @@ func TestConfig_ReportsEveryProblem(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
+	}
+}
+
+func TestConfig_InvalidIdentifiersStopStartupWithTheLine(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "priorflow.yaml")
+	if err := os.WriteFile(cfg, []byte("rules: []\nidentifiers:\n  authorities:\n    HOSP-A: hosp-a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadConfig([]string{"-config", cfg}); err == nil || !strings.Contains(err.Error(), cfg+":4:") {
+		t.Errorf("err = %v, want one naming %s line 4", err, cfg)
 	}
 }
 
@@ -489,5 +502,79 @@ func TestAPI_SubscriptionNotifiedWhenAStudyArrives(t *testing.T) {
 		if strings.Contains(b, `"resourceType":"ImagingStudy"`) && strings.Contains(b, st.StudyInstanceUID) {
 			break // the notification carries the new ImagingStudy
 		}
+	}
+}
+
+// PRIORFLOW_CONFIG's identifiers: section reaches both doors of the api: a
+// DICOM object whose IssuerOfPatientID is listed files its Patient under
+// the listed system, and an HL7 v2 message whose PID-3 names the same
+// authority carries that system in its care event.
+func TestAPI_IdentifierSystemsFromConfig(t *testing.T) {
+	t.Parallel()
+	const system = "urn:oid:1.2.840.99999.7"
+	cfg := filepath.Join(t.TempDir(), "priorflow.yaml")
+	if err := os.WriteFile(cfg, []byte("identifiers:\n  authorities:\n    test1: "+system+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startAPIFull(t, "-config", cfg)
+
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("PATID1234", "test1", "EVERYMAN^ADAM"))
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf, "application/dicom")
+	for _, in := range st.Instances() {
+		if err := mw.WritePart("application/dicom", "", bytes.NewReader(in.Bytes)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mw.Close()
+	resp, err := http.Post(a.base+"/dicomweb/studies", mw.ContentType(), &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("STOW-RS: %d", resp.StatusCode)
+	}
+	if code, body := get(t, a.base+"/fhir/Patient?identifier="+url.QueryEscape(system+"|PATID1234")+"&_summary=count"); code != 200 || !strings.Contains(body, `"total":1`) {
+		t.Errorf("Patient by the listed system: %d %.200s, want one", code, body)
+	}
+
+	siu, err := os.ReadFile("../../triggers/hl7v2/testdata/SIU-S12-01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, a.mllp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ack, err := c.Send(ctx, siu); err != nil || !strings.Contains(string(ack), "MSA|AA|") {
+		t.Fatalf("SIU^S12: ack %q, err %v", ack, err)
+	}
+	nc, err := nats.Connect(a.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := njs.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, jetstream.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, "priorflow.events.appointment-booked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev triggers.CareEvent
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.Patient.Identifiers[0]; got.System != system || got.Value != "PATID1234" {
+		t.Errorf("the care event's first identifier is %s|%s, want %s|PATID1234", got.System, got.Value, system)
 	}
 }

@@ -41,6 +41,7 @@ import (
 	"github.com/priorflow/priorflow/internal/database"
 	"github.com/priorflow/priorflow/internal/httpserver"
 	"github.com/priorflow/priorflow/internal/natsjs"
+	"github.com/priorflow/priorflow/internal/patientid"
 	"github.com/priorflow/priorflow/retrieve"
 	"github.com/priorflow/priorflow/retrieve/worker"
 	"github.com/priorflow/priorflow/search"
@@ -199,6 +200,10 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
+	ids, err := patientid.Load(cfg.RulesFile)
+	if err != nil {
+		return err
+	}
 	pool, err := database.Open(ctx, cfg.DatabaseURL, log)
 	if err != nil {
 		return err
@@ -259,7 +264,8 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	}
 	defer bucket.Close()
 	arch, err := archive.New(store, bucket, log, archive.Config{DICOMwebURL: cfg.BaseURL + "/dicomweb", SpoolDir: spool,
-		FileRoot: archive.FileRoot(cfg.BlobURL), DefaultCharset: cfg.DICOMCharset})
+		FileRoot: archive.FileRoot(cfg.BlobURL), DefaultCharset: cfg.DICOMCharset,
+		IssuerSystems: ids.Authorities, DefaultPatientIDSystem: ids.WithoutAuthority})
 	if err != nil {
 		return err
 	}
@@ -267,7 +273,8 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
-	searcher, err := search.NewSearcher(search.Config{Sources: entries, Store: store, Local: arch, Logger: log})
+	searcher, err := search.NewSearcher(search.Config{Sources: entries, Store: store, Local: arch, Logger: log,
+		IssuerSystems: ids.Authorities})
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,17 @@ func TestRun_InvalidRulesStopStartupWithTheLine(t *testing.T) {
 	}
 }
 
+func TestRun_InvalidIdentifiersStopStartupWithTheLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "priorflow.yaml")
+	if err := os.WriteFile(path, []byte("rules: []\nidentifiers:\n  withoutAuthority: local\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"-config", path, "-database-url", "postgres://nobody@127.0.0.1:1/x"}, os.Stderr)
+	if err == nil || !strings.Contains(err.Error(), path+":3:") {
+		t.Errorf("err = %v, want one naming line 3", err)
+	}
+}
+
 func TestLoadConfig_RefusesUnknownDICOMCharset(t *testing.T) {
 	_, err := loadConfig([]string{"-dicom-charset", "latin1"})
 	if err == nil || !strings.Contains(err.Error(), "PRIORFLOW_DICOM_CHARSET") {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/priorflow/priorflow/internal/patientid"
 	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/hl7v2"
 	"github.com/priorflow/priorflow/triggers/rules"
@@ -55,7 +56,11 @@ func runRules(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	ev, err := readEvent(fs.Arg(0), *tz, *charset)
+	ids, err := patientid.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ev, err := readEvent(fs.Arg(0), *tz, *charset, ids)
 	if err != nil {
 		return err
 	}
@@ -64,7 +69,7 @@ func runRules(_ context.Context, e *env, args []string) error {
 
 // readEvent reads a CareEvent JSON, or maps an HL7 v2 message the way the
 // MLLP intake does.
-func readEvent(path, tz, charset string) (*triggers.CareEvent, error) {
+func readEvent(path, tz, charset string, ids *patientid.Systems) (*triggers.CareEvent, error) {
 	if !strings.HasSuffix(strings.ToLower(path), ".hl7") {
 		return rules.ReadEventFile(path)
 	}
@@ -83,7 +88,8 @@ func readEvent(path, tz, charset string) (*triggers.CareEvent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	ev, err := hl7v2.ToCareEvent(m, hl7v2.MapOptions{TimeZone: loc})
+	ev, err := hl7v2.ToCareEvent(m, hl7v2.MapOptions{TimeZone: loc, AuthoritySystems: ids.Authorities,
+		WithoutAuthoritySystem: ids.WithoutAuthority})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/priorflow/priorflow/internal/patientid"
 	"github.com/priorflow/priorflow/triggers"
 )
 
@@ -103,6 +104,12 @@ type MapOptions struct {
 	// FacilitySystems maps a sending facility (MSH-4.1) to the system of the
 	// identifiers it sends with no assigning authority at all.
 	FacilitySystems map[string]string
+	// WithoutAuthoritySystem is the system of identifiers sent with no
+	// assigning authority by a facility not in FacilitySystems
+	// (PRIORFLOW_CONFIG identifiers.withoutAuthority, which is also the
+	// system of DICOM PatientIDs without IssuerOfPatientID); "" leaves
+	// them without one, and they then name no Patient here.
+	WithoutAuthoritySystem string
 	// CodeSystems maps a coding system name (CWE-3, table 0396) to a URI,
 	// overriding and extending the built-in table (LN, SCT, C4, ...).
 	CodeSystems map[string]string
@@ -505,18 +512,14 @@ func (mp *mapper) identifiers(f Field) []triggers.Identifier {
 	return out
 }
 
-// builtinAuthorities are assigning authorities of HL7 table 0363 with a
-// well-known FHIR identifier system.
-var builtinAuthorities = map[string]string{
-	"USSSA": "http://hl7.org/fhir/sid/us-ssn",
-	"NPI":   "http://hl7.org/fhir/sid/us-npi",
-}
-
 // identifierSystem derives the system URI of an assigning authority (CX-4):
 // its universal ID when that is an ISO OID (urn:oid:), a URI or a UUID; else
-// the namespace through MapOptions.AuthoritySystems or the built-in table,
-// else urn:priorflow:authority:<namespace>. Without any authority, the
-// sending facility's entry in MapOptions.FacilitySystems, else "".
+// the namespace (or a universal ID of another type) as patientid.System
+// reads it, which is how the archive reads IssuerOfPatientID: through
+// MapOptions.AuthoritySystems, the built-in table, urn:oid: for an OID, or
+// urn:priorflow:issuer:<namespace>. Without any authority, the sending
+// facility's entry in MapOptions.FacilitySystems, else
+// MapOptions.WithoutAuthoritySystem.
 func (mp *mapper) identifierSystem(hd HD) string {
 	switch strings.ToUpper(hd.UniversalIDType) {
 	case "ISO":
@@ -532,19 +535,13 @@ func (mp *mapper) identifierSystem(hd HD) string {
 			return "urn:uuid:" + strings.ToLower(hd.UniversalID)
 		}
 	}
-	if ns := hd.NamespaceID; ns != "" {
-		if s, ok := mp.opts.AuthoritySystems[ns]; ok {
-			return s
-		}
-		if s, ok := builtinAuthorities[ns]; ok {
-			return s
-		}
-		return "urn:priorflow:authority:" + url.PathEscape(ns)
+	if a := firstNonEmpty(hd.NamespaceID, hd.UniversalID); a != "" {
+		return patientid.System(a, mp.opts.AuthoritySystems)
 	}
-	if hd.UniversalID != "" {
-		return "urn:priorflow:authority:" + url.PathEscape(hd.UniversalID)
+	if s, ok := mp.opts.FacilitySystems[mp.m.SendingFacility().NamespaceID]; ok {
+		return s
 	}
-	return mp.opts.FacilitySystems[mp.m.SendingFacility().NamespaceID]
+	return mp.opts.WithoutAuthoritySystem
 }
 
 func isOID(s string) bool {

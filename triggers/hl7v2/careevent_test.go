@@ -18,7 +18,7 @@ import (
 // = L) is the second repetition.
 var ghhPatient = triggers.Patient{
 	Identifiers: []triggers.Identifier{
-		{System: "urn:priorflow:authority:test1", Value: "PATID1234", Authority: "test1", Type: "MR"},
+		{System: "urn:priorflow:issuer:test1", Value: "PATID1234", Authority: "test1", Type: "MR"},
 		{System: "http://hl7.org/fhir/sid/us-ssn", Value: "123456789", Authority: "USSSA", Type: "SS"},
 	},
 	Family: "Josh", Given: []string{"stanley"}, BirthDate: "1988-08-18", Sex: "male",
@@ -57,10 +57,10 @@ func TestToCareEvent_SampleFiles(t *testing.T) {
 			priority: triggers.PriorityRoutine, location: ghhWard, placer: "40007716", source: "ADTApp@GHHSFacility"},
 		{file: "ADT-A40-01.hl7", kind: triggers.PatientMerged,
 			patient: &triggers.Patient{
-				Identifiers: []triggers.Identifier{{System: "urn:priorflow:authority:BCBS", Value: "12345", Authority: "BCBS", Type: "MR"}},
+				Identifiers: []triggers.Identifier{{System: "urn:priorflow:issuer:BCBS", Value: "12345", Authority: "BCBS", Type: "MR"}},
 				Family:      "Test", Given: []string{"Test", "A"}, BirthDate: "2018-02-05", Sex: "female",
 			},
-			prior:    []triggers.Identifier{{System: "urn:priorflow:authority:BCBS", Value: "56789", Authority: "BCBS", Type: "MR"}},
+			prior:    []triggers.Identifier{{System: "urn:priorflow:issuer:BCBS", Value: "56789", Authority: "BCBS", Type: "MR"}},
 			occurred: "2019-04-23T15:01:37+02:15", priority: triggers.PriorityRoutine, source: "Ntierprise@Ntierprise Clinic"},
 		{file: "OMG-O19-01.hl7", kind: triggers.OrderPlaced, occurred: "2021-10-20T11:26:00+02:15", priority: triggers.PriorityRoutine,
 			procedures: []triggers.Code{{System: "http://loinc.org", Code: "57698-3", Display: "Lipid panel with direct LDL - Serum or Plasma"}},
@@ -253,7 +253,7 @@ func TestToCareEvent_VendorHabits(t *testing.T) {
 			check: func(t *testing.T, ev *triggers.CareEvent) {
 				want := []triggers.Identifier{
 					{System: "urn:oid:1.2.3.4", Value: "111", Authority: "NORTH", Type: "MR"},
-					{System: "urn:priorflow:authority:NORTH", Value: "222", Authority: "NORTH", Type: "PI"},
+					{System: "urn:priorflow:issuer:NORTH", Value: "222", Authority: "NORTH", Type: "PI"},
 				}
 				if d := diff(want, ev.Patient.Identifiers); d != "" {
 					t.Errorf("Identifiers: %s", d)

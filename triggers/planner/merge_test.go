@@ -1,6 +1,7 @@
 package planner_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -9,8 +10,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gocloud.dev/blob/memblob"
 
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/fhir/postgres"
+	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/hl7v2"
 	"github.com/priorflow/priorflow/triggers/planner"
@@ -229,7 +234,7 @@ func TestPlanner_MergeFromADTA40(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	e := newEnv(t, 50, func(c *planner.Config) { c.Metrics = reg })
-	const system = "urn:priorflow:authority:BCBS"
+	const system = "urn:priorflow:issuer:BCBS"
 	s := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+system+`","value":"12345"}]}`)
 	e.run(t)
 	e.publish(t, ev)
@@ -266,4 +271,67 @@ func merges(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
 		}
 	}
 	return 0
+}
+
+// A care event from HL7 v2 names the Patient the archive made from a DICOM
+// object of the same assigning authority (CX-4.1 and IssuerOfPatientID
+// "test1"), with the defaults and with a site's table: before, the two
+// named the authority's system differently and the prefetch Task was for
+// no Patient.
+func TestPlanner_HL7EventNamesTheArchivesPatient(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../hl7v2/testdata/SIU-S12-01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, table := range map[string]map[string]string{"defaults": nil, "site table": {"test1": "urn:oid:1.2.840.99999.7"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, 50)
+			bucket := memblob.OpenBucket(nil)
+			t.Cleanup(func() { bucket.Close() })
+			arch, err := archive.New(e.store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.test/dicomweb",
+				SpoolDir: t.TempDir(), IssuerSystems: table})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := dicomtest.NewGenerator(t).Study(dicomtest.WithPatient("PATID1234", "test1", "EVERYMAN^ADAM"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var objs []*archive.Object
+			for _, in := range st.Instances() {
+				o, err := arch.Spool(bytes.NewReader(in.Bytes))
+				if err != nil {
+					t.Fatal(err)
+				}
+				objs = append(objs, o)
+			}
+			for _, r := range arch.Store(context.Background(), objs, "") {
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+			}
+			var pid string
+			if err := e.pool.QueryRow(context.Background(), `SELECT id FROM resource WHERE type = 'Patient'`).Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+
+			msg, err := hl7v2.Parse(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := hl7v2.ToCareEvent(msg, hl7v2.MapOptions{AuthoritySystems: table})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev.Modality = "CT" // the rule asks for CT or MR; the sample's procedure is a biopsy
+			if _, err := e.p.PlanEvent(context.Background(), ev); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.searchTasks(t, "patient=Patient/"+pid); len(got) != 1 {
+				t.Errorf("prefetch Tasks for the archive's Patient/%s: %d, want 1", pid, len(got))
+			}
+		})
+	}
 }

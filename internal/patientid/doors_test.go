@@ -1,0 +1,62 @@
+package patientid_test
+
+import (
+	"testing"
+
+	"gocloud.dev/blob/memblob"
+
+	"github.com/priorflow/priorflow/archive"
+	"github.com/priorflow/priorflow/archive/archivetest"
+	"github.com/priorflow/priorflow/fhir"
+	"github.com/priorflow/priorflow/fhir/postgres"
+	"github.com/priorflow/priorflow/internal/database/dbtest"
+	"github.com/priorflow/priorflow/search"
+	"github.com/priorflow/priorflow/triggers/hl7v2"
+)
+
+func TestMain(m *testing.M) { dbtest.Main(m) }
+
+// One assigning authority must name one identifier system whichever door
+// its patient IDs come through, or the Patient the archive makes from a
+// DICOM object is not the one a care event names: HL7 v2 named CX-4.1
+// HOSP-B urn:priorflow:authority:HOSP-B while the archive named
+// IssuerOfPatientID HOSP-B urn:priorflow:issuer:HOSP-B.
+func TestSameSystemThroughEveryDoor(t *testing.T) {
+	t.Parallel()
+	codec, err := fhir.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := postgres.New(dbtest.NewPool(t), archivetest.Registry(t), codec, dbtest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := memblob.OpenBucket(nil)
+	t.Cleanup(func() { bucket.Close() })
+	authorities := []string{"HOSP-B", "A B/C", "1.2.840.10008", "urn:x:y", "https://id.example/mrn", "USSSA", "NPI"}
+	for _, table := range []map[string]string{nil, {"HOSP-B": "urn:oid:1.2.840.99999.2", "USSSA": "urn:example:ssn"}} {
+		arch, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.test/dicomweb", SpoolDir: t.TempDir(),
+			IssuerSystems: table})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range authorities {
+			dicom := arch.PatientSystem(a)
+			msg, err := hl7v2.Parse([]byte("MSH|^~\\&|RIS|FAC|PF|PF|20260301120000||ADT^A08|C1|P|2.5\rPID|1||123^^^" + a + "^MR\r"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := hl7v2.ToCareEvent(msg, hl7v2.MapOptions{AuthoritySystems: table})
+			if err != nil {
+				t.Fatalf("%s: %v", a, err)
+			}
+			hl7 := ev.Patient.Identifiers[0].System
+			if dicom != hl7 {
+				t.Errorf("table %v, authority %q: DICOM names %q, HL7 v2 %q", table, a, dicom, hl7)
+			}
+			if !search.IssuerMatches(a, dicom, "", table) {
+				t.Errorf("table %v: a source with issuer %q does not take the system %q as its domain", table, a, dicom)
+			}
+		}
+	}
+}
