@@ -101,6 +101,10 @@ type Outcome struct {
 	// Merged counts merges that changed Patients; MergesUnresolved those
 	// that could not say which (merge).
 	Merged, MergesUnresolved int
+	// CrossReferenced counts Patients that took identifiers an event
+	// listed; CrossReferencesUnresolved events whose identifiers named
+	// several Patients (crossReference).
+	CrossReferenced, CrossReferencesUnresolved int
 	// Publish are the jobs whose current revision is not yet on the job
 	// stream (new, moved, or left unpublished by an earlier crash).
 	Publish []*Job
@@ -114,6 +118,8 @@ func (o *Outcome) add(x Outcome) {
 	o.Suppressed += x.Suppressed
 	o.Merged += x.Merged
 	o.MergesUnresolved += x.MergesUnresolved
+	o.CrossReferenced += x.CrossReferenced
+	o.CrossReferencesUnresolved += x.CrossReferencesUnresolved
 	o.Publish = append(o.Publish, x.Publish...)
 }
 
@@ -418,17 +424,24 @@ func chunkValues(values []string, max int) []string {
 }
 
 // patientRef is the reference of the event's Patient: its FHIR id, else
-// the first identifier resolvePatients found.
+// the one Patient its identifiers name (resolvePatients). Identifiers that
+// name several Patients name none, as the network search reads them.
 func patientRef(pt triggers.Patient, refs map[string]string) string {
 	if pt.FHIRID != "" {
 		return "Patient/" + pt.FHIRID
 	}
+	ref := ""
 	for _, id := range pt.Identifiers {
-		if r, ok := refs[id.System+"|"+id.Value]; ok {
-			return r
+		r, ok := refs[id.System+"|"+id.Value]
+		switch {
+		case !ok:
+		case ref == "":
+			ref = r
+		case r != ref:
+			return ""
 		}
 	}
-	return ""
+	return ref
 }
 
 func escape(s string) string {

@@ -335,3 +335,88 @@ func TestPlanner_HL7EventNamesTheArchivesPatient(t *testing.T) {
 		})
 	}
 }
+
+// An event's identifiers (PID-3 lists one per assigning authority) are the
+// cross-references the search reaches other domains by, and the archive
+// files a prior from another domain under the Patient carrying its
+// PatientID. They were never recorded: such a prior made a second Patient
+// and was quarantined as another patient's.
+func TestPlanner_CrossReferences(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 50)
+	ctx := context.Background()
+	hospA, hospB := "urn:priorflow:issuer:HOSP-A", "urn:priorflow:issuer:HOSP-B"
+	booking := func(id string, ids ...triggers.Identifier) *triggers.CareEvent {
+		return event(id, func(ev *triggers.CareEvent) { ev.Patient = triggers.Patient{Identifiers: ids} })
+	}
+	p := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+hospA+`","value":"A1"}]}`)
+	ev := booking("x1", triggers.Identifier{System: hospA, Value: "A1", Type: "MR"}, triggers.Identifier{System: hospB, Value: "B100", Type: "PI"})
+	out, err := e.p.PlanEvent(ctx, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.CrossReferenced != 1 {
+		t.Errorf("CrossReferenced = %d, want 1", out.CrossReferenced)
+	}
+	pat := e.patient(t, p)
+	if _, ok := pat.use(hospB, "B100"); !ok {
+		t.Errorf("Patient/%s identifiers %v, want B100 of HOSP-B added", p, pat.Identifier)
+	}
+	if got := e.searchTasks(t, "patient=Patient/"+p); len(got) != 1 {
+		t.Errorf("Tasks for Patient/%s: %d, want 1", p, len(got))
+	}
+	version := pat.Meta.VersionID
+	if out, err := e.p.PlanEvent(ctx, ev); err != nil || out.CrossReferenced != 0 || e.patient(t, p).Meta.VersionID != version {
+		t.Errorf("the same event again: %+v, %v; want no change", out, err)
+	}
+
+	// A prior from HOSP-B is filed under that Patient, not a new one.
+	bucket := memblob.OpenBucket(nil)
+	t.Cleanup(func() { bucket.Close() })
+	arch, err := archive.New(e.store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.test/dicomweb", SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := dicomtest.NewGenerator(t).Study(dicomtest.WithPatient("B100", "HOSP-B", "DOE^JANE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := arch.Spool(bytes.NewReader(st.Instances()[0].Bytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := arch.Store(ctx, []*archive.Object{o}, ""); r[0].Err != nil {
+		t.Fatal(r[0].Err)
+	}
+	var patients int
+	var subject string
+	if err := e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM resource WHERE type = 'Patient'),
+		(SELECT body::jsonb->'subject'->>'reference' FROM resource WHERE type = 'ImagingStudy')`).Scan(&patients, &subject); err != nil {
+		t.Fatal(err)
+	}
+	if patients != 1 || subject != "Patient/"+p {
+		t.Errorf("after storing the HOSP-B prior: %d Patients, study on %s; want 1 and Patient/%s", patients, subject, p)
+	}
+
+	// Identifiers naming two Patients: neither changes, and the job names
+	// no Patient rather than the first.
+	q := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+hospA+`","value":"A2"}]}`)
+	r := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+hospB+`","value":"B200"}]}`)
+	vq, vr := e.patient(t, q).Meta.VersionID, e.patient(t, r).Meta.VersionID
+	out, err = e.p.PlanEvent(ctx, booking("x2", triggers.Identifier{System: hospA, Value: "A2", Type: "MR"},
+		triggers.Identifier{System: hospB, Value: "B200", Type: "PI"}, triggers.Identifier{System: "urn:x", Value: "9"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.CrossReferencesUnresolved != 1 || out.CrossReferenced != 0 {
+		t.Errorf("outcome %+v, want one unresolved cross-reference", out)
+	}
+	if e.patient(t, q).Meta.VersionID != vq || e.patient(t, r).Meta.VersionID != vr {
+		t.Errorf("a Patient changed although the identifiers name two")
+	}
+	for _, id := range []string{q, r} {
+		if got := e.searchTasks(t, "patient=Patient/"+id); len(got) != 0 {
+			t.Errorf("a Task names Patient/%s, one of two the event's identifiers name", id)
+		}
+	}
+}

@@ -109,7 +109,8 @@ type Config struct {
 	// second; JetStream adds the Backoff step beyond the first); 0 means
 	// 5 minutes.
 	RetryMaxDelay time.Duration
-	// Metrics, when set, registers priorflow_patient_merges_total.
+	// Metrics, when set, registers priorflow_patient_merges_total and
+	// priorflow_patient_cross_references_total.
 	Metrics prometheus.Registerer
 }
 
@@ -120,8 +121,9 @@ type Planner struct {
 	log   *slog.Logger
 	cfg   Config
 	rs    atomic.Pointer[rules.Config]
-	// merges counts the patient merges planned, by outcome.
-	merges *prometheus.CounterVec
+	// merges counts the patient merges planned, xrefs the Patients
+	// cross-referenced, by outcome.
+	merges, xrefs *prometheus.CounterVec
 
 	// testCrashBeforeAck, when set and returning true, makes the planner
 	// drop a processed batch without acknowledging it (and nak it so that
@@ -155,10 +157,15 @@ func New(cfg Config) (*Planner, error) {
 	p := &Planner{store: cfg.Store, js: cfg.JetStream, log: cfg.Logger, cfg: cfg,
 		merges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_patient_merges_total",
 			Help: "Patient merges (ADT^A40) planned: applied to the local Patients, or unresolved (several Patients carry the identifiers, or none has a system)."},
+			[]string{"outcome"}),
+		xrefs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_patient_cross_references_total",
+			Help: "Care events whose identifiers were added to the one local Patient they name (added), or that named several (unresolved)."},
 			[]string{"outcome"})}
 	if cfg.Metrics != nil {
-		if err := cfg.Metrics.Register(p.merges); err != nil {
-			return nil, fmt.Errorf("planner: metrics: %w", err)
+		for _, c := range []prometheus.Collector{p.merges, p.xrefs} {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("planner: metrics: %w", err)
+			}
 		}
 	}
 	p.rs.Store(cfg.Rules)
@@ -341,6 +348,8 @@ func (p *Planner) finish(ctx context.Context, out Outcome, msgs []jetstream.Msg)
 	}
 	p.merges.WithLabelValues("applied").Add(float64(out.Merged))
 	p.merges.WithLabelValues("unresolved").Add(float64(out.MergesUnresolved))
+	p.xrefs.WithLabelValues("added").Add(float64(out.CrossReferenced))
+	p.xrefs.WithLabelValues("unresolved").Add(float64(out.CrossReferencesUnresolved))
 }
 
 // nak asks for redelivery after a delay growing with the attempts.
@@ -378,6 +387,16 @@ func (p *Planner) planAll(ctx context.Context, evs []*triggers.CareEvent) (Outco
 	rs := p.rules()
 	err = p.store.InTx(ctx, func(tx *postgres.Tx) error {
 		out = Outcome{}
+		for _, ev := range evs {
+			if !crossReferences(ev, refs) {
+				continue
+			}
+			o, err := p.crossReference(ctx, tx, ev)
+			if err != nil {
+				return fmt.Errorf("cross-reference event %s: %w", ev.ID, err)
+			}
+			out.add(o)
+		}
 		// Runs of events that only create jobs (bookings, arrivals,
 		// orders: the bulk of a burst) are planned together, a few
 		// statements per run; a reschedule, cancellation or merge is
