@@ -38,14 +38,14 @@ func StudyIdentifier(uid string) fhir.Token {
 
 var oidRE = regexp.MustCompile(`^[0-2](\.(0|[1-9][0-9]*))+$`)
 
-// PatientSystem maps IssuerOfPatientID to an identifier system, by the
-// rule HL7 v2 care events follow for the same assigning authority
-// (patientid.System).
-func (a *Archive) PatientSystem(issuer string) string {
-	if issuer == "" {
-		return a.cfg.DefaultPatientIDSystem
+// PatientSystem maps IssuerOfPatientID and its qualifiers (the Universal
+// Entity ID and its type) to an identifier system, by the rule HL7 v2 care
+// events follow for the same assigning authority (patientid.ForIssuer).
+func (a *Archive) PatientSystem(issuer, universalID, universalType string) string {
+	if s := patientid.ForIssuer(issuer, universalID, universalType, a.cfg.IssuerSystems); s != "" {
+		return s
 	}
-	return patientid.System(issuer, a.cfg.IssuerSystems)
+	return a.cfg.DefaultPatientIDSystem
 }
 
 // lockKey is the key conditional creates lock, the same as the FHIR REST

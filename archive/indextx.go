@@ -240,7 +240,7 @@ func (a *Archive) indexStudies(ctx context.Context, tx *postgres.Tx, objs []*Obj
 
 // patientToken is the identifier of the Patient an object is filed under.
 func (a *Archive) patientToken(h *dicomheader.Header) fhir.Token {
-	return fhir.Token{System: a.PatientSystem(h.IssuerOfPatientID), Code: h.PatientID}
+	return fhir.Token{System: a.PatientSystem(h.IssuerOfPatientID, h.IssuerUniversalID, h.IssuerUniversalIDType), Code: h.PatientID}
 }
 
 // indexStudy writes the instance rows of one study and rebuilds its

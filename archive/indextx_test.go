@@ -63,7 +63,7 @@ func TestStore_ConcurrentRequestsOverlappingStudiesAndPatients(t *testing.T) {
 			if len(refs) != 1 {
 				t.Errorf("round %d: the studies of %s name %d Patients, want 1", round, pid, len(refs))
 			}
-			if n := patientCount(t, env, env.Archive.PatientSystem("")+"|"+pid); n != 1 {
+			if n := patientCount(t, env, env.Archive.PatientSystem("", "", "")+"|"+pid); n != 1 {
 				t.Errorf("round %d: %d Patients for %s, want 1", round, n, pid)
 			}
 		}
@@ -80,7 +80,7 @@ func TestStore_RefusedStudiesFailAloneInTheRequest(t *testing.T) {
 	t.Parallel()
 	env := archivetest.New(t, "http://pf.example/dicomweb")
 	ctx := context.Background()
-	sys := env.Archive.PatientSystem("")
+	sys := env.Archive.PatientSystem("", "", "")
 	known := createResource(t, env, `{"resourceType":"Patient","identifier":[{"system":"`+sys+`","value":"MRN-KNOWN"}]}`)
 	other := createResource(t, env, `{"resourceType":"Patient","identifier":[{"system":"`+sys+`","value":"MRN-OTHER"}]}`)
 	for range 2 {

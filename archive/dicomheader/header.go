@@ -38,11 +38,17 @@ type Header struct {
 
 	SpecificCharacterSet []string // (0008,0005), all values
 
-	PatientID         string     // (0010,0020)
-	IssuerOfPatientID string     // (0010,0021)
-	PatientName       PersonName // (0010,0010)
-	PatientBirthDate  string     // (0010,0030), DA
-	PatientSex        string     // (0010,0040)
+	PatientID         string // (0010,0020)
+	IssuerOfPatientID string // (0010,0021)
+	// IssuerUniversalID and IssuerUniversalIDType are the Universal Entity
+	// ID (0040,0032) and its type (0040,0033) of the first item of the
+	// Issuer of Patient ID Qualifiers Sequence (0010,0024): the authority
+	// as HL7 v2 CX-4.2 and CX-4.3 name it.
+	IssuerUniversalID     string
+	IssuerUniversalIDType string
+	PatientName           PersonName // (0010,0010)
+	PatientBirthDate      string     // (0010,0030), DA
+	PatientSex            string     // (0010,0040)
 
 	StudyDate              string     // (0008,0020), DA
 	StudyTime              string     // (0008,0030), TM
@@ -285,6 +291,9 @@ func newHeader(ds dicom.Dataset) *Header {
 		WindowWidth:               decimalString(idx[tag.WindowWidth]),
 		Dataset:                   ds,
 	}
+	if q := firstItem(idx[tag.IssuerOfPatientIDQualifiersSequence]); q != nil {
+		h.IssuerUniversalID, h.IssuerUniversalIDType = firstString(q[tag.UniversalEntityID]), firstString(q[tag.UniversalEntityIDType])
+	}
 	if n := intString(idx[tag.NumberOfFrames]); n != nil && *n > 0 {
 		h.NumberOfFrames = *n
 	} else if h.Rows > 0 {
@@ -328,7 +337,7 @@ func (h *Header) CheckPatientIdentity() error {
 	for _, id := range []struct {
 		tag   tag.Tag
 		value string
-	}{{tag.PatientID, h.PatientID}, {tag.IssuerOfPatientID, h.IssuerOfPatientID}} {
+	}{{tag.PatientID, h.PatientID}, {tag.IssuerOfPatientID, h.IssuerOfPatientID}, {tag.UniversalEntityID, h.IssuerUniversalID}} {
 		if strings.ContainsRune(id.value, utf8.RuneError) {
 			return fmt.Errorf("%w: (%04X,%04X) holds bytes that are not text: a control character, or bytes its character set cannot read", ErrNotText, id.tag.Group, id.tag.Element)
 		}
@@ -370,6 +379,26 @@ func firstString(e *dicom.Element) string { return trim(firstRawString(e)) }
 
 // trim removes the padding of a string value: spaces and NULs (PS3.5 6.2).
 func trim(s string) string { return strings.Trim(s, " \x00") }
+
+// firstItem returns the elements of the first item of a sequence, by tag,
+// or nil.
+func firstItem(e *dicom.Element) map[tag.Tag]*dicom.Element {
+	if e == nil || e.Value == nil || e.Value.ValueType() != dicom.Sequences {
+		return nil
+	}
+	items, _ := e.Value.GetValue().([]*dicom.SequenceItemValue)
+	if len(items) == 0 {
+		return nil
+	}
+	elems, _ := items[0].GetValue().([]*dicom.Element)
+	out := make(map[tag.Tag]*dicom.Element, len(elems))
+	for _, x := range elems {
+		if _, dup := out[x.Tag]; !dup {
+			out[x.Tag] = x
+		}
+	}
+	return out
+}
 
 // firstInt returns the first value of an US, SS, UL or SL element, or 0.
 func firstInt(e *dicom.Element) int {

@@ -1,12 +1,17 @@
 package patientid_test
 
 import (
+	"bytes"
+	"slices"
 	"testing"
 
+	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/tag"
 	"gocloud.dev/blob/memblob"
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/archivetest"
+	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
@@ -41,7 +46,7 @@ func TestSameSystemThroughEveryDoor(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, a := range authorities {
-			dicom := arch.PatientSystem(a)
+			dicom := arch.PatientSystem(a, "", "")
 			msg, err := hl7v2.Parse([]byte("MSH|^~\\&|RIS|FAC|PF|PF|20260301120000||ADT^A08|C1|P|2.5\rPID|1||123^^^" + a + "^MR\r"))
 			if err != nil {
 				t.Fatal(err)
@@ -57,6 +62,70 @@ func TestSameSystemThroughEveryDoor(t *testing.T) {
 			if !search.IssuerMatches(a, dicom, "", table) {
 				t.Errorf("table %v: a source with issuer %q does not take the system %q as its domain", table, a, dicom)
 			}
+		}
+	}
+}
+
+// An authority given with its universal ID, in CX-4.2/4.3 as in the Issuer
+// of Patient ID Qualifiers Sequence of a DICOM object, is named by it on
+// both doors; the archive read only IssuerOfPatientID.
+func TestSameSystemWithQualifiers(t *testing.T) {
+	t.Parallel()
+	codec, err := fhir.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := postgres.New(dbtest.NewPool(t), archivetest.Registry(t), codec, dbtest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := memblob.OpenBucket(nil)
+	t.Cleanup(func() { bucket.Close() })
+	arch, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.test/dicomweb", SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ id, typ, want string }{
+		{"1.2.840.99999.1", "ISO", "urn:oid:1.2.840.99999.1"},
+		{"https://id.hosp-a.example/mrn", "URI", "https://id.hosp-a.example/mrn"},
+		{"hosp-a.example", "DNS", "urn:priorflow:issuer:HOSP-A"}, // a type without a system of its own: the name
+	} {
+		qualifiers := func(elems []*dicom.Element) []*dicom.Element {
+			id, err := dicom.NewElement(tag.UniversalEntityID, []string{c.id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			typ, err := dicom.NewElement(tag.UniversalEntityIDType, []string{c.typ})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sq, err := dicom.NewElement(tag.IssuerOfPatientIDQualifiersSequence, [][]*dicom.Element{{id, typ}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// In tag order: the header is read up to the pixel data.
+			i, _ := slices.BinarySearchFunc(elems, sq.Tag, func(e *dicom.Element, t tag.Tag) int { return e.Tag.Compare(t) })
+			return slices.Insert(elems, i, sq)
+		}
+		st := dicomtest.NewStudy(t, dicomtest.WithPatient("123", "HOSP-A", "DOE^JANE"), dicomtest.WithEdits(qualifiers))
+		o, err := arch.Spool(bytes.NewReader(st.Instances()[0].Bytes))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := o.Header
+		dicomSys := arch.PatientSystem(h.IssuerOfPatientID, h.IssuerUniversalID, h.IssuerUniversalIDType)
+		o.Remove()
+
+		msg, err := hl7v2.Parse([]byte("MSH|^~\\&|RIS|FAC|PF|PF|20260301120000||ADT^A08|C1|P|2.5\rPID|1||123^^^HOSP-A&" + c.id + "&" + c.typ + "^MR\r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := hl7v2.ToCareEvent(msg, hl7v2.MapOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hl7 := ev.Patient.Identifiers[0].System; dicomSys != c.want || hl7 != c.want {
+			t.Errorf("%s %s: DICOM names %q, HL7 v2 %q; want %q", c.typ, c.id, dicomSys, hl7, c.want)
 		}
 	}
 }

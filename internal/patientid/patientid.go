@@ -27,6 +27,34 @@ var builtin = map[string]string{
 
 var oid = regexp.MustCompile(`^[0-2](\.(0|[1-9][0-9]*))+$`)
 
+// ForIssuer returns the identifier system of an assigning authority given
+// as HL7 v2 gives it in CX-4 (HD: namespace, universal ID and its type) and
+// DICOM in IssuerOfPatientID with its Issuer of Patient ID Qualifiers
+// Sequence (Universal Entity ID and its type): the universal ID when it is
+// an ISO OID (urn:oid:), a URI or a UUID (urn:uuid:), else System of the
+// namespace, or of a universal ID of another type. It returns "" when
+// there is no authority at all.
+func ForIssuer(namespace, universalID, universalType string, table map[string]string) string {
+	switch strings.ToUpper(universalType) {
+	case "ISO":
+		if oid.MatchString(universalID) {
+			return "urn:oid:" + universalID
+		}
+	case "URI", "URL":
+		if universalID != "" {
+			return universalID
+		}
+	case "UUID", "GUID":
+		if universalID != "" {
+			return "urn:uuid:" + strings.ToLower(universalID)
+		}
+	}
+	if namespace != "" {
+		return System(namespace, table)
+	}
+	return System(universalID, table)
+}
+
 // System returns the identifier system of assigning authority authority
 // (a namespace such as HOSP-B, an OID or a URI): the site's entry in
 // table, else the built-in one (USSSA, NPI), else urn:oid: for an OID, the

@@ -512,48 +512,22 @@ func (mp *mapper) identifiers(f Field) []triggers.Identifier {
 	return out
 }
 
-// identifierSystem derives the system URI of an assigning authority (CX-4):
-// its universal ID when that is an ISO OID (urn:oid:), a URI or a UUID; else
-// the namespace (or a universal ID of another type) as patientid.System
-// reads it, which is how the archive reads IssuerOfPatientID: through
+// identifierSystem derives the system URI of an assigning authority (CX-4)
+// as patientid.ForIssuer does, which is how the archive reads
+// IssuerOfPatientID and its qualifiers: the universal ID when it is an ISO
+// OID, a URI or a UUID, else the namespace through
 // MapOptions.AuthoritySystems, the built-in table, urn:oid: for an OID, or
 // urn:priorflow:issuer:<namespace>. Without any authority, the sending
 // facility's entry in MapOptions.FacilitySystems, else
 // MapOptions.WithoutAuthoritySystem.
 func (mp *mapper) identifierSystem(hd HD) string {
-	switch strings.ToUpper(hd.UniversalIDType) {
-	case "ISO":
-		if isOID(hd.UniversalID) {
-			return "urn:oid:" + hd.UniversalID
-		}
-	case "URI", "URL":
-		if hd.UniversalID != "" {
-			return hd.UniversalID
-		}
-	case "UUID", "GUID":
-		if hd.UniversalID != "" {
-			return "urn:uuid:" + strings.ToLower(hd.UniversalID)
-		}
-	}
-	if a := firstNonEmpty(hd.NamespaceID, hd.UniversalID); a != "" {
-		return patientid.System(a, mp.opts.AuthoritySystems)
+	if s := patientid.ForIssuer(hd.NamespaceID, hd.UniversalID, hd.UniversalIDType, mp.opts.AuthoritySystems); s != "" {
+		return s
 	}
 	if s, ok := mp.opts.FacilitySystems[mp.m.SendingFacility().NamespaceID]; ok {
 		return s
 	}
 	return mp.opts.WithoutAuthoritySystem
-}
-
-func isOID(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, arc := range strings.Split(s, ".") {
-		if !digits(arc) {
-			return false
-		}
-	}
-	return true
 }
 
 // personName reads an XPN field (PID-5): the legal name (XPN-7 = L) when a
