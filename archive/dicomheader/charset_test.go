@@ -200,6 +200,28 @@ func TestParse_UnreadableBytesInThePatientID(t *testing.T) {
 			t.Errorf("CheckPatientIdentity of %q in %q: %v, want ErrNotText", h.PatientID, h.IssuerOfPatientID, err)
 		}
 	}
+	// The issuer's universal ID names the authority as much as the issuer.
+	qualifiers := func(elems []*dicom.Element) []*dicom.Element {
+		id, _ := dicom.NewElement(tag.UniversalEntityID, []string{"1.2.\x013"})
+		typ, _ := dicom.NewElement(tag.UniversalEntityIDType, []string{"ISO"})
+		sq, err := dicom.NewElement(tag.IssuerOfPatientIDQualifiersSequence, [][]*dicom.Element{{id, typ}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i, _ := slices.BinarySearchFunc(elems, sq.Tag, func(e *dicom.Element, t tag.Tag) int { return e.Tag.Compare(t) })
+		return slices.Insert(elems, i, sq)
+	}
+	qb := object(t, qualifiers)
+	qh, err := dicomheader.Parse(bytes.NewReader(qb), int64(len(qb)))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if qh.IssuerUniversalIDType != "ISO" {
+		t.Errorf("IssuerUniversalIDType = %q, want ISO", qh.IssuerUniversalIDType)
+	}
+	if err := qh.CheckPatientIdentity(); !errors.Is(err, dicomheader.ErrNotText) {
+		t.Errorf("CheckPatientIdentity with a control character in the Universal Entity ID %q: %v, want ErrNotText", qh.IssuerUniversalID, err)
+	}
 	b := object(t, utf8Declared, dicomtest.Set(tag.PatientName, "M\xdcLLER"))
 	h, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
