@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -35,8 +34,6 @@ const (
 func StudyIdentifier(uid string) fhir.Token {
 	return fhir.Token{System: SystemDICOMUID, Code: "urn:oid:" + uid}
 }
-
-var oidRE = regexp.MustCompile(`^[0-2](\.(0|[1-9][0-9]*))+$`)
 
 // PatientSystem maps IssuerOfPatientID and its qualifiers (the Universal
 // Entity ID and its type) to an identifier system, by the rule HL7 v2 care
