@@ -297,12 +297,9 @@ func put(t *testing.T, url, body string) {
 	}
 }
 
-// A study stored over STOW-RS is indexed as an ImagingStudy; deleting that
-// ImagingStudy through FHIR removes the study from DICOMweb too.
-func TestAPI_STOWIndexesAndFHIRDeleteRemoves(t *testing.T) {
-	t.Parallel()
-	a := startAPIFull(t)
-	st := dicomtest.NewStudy(t, dicomtest.WithPatient("E2E1", "HOSP-A", "DOE^JANE"))
+// stow stores a study over STOW-RS and wants 200.
+func stow(t *testing.T, base string, st *dicomtest.Study) {
+	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf, "application/dicom")
 	for _, in := range st.Instances() {
@@ -311,7 +308,7 @@ func TestAPI_STOWIndexesAndFHIRDeleteRemoves(t *testing.T) {
 		}
 	}
 	mw.Close()
-	resp, err := http.Post(a.base+"/dicomweb/studies", mw.ContentType(), &buf)
+	resp, err := http.Post(base+"/dicomweb/studies", mw.ContentType(), &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +316,15 @@ func TestAPI_STOWIndexesAndFHIRDeleteRemoves(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("STOW-RS: %d", resp.StatusCode)
 	}
+}
+
+// A study stored over STOW-RS is indexed as an ImagingStudy; deleting that
+// ImagingStudy through FHIR removes the study from DICOMweb too.
+func TestAPI_STOWIndexesAndFHIRDeleteRemoves(t *testing.T) {
+	t.Parallel()
+	a := startAPIFull(t)
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("E2E1", "HOSP-A", "DOE^JANE"))
+	stow(t, a.base, st)
 	code, body := get(t, a.base+"/fhir/ImagingStudy?identifier=urn:dicom:uid|urn:oid:"+st.StudyInstanceUID+"&_include=ImagingStudy:patient")
 	var b struct {
 		Entry []struct {
@@ -332,7 +338,7 @@ func TestAPI_STOWIndexesAndFHIRDeleteRemoves(t *testing.T) {
 	}
 	id := b.Entry[0].Resource.ID
 	req, _ := http.NewRequest("DELETE", a.base+"/fhir/ImagingStudy/"+id, nil)
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,23 +524,7 @@ func TestAPI_IdentifierSystemsFromConfig(t *testing.T) {
 	}
 	a := startAPIFull(t, "-config", cfg)
 
-	st := dicomtest.NewStudy(t, dicomtest.WithPatient("PATID1234", "test1", "EVERYMAN^ADAM"))
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf, "application/dicom")
-	for _, in := range st.Instances() {
-		if err := mw.WritePart("application/dicom", "", bytes.NewReader(in.Bytes)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mw.Close()
-	resp, err := http.Post(a.base+"/dicomweb/studies", mw.ContentType(), &buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("STOW-RS: %d", resp.StatusCode)
-	}
+	stow(t, a.base, dicomtest.NewStudy(t, dicomtest.WithPatient("PATID1234", "test1", "EVERYMAN^ADAM")))
 	if code, body := get(t, a.base+"/fhir/Patient?identifier="+url.QueryEscape(system+"|PATID1234")+"&_summary=count"); code != 200 || !strings.Contains(body, `"total":1`) {
 		t.Errorf("Patient by the listed system: %d %.200s, want one", code, body)
 	}

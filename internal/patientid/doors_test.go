@@ -21,13 +21,8 @@ import (
 
 func TestMain(m *testing.M) { dbtest.Main(m) }
 
-// One assigning authority must name one identifier system whichever door
-// its patient IDs come through, or the Patient the archive makes from a
-// DICOM object is not the one a care event names: HL7 v2 named CX-4.1
-// HOSP-B urn:priorflow:authority:HOSP-B while the archive named
-// IssuerOfPatientID HOSP-B urn:priorflow:issuer:HOSP-B.
-func TestSameSystemThroughEveryDoor(t *testing.T) {
-	t.Parallel()
+func newStore(t *testing.T) *postgres.Store {
+	t.Helper()
 	codec, err := fhir.NewCodec()
 	if err != nil {
 		t.Fatal(err)
@@ -36,15 +31,33 @@ func TestSameSystemThroughEveryDoor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return store
+}
+
+// newArchive is an archive over store whose authority table is table.
+func newArchive(t *testing.T, store *postgres.Store, table map[string]string) *archive.Archive {
+	t.Helper()
 	bucket := memblob.OpenBucket(nil)
 	t.Cleanup(func() { bucket.Close() })
+	arch, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.test/dicomweb", SpoolDir: t.TempDir(),
+		IssuerSystems: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return arch
+}
+
+// One assigning authority must name one identifier system whichever door
+// its patient IDs come through, or the Patient the archive makes from a
+// DICOM object is not the one a care event names: HL7 v2 named CX-4.1
+// HOSP-B urn:priorflow:authority:HOSP-B while the archive named
+// IssuerOfPatientID HOSP-B urn:priorflow:issuer:HOSP-B.
+func TestSameSystemThroughEveryDoor(t *testing.T) {
+	t.Parallel()
+	store := newStore(t)
 	authorities := []string{"HOSP-B", "A B/C", "1.2.840.10008", "urn:x:y", "https://id.example/mrn", "USSSA", "NPI"}
 	for _, table := range []map[string]string{nil, {"HOSP-B": "urn:oid:1.2.840.99999.2", "USSSA": "urn:example:ssn"}} {
-		arch, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.test/dicomweb", SpoolDir: t.TempDir(),
-			IssuerSystems: table})
-		if err != nil {
-			t.Fatal(err)
-		}
+		arch := newArchive(t, store, table)
 		for _, a := range authorities {
 			dicom := arch.PatientSystem(a, "", "")
 			msg, err := hl7v2.Parse([]byte("MSH|^~\\&|RIS|FAC|PF|PF|20260301120000||ADT^A08|C1|P|2.5\rPID|1||123^^^" + a + "^MR\r"))
@@ -71,20 +84,7 @@ func TestSameSystemThroughEveryDoor(t *testing.T) {
 // both doors; the archive read only IssuerOfPatientID.
 func TestSameSystemWithQualifiers(t *testing.T) {
 	t.Parallel()
-	codec, err := fhir.NewCodec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := postgres.New(dbtest.NewPool(t), archivetest.Registry(t), codec, dbtest.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bucket := memblob.OpenBucket(nil)
-	t.Cleanup(func() { bucket.Close() })
-	arch, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://pf.test/dicomweb", SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	arch := newArchive(t, newStore(t), nil)
 	for _, c := range []struct{ id, typ, want string }{
 		{"1.2.840.99999.1", "ISO", "urn:oid:1.2.840.99999.1"},
 		{"https://id.hosp-a.example/mrn", "URI", "https://id.hosp-a.example/mrn"},
