@@ -65,9 +65,11 @@ type config struct {
 	// ConfigFile is PRIORFLOW_CONFIG, shared with the prefetcher: the api
 	// reads its identifiers: section (Identifiers), so that HL7 v2 and
 	// DICOM name an assigning authority's patient IDs as the prefetcher
-	// does.
+	// does, and its hl7: section.
 	ConfigFile  string
 	Identifiers *patientid.Systems
+	// HL7Tables is its hl7: section (code systems, modality prefixes).
+	HL7Tables *hl7v2.Tables
 
 	// NATSURL is an external NATS server or cluster; empty embeds one.
 	NATSURL         string
@@ -111,7 +113,7 @@ func loadConfigFor(args []string, migrateOnly bool) (*config, error) {
 	fs.StringVar(&c.AuthKeyFile, "auth-key-file", env("PRIORFLOW_AUTH_KEY_FILE", ""), "signing key of the built-in token endpoint (PRIORFLOW_AUTH_KEY_FILE); default <data-dir>/auth/signing-key.jwk, created if missing; share it between replicas")
 	fs.DurationVar(&c.AuthClockSkew, "auth-clock-skew", envDuration("PRIORFLOW_AUTH_CLOCK_SKEW", time.Minute), "clock skew tolerated on token times (PRIORFLOW_AUTH_CLOCK_SKEW)")
 	fs.DurationVar(&c.AuthTokenTTL, "auth-token-ttl", envDuration("PRIORFLOW_AUTH_TOKEN_TTL", 5*time.Minute), "lifetime of access tokens the built-in endpoint issues (PRIORFLOW_AUTH_TOKEN_TTL)")
-	fs.StringVar(&c.ConfigFile, "config", env("PRIORFLOW_CONFIG", "config/priorflow.yaml"), "Priorflow YAML shared with the prefetcher; the api reads its identifiers: section, and a missing file means the defaults (PRIORFLOW_CONFIG)")
+	fs.StringVar(&c.ConfigFile, "config", env("PRIORFLOW_CONFIG", "config/priorflow.yaml"), "Priorflow YAML shared with the prefetcher; the api reads its identifiers: and hl7: sections, and a missing file means the defaults (PRIORFLOW_CONFIG)")
 	fs.StringVar(&c.SubscriptionEndpoints, "subscription-endpoints", env("PRIORFLOW_SUBSCRIPTION_ENDPOINTS", ""), "comma-separated URL prefixes rest-hook subscriptions may notify; private and loopback addresses only when listed (PRIORFLOW_SUBSCRIPTION_ENDPOINTS)")
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", ""), "NATS server or cluster (NATS_URL); empty runs JetStream embedded in this process")
 	fs.StringVar(&c.NATSListen, "nats-listen", env("PRIORFLOW_NATS_LISTEN", "127.0.0.1:4223"), "loopback address of the embedded NATS server, for other processes on this machine (PRIORFLOW_NATS_LISTEN)")
@@ -129,6 +131,9 @@ func loadConfigFor(args []string, migrateOnly bool) (*config, error) {
 		return nil, err
 	}
 	c.Identifiers = ids
+	if c.HL7Tables, err = hl7v2.LoadTables(c.ConfigFile); err != nil {
+		return nil, err
+	}
 	if c.BaseURL == "" {
 		c.BaseURL = deriveBaseURL(c.HTTPAddr)
 	}

@@ -251,8 +251,7 @@ func newIntake(cfg *config, pool *pgxpool.Pool, js njs.JetStream, reg prometheus
 		return nil, fmt.Errorf("PRIORFLOW_HL7_TIMEZONE: %w", err)
 	}
 	in, err := hl7v2.NewIntake(raw, pub, log, hl7v2.IntakeConfig{
-		Map: hl7v2.MapOptions{TimeZone: tz, AuthoritySystems: cfg.Identifiers.Authorities,
-			WithoutAuthoritySystem: cfg.Identifiers.WithoutAuthority},
+		Map:             cfg.HL7Tables.MapOptions(tz, cfg.Identifiers),
 		DefaultCharset:  cfg.HL7Charset,
 		DuplicateWindow: cfg.DuplicateWindow,
 		Registerer:      reg,

@@ -514,12 +514,13 @@ func TestAPI_SubscriptionNotifiedWhenAStudyArrives(t *testing.T) {
 // PRIORFLOW_CONFIG's identifiers: section reaches both doors of the api: a
 // DICOM object whose IssuerOfPatientID is listed files its Patient under
 // the listed system, and an HL7 v2 message whose PID-3 names the same
-// authority carries that system in its care event.
+// authority carries that system in its care event; its hl7: section
+// reaches the MLLP intake.
 func TestAPI_IdentifierSystemsFromConfig(t *testing.T) {
 	t.Parallel()
 	const system = "urn:oid:1.2.840.99999.7"
 	cfg := filepath.Join(t.TempDir(), "priorflow.yaml")
-	if err := os.WriteFile(cfg, []byte("identifiers:\n  authorities:\n    test1: "+system+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("identifiers:\n  authorities:\n    test1: "+system+"\nhl7:\n  modalityPrefixes:\n    \"7616\": ES\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	a := startAPIFull(t, "-config", cfg)
@@ -566,5 +567,8 @@ func TestAPI_IdentifierSystemsFromConfig(t *testing.T) {
 	}
 	if got := ev.Patient.Identifiers[0]; got.System != system || got.Value != "PATID1234" {
 		t.Errorf("the care event's first identifier is %s|%s, want %s|PATID1234", got.System, got.Value, system)
+	}
+	if ev.Modality != "ES" {
+		t.Errorf("the care event's modality is %q, want ES from the hl7: modalityPrefixes", ev.Modality)
 	}
 }

@@ -60,7 +60,11 @@ func runRules(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	ev, err := readEvent(fs.Arg(0), *tz, *charset, ids)
+	tables, err := hl7v2.LoadTables(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ev, err := readEvent(fs.Arg(0), *tz, *charset, tables, ids)
 	if err != nil {
 		return err
 	}
@@ -69,7 +73,7 @@ func runRules(_ context.Context, e *env, args []string) error {
 
 // readEvent reads a CareEvent JSON, or maps an HL7 v2 message the way the
 // MLLP intake does.
-func readEvent(path, tz, charset string, ids *patientid.Systems) (*triggers.CareEvent, error) {
+func readEvent(path, tz, charset string, tables *hl7v2.Tables, ids *patientid.Systems) (*triggers.CareEvent, error) {
 	if !strings.HasSuffix(strings.ToLower(path), ".hl7") {
 		return rules.ReadEventFile(path)
 	}
@@ -88,8 +92,7 @@ func readEvent(path, tz, charset string, ids *patientid.Systems) (*triggers.Care
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	ev, err := hl7v2.ToCareEvent(m, hl7v2.MapOptions{TimeZone: loc, AuthoritySystems: ids.Authorities,
-		WithoutAuthoritySystem: ids.WithoutAuthority})
+	ev, err := hl7v2.ToCareEvent(m, tables.MapOptions(loc, ids))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -27,6 +27,32 @@ func TestRulesExplain_HL7MessageAgainstRules(t *testing.T) {
 	}
 }
 
+// The site's hl7: and identifiers: sections of the config are read as the
+// intake reads them: a local procedure code's modality, an authority's
+// system.
+func TestRulesExplain_SiteTables(t *testing.T) {
+	rules, err := os.ReadFile("testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "priorflow.yaml")
+	site := "\nhl7:\n  modalityPrefixes:\n    \"7616\": ES\nidentifiers:\n  authorities:\n    test1: urn:oid:1.2.840.99999.7\n"
+	if err := os.WriteFile(cfg, append(rules, site...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errw bytes.Buffer
+	err = run(context.Background(), []string{"rules", "explain", "-config", cfg, "-now", "2024-01-01T00:00:00Z",
+		"../../triggers/hl7v2/testdata/SIU-S12-01.hl7"}, &out, &errw, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("explain: %v\n%s", err, errw.String())
+	}
+	for _, want := range []string{"patient urn:oid:1.2.840.99999.7|PATID1234", "modality ES"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explain output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 func TestRulesExplain_Usage(t *testing.T) {
 	var out, errw bytes.Buffer
 	getenv := func(string) string { return "" }

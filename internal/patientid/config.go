@@ -15,15 +15,19 @@ import (
 //	identifiers:
 //	  authorities:              # assigning authority → identifier system
 //	    HOSP-A: urn:oid:1.2.840.99999.1
+//	  facilities:               # HL7 v2 sending facility (MSH-4.1) → system of its PID-3 without CX-4
+//	    NORTH-RIS: urn:oid:1.2.840.99999.4
 //	  withoutAuthority: urn:oid:1.2.840.99999.1
 //
 // Authorities names the system of an assigning authority as HL7 v2 (CX-4.1)
-// and DICOM (IssuerOfPatientID) spell it; WithoutAuthority is the system of
-// patient IDs sent with none (DICOM objects without IssuerOfPatientID, PID-3
-// without CX-4 from a facility without its own entry), "" for the callers'
-// defaults.
+// and DICOM (IssuerOfPatientID) spell it; Facilities the system of the
+// identifiers an HL7 v2 sender sends without any authority; and
+// WithoutAuthority that of patient IDs sent with none otherwise (DICOM
+// objects without IssuerOfPatientID, PID-3 without CX-4 from a facility not
+// in Facilities), "" for the callers' defaults.
 type Systems struct {
 	Authorities      map[string]string
+	Facilities       map[string]string
 	WithoutAuthority string
 }
 
@@ -63,30 +67,36 @@ func Parse(name string, data []byte) (*Systems, error) {
 		}
 		sec := root.Content[i+1]
 		if sec.Kind != yaml.MappingNode {
-			bad(sec, "want a mapping with authorities: and withoutAuthority:")
+			bad(sec, "want a mapping with authorities:, facilities: and withoutAuthority:")
 			continue
 		}
 		for j := 0; j+1 < len(sec.Content); j += 2 {
 			k, v := sec.Content[j], sec.Content[j+1]
 			switch k.Value {
-			case "authorities":
+			case "authorities", "facilities":
+				what := map[string]string{"authorities": "authority", "facilities": "facility"}[k.Value]
 				if v.Kind != yaml.MappingNode {
-					bad(v, "authorities: want a mapping of assigning authority to identifier system")
+					bad(v, "%s: want a mapping of %s to identifier system", k.Value, what)
 					continue
 				}
-				s.Authorities = map[string]string{}
+				m := map[string]string{}
 				for a := 0; a+1 < len(v.Content); a += 2 {
 					name, sys := v.Content[a], v.Content[a+1]
 					switch {
 					case strings.TrimSpace(name.Value) != name.Value || name.Value == "":
-						bad(name, "authority %q: a name without surrounding spaces is wanted", name.Value)
-					case s.Authorities[name.Value] != "":
-						bad(name, "authority %q is listed twice", name.Value)
+						bad(name, "%s %q: a name without surrounding spaces is wanted", what, name.Value)
+					case m[name.Value] != "":
+						bad(name, "%s %q is listed twice", what, name.Value)
 					case sys.Kind != yaml.ScalarNode || !absoluteURI(sys.Value):
-						bad(sys, "authority %q: system %q is not an absolute URI (urn:oid:…, https://…)", name.Value, sys.Value)
+						bad(sys, "%s %q: system %q is not an absolute URI (urn:oid:…, https://…)", what, name.Value, sys.Value)
 					default:
-						s.Authorities[name.Value] = sys.Value
+						m[name.Value] = sys.Value
 					}
+				}
+				if k.Value == "authorities" {
+					s.Authorities = m
+				} else {
+					s.Facilities = m
 				}
 			case "withoutAuthority":
 				if v.Kind != yaml.ScalarNode || !absoluteURI(v.Value) {
@@ -95,7 +105,7 @@ func Parse(name string, data []byte) (*Systems, error) {
 				}
 				s.WithoutAuthority = v.Value
 			default:
-				bad(k, "unknown key %q (authorities, withoutAuthority)", k.Value)
+				bad(k, "unknown key %q (authorities, facilities, withoutAuthority)", k.Value)
 			}
 		}
 	}

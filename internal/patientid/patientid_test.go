@@ -38,6 +38,8 @@ identifiers:
   authorities:
     HOSP-A: urn:oid:1.2.840.99999.1
     NORTH: https://id.north.example/mrn
+  facilities:
+    NORTH-RIS: urn:oid:1.2.840.99999.4
   withoutAuthority: urn:oid:1.2.840.99999.1
 sources: []
 `
@@ -46,7 +48,7 @@ sources: []
 		t.Fatal(err)
 	}
 	if s.Authorities["HOSP-A"] != "urn:oid:1.2.840.99999.1" || s.Authorities["NORTH"] != "https://id.north.example/mrn" ||
-		s.WithoutAuthority != "urn:oid:1.2.840.99999.1" {
+		s.WithoutAuthority != "urn:oid:1.2.840.99999.1" || s.Facilities["NORTH-RIS"] != "urn:oid:1.2.840.99999.4" {
 		t.Errorf("parsed %+v", s)
 	}
 	if s, err := patientid.Parse("p.yaml", []byte("rules: []\n")); err != nil || len(s.Authorities) != 0 || s.WithoutAuthority != "" {
@@ -60,6 +62,7 @@ sources: []
 		{"space in system", "identifiers:\n  authorities:\n    HOSP-A: urn:oid:1.2 3\n", "is not an absolute URI"},
 		{"twice", "identifiers:\n  authorities:\n    A: urn:a:1\n    A: urn:a:2\n", "p.yaml:4:5: identifiers: authority \"A\" is listed twice"},
 		{"padded name", "identifiers:\n  authorities:\n    \" A\": urn:a:1\n", "a name without surrounding spaces"},
+		{"facility system", "identifiers:\n  facilities:\n    RIS: ris\n", "p.yaml:3:10: identifiers: facility \"RIS\": system \"ris\" is not an absolute URI"},
 		{"withoutAuthority", "identifiers:\n  withoutAuthority: [x]\n", "p.yaml:2:21: identifiers: withoutAuthority"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
