@@ -209,6 +209,33 @@ func TestSearcher_DICOMweb(t *testing.T) {
 		}
 	})
 
+	// A merge in the source's own domain leaves the patient with its
+	// current identifier and the retired one (use old) there: the source
+	// is asked by each. It was not asked at all ("several identifiers in
+	// the source's issuer domain").
+	t.Run("a merged patient's identifiers in one domain are each asked", func(t *testing.T) {
+		l := newLocal(t)
+		localPatient(t, l, "Smith", []string{"John"}, "1960-03-03", "male",
+			map[string]any{"system": "urn:priorflow:issuer:HOSP-B", "value": "B400"},
+			map[string]any{"use": "old", "system": "urn:priorflow:issuer:HOSP-B", "value": "B401"})
+		s := newSearcher(t, l, dicomwebSource(t, "hospital-b", r.url, search.MatchIdentifier, search.ModeImport))
+		since := day(2020, 1, 1)
+		res, err := s.Search(ctx, search.Job{ID: "job-merged", Rule: "priors", Criteria: rules.Criteria{Since: &since, MaxPriors: 5},
+			Patient: []triggers.Identifier{{System: "urn:priorflow:issuer:HOSP-B", Value: "B400", Authority: "HOSP-B"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := outcome(res, "hospital-b")
+		if o.Status != search.StatusOK || o.Attempts != 2 {
+			t.Errorf("source outcome %+v, want ok after two queries", o)
+		}
+		for _, k := range []string{"john-a", "john-b"} {
+			if _, ok := res.Indexed[r.studies[k].StudyInstanceUID]; !ok {
+				t.Errorf("%s not found for the merged patient", k)
+			}
+		}
+	})
+
 	t.Run("no identifier in the source's domain asks nothing", func(t *testing.T) {
 		l := newLocal(t)
 		s := newSearcher(t, l, dicomwebSource(t, "hospital-b", r.url, search.MatchIdentifier, search.ModeImport))

@@ -313,17 +313,24 @@ type sourceResult struct {
 	// candidates are the distinct patients a demographic search found
 	// when not exactly one matched.
 	candidates []PatientIdentity
-	query      PatientQuery
 }
 
-// searchSource asks one source, within its own timeout, and checks what
-// it answers.
+// maxDomainIdentifiers bounds the identifiers a source is asked by: a
+// merged patient carries its retired ones (use old) beside the current one
+// in the same domain, and each is asked; more than a few in one domain is
+// no merge history but a mix-up, and the source is not asked.
+const maxDomainIdentifiers = 4
+
+// searchSource asks one source, within its own timeout per query, and
+// checks what it answers: by demographics, or by each of the patient's
+// identifiers in the source's domain.
 func (s *Searcher) searchSource(ctx context.Context, src *source, id *identity, job Job, withSeries bool) sourceResult {
 	out := sourceResult{outcome: SourceOutcome{Source: src.info.Name}}
 	q := PatientQuery{Modalities: job.Criteria.Modalities, WithSeries: withSeries}
 	if job.Criteria.Since != nil {
 		q.Since = *job.Criteria.Since
 	}
+	var queries []PatientQuery
 	switch src.info.Match {
 	case MatchDemographics:
 		if id.demo == nil {
@@ -331,44 +338,59 @@ func (s *Searcher) searchSource(ctx context.Context, src *source, id *identity, 
 			return out
 		}
 		q.Demographics = id.demo
+		queries = append(queries, q)
 	default:
 		vals := id.inDomain(src.info.Issuer, s.cfg.IssuerSystems)
-		switch len(vals) {
-		case 0:
+		switch {
+		case len(vals) == 0:
 			out.outcome.Status, out.outcome.Detail = StatusSkipped, "no patient identifier in the source's issuer domain"
 			return out
-		case 1:
-			q.PatientID, q.Issuer = vals[0], src.info.Issuer
-		default:
-			out.outcome.Status, out.outcome.Detail = StatusSkipped, "several identifiers in the source's issuer domain"
+		case len(vals) > maxDomainIdentifiers:
+			out.outcome.Status, out.outcome.Detail = StatusSkipped, fmt.Sprintf("more than %d identifiers in the source's issuer domain", maxDomainIdentifiers)
 			return out
 		}
+		for _, v := range vals {
+			q.PatientID, q.Issuer = v, src.info.Issuer
+			queries = append(queries, q)
+		}
 	}
-	out.query = q
 	start := time.Now()
-	studies, attempts, err := s.call(ctx, src, q)
-	out.outcome.Elapsed, out.outcome.Attempts = time.Since(start), attempts
-	switch {
-	case errors.Is(err, ErrCircuitOpen):
-		out.outcome.Status, out.outcome.Err = StatusCircuitOpen, err
-		return out
-	case err != nil:
-		out.outcome.Status, out.outcome.Err = StatusFailed, err
-		s.log.WarnContext(ctx, "source search failed", "source", src.info.Name, "job", job.ID, "attempts", attempts, "err", err)
-		return out
-	}
-	out.outcome.Status, out.outcome.Studies = StatusOK, len(studies)
-	studies = validUIDs(&out, src, studies)
-	if src.info.Match == MatchDemographics {
-		s.checkDemographics(&out, src, id, studies)
-	} else {
+	seen := map[string]bool{}
+	for _, q := range queries {
+		studies, attempts, err := s.call(ctx, src, q)
+		out.outcome.Elapsed, out.outcome.Attempts = time.Since(start), out.outcome.Attempts+attempts
+		switch {
+		case errors.Is(err, ErrCircuitOpen):
+			out.outcome.Status, out.outcome.Err = StatusCircuitOpen, err
+			out.accepted, out.rejected = nil, nil
+			return out
+		case err != nil:
+			// All or nothing: a source that answered for one identifier
+			// but not another has not said what it holds.
+			out.outcome.Status, out.outcome.Err = StatusFailed, err
+			out.accepted, out.rejected = nil, nil
+			s.log.WarnContext(ctx, "source search failed", "source", src.info.Name, "job", job.ID, "attempts", attempts, "err", err)
+			return out
+		}
+		out.outcome.Studies += len(studies)
+		studies = validUIDs(&out, src, studies)
+		if src.info.Match == MatchDemographics {
+			s.checkDemographics(&out, src, id, studies)
+			continue
+		}
 		for _, st := range studies {
 			if why := id.checkIdentifier(st.Patient, q.PatientID, src.info.Issuer, s.cfg.IssuerSystems); why != "" {
 				out.rejected = append(out.rejected, Skipped{StudyInstanceUID: st.StudyInstanceUID, Source: src.info.Name, Reason: SkipIdentity, Detail: why})
 				continue
 			}
-			out.accepted = append(out.accepted, st)
+			if !seen[st.StudyInstanceUID] {
+				seen[st.StudyInstanceUID] = true
+				out.accepted = append(out.accepted, st)
+			}
 		}
+	}
+	if out.outcome.Status == "" { // a demographic check may have asked for review
+		out.outcome.Status = StatusOK
 	}
 	out.outcome.Accepted = len(out.accepted)
 	return out

@@ -113,6 +113,7 @@ func (r *recorder) wado() []string {
 	return out
 }
 
+// newEnv's Patient carries mrn and, unless it is "", remoteID of HOSP-B.
 func newEnv(t *testing.T, sourceURL, mrn, remoteID string) *env {
 	t.Helper()
 	ctx := context.Background()
@@ -159,9 +160,12 @@ func newEnv(t *testing.T, sourceURL, mrn, remoteID string) *env {
 	}
 	e := &env{t: t, pool: pool, store: store, archive: a, bucket: bucket, js: js, searcher: s, sourceURL: sourceURL, requests: rec,
 		metrics: worker.NewMetrics(nil)}
-	e.patient = "Patient/" + e.put(map[string]any{"resourceType": "Patient",
-		"identifier": []any{map[string]any{"system": "urn:hosp-a:mrn", "value": mrn}, map[string]any{"system": "urn:priorflow:issuer:HOSP-B", "value": remoteID}},
-		"name":       []any{map[string]any{"family": "Doe", "given": []any{"Jane"}}}, "birthDate": "1980-01-01", "gender": "female"})
+	ids := []any{map[string]any{"system": "urn:hosp-a:mrn", "value": mrn}}
+	if remoteID != "" {
+		ids = append(ids, map[string]any{"system": "urn:priorflow:issuer:HOSP-B", "value": remoteID})
+	}
+	e.patient = "Patient/" + e.put(map[string]any{"resourceType": "Patient", "identifier": ids,
+		"name": []any{map[string]any{"family": "Doe", "given": []any{"Jane"}}}, "birthDate": "1980-01-01", "gender": "female"})
 
 	rs, err := rules.Parse("rules.yaml", []byte(rulesYAML))
 	if err != nil {
@@ -283,6 +287,12 @@ func (e *env) startWorker() (stop func()) {
 // publishBooking publishes an appointment booked for now on CARE_EVENTS.
 func (e *env) publishBooking(id, mrn string) {
 	e.t.Helper()
+	e.publishBookingFor(id, triggers.Identifier{System: "urn:hosp-a:mrn", Value: mrn, Type: "MR"})
+}
+
+// publishBookingFor publishes a CT booking of the patient with ids.
+func (e *env) publishBookingFor(id string, ids ...triggers.Identifier) {
+	e.t.Helper()
 	pub, err := cejs.NewPublisher(e.js)
 	if err != nil {
 		e.t.Fatal(err)
@@ -290,7 +300,7 @@ func (e *env) publishBooking(id, mrn string) {
 	start := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	ev := &triggers.CareEvent{SchemaVersion: triggers.SchemaVersion, ID: id, Kind: triggers.AppointmentBooked,
 		OccurredAt: time.Now().UTC(), ScheduledStart: &start, Priority: triggers.PriorityRoutine, Modality: "CT",
-		Patient:      triggers.Patient{Identifiers: []triggers.Identifier{{System: "urn:hosp-a:mrn", Value: mrn, Type: "MR"}}},
+		Patient:      triggers.Patient{Identifiers: ids},
 		SourceSystem: "test", Placer: "appt-" + id, Origin: triggers.Origin{Reference: "hl7v2:" + id}}
 	if _, err := pub.Publish(context.Background(), ev); err != nil {
 		e.t.Fatal(err)

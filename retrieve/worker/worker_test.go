@@ -21,6 +21,7 @@ import (
 	"github.com/priorflow/priorflow/search"
 	"github.com/priorflow/priorflow/subscriptions"
 	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
+	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/planner"
 )
 
@@ -173,6 +174,33 @@ func TestWorker(t *testing.T) {
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
 			t.Errorf("WADO-RS requests %v, want %v", got, want)
+		}
+	})
+
+	// The local Patient knows only A8; the care event lists B100 of HOSP-B
+	// beside A8, as a PID-3 lists one identifier per authority. The priors found under B100 were indexed
+	// under the Patient and, retrieved, made a second Patient (the archive
+	// files by the object's PatientID) and were quarantined as another
+	// patient's. The planner now records B100 on the Patient first.
+	t.Run("an identifier of another domain named only by the care event", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, remote, "A8", "")
+		e.startWorker()
+		e.publishBookingFor("ev-8", triggers.Identifier{System: "urn:hosp-a:mrn", Value: "A8", Type: "MR"},
+			triggers.Identifier{System: "urn:priorflow:issuer:HOSP-B", Value: "B100", Authority: "HOSP-B", Type: "PI"})
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkIdentical(ct2025)
+		e.checkIdentical(ct2024)
+		if got := e.search("ImagingStudy", "patient="+e.patient); len(got) != 2 {
+			t.Errorf("ImagingStudy?patient=%s: %d, want the 2 priors of B100", e.patient, len(got))
+		}
+		if got := e.search("Patient", ""); len(got) != 1 {
+			t.Errorf("%d Patients, want the one", len(got))
+		}
+		if got := e.search("Task", "code=urn:priorflow:task|"+worker.TaskReviewQuarantine); len(got) != 0 {
+			t.Errorf("%d review-quarantine Tasks, want none", len(got))
 		}
 	})
 

@@ -227,6 +227,19 @@ func (d *patientRecord) markOld(ids []triggers.Identifier) bool {
 	return changed
 }
 
+// conflicts reports whether the Patient carries, in x's system, a current
+// identifier (not use old) other than x.
+func (d *patientRecord) conflicts(x triggers.Identifier) bool {
+	list, _ := d.body["identifier"].([]any)
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		if m != nil && m["system"] == x.System && m["value"] != x.Value && m["use"] != "old" {
+			return true
+		}
+	}
+	return false
+}
+
 func (d *patientRecord) carries(list []any, x triggers.Identifier) bool {
 	for _, e := range list {
 		m, _ := e.(map[string]any)

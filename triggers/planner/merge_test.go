@@ -398,6 +398,19 @@ func TestPlanner_CrossReferences(t *testing.T) {
 		t.Errorf("after storing the HOSP-B prior: %d Patients, study on %s; want 1 and Patient/%s", patients, subject, p)
 	}
 
+	// A second current identifier in a system where the Patient has one
+	// (a second MRN of one hospital) is a conflict, not a cross-reference.
+	version = e.patient(t, p).Meta.VersionID
+	out, err = e.p.PlanEvent(ctx, booking("x3", triggers.Identifier{System: hospA, Value: "A1", Type: "MR"},
+		triggers.Identifier{System: hospA, Value: "A7", Type: "MR"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.CrossReferencesUnresolved != 1 || out.CrossReferenced != 0 || e.patient(t, p).Meta.VersionID != version {
+		t.Errorf("a second MRN of HOSP-A: outcome %+v, Patient version %s → %s; want it unresolved and the Patient unchanged",
+			out, version, e.patient(t, p).Meta.VersionID)
+	}
+
 	// Identifiers naming two Patients: neither changes, and the job names
 	// no Patient rather than the first.
 	q := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+hospA+`","value":"A2"}]}`)

@@ -42,7 +42,21 @@ func (p *Planner) crossReference(ctx context.Context, tx *postgres.Tx, ev *trigg
 	case 0:
 		return out, nil
 	case 1:
-		if d := found[0]; d.addIdentifiers(ids, "") {
+		d := found[0]
+		// An identifier in a system where the Patient carries another
+		// current one (a second MRN of one hospital) is a conflict this
+		// must not settle either: a merge (ADT^A40) says which is old.
+		var add []triggers.Identifier
+		for _, x := range ids {
+			if d.conflicts(x) {
+				out.CrossReferencesUnresolved++
+				p.log.WarnContext(ctx, "planner: the event names an identifier in a system where its Patient carries another; not cross-referenced",
+					"event", ev.ID, "patient", d.id)
+				continue
+			}
+			add = append(add, x)
+		}
+		if d.addIdentifiers(add, "") {
 			if err := p.putPatient(ctx, tx, d); err != nil {
 				return out, err
 			}
