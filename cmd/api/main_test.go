@@ -228,21 +228,9 @@ func TestConfig_InvalidIdentifiersStopStartupWithTheLine(t *testing.T) {
 func TestAPI_CareEventsFromMLLPAndFHIR(t *testing.T) {
 	t.Parallel()
 	a := startAPIFull(t)
-	siu, err := os.ReadFile("../../triggers/hl7v2/testdata/SIU-S12-01.hl7")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sendSIU(t, a.mllp)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := mllp.Dial(ctx, a.mllp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ack, err := c.Send(ctx, siu)
-	if err != nil || !strings.Contains(string(ack), "MSA|AA|") {
-		t.Fatalf("SIU^S12: ack %q, err %v", ack, err)
-	}
 
 	patient := `{"resourceType":"Patient","id":"p1","identifier":[{"system":"urn:oid:1.2.3","value":"MRN1"}]}`
 	put(t, a.base+"/fhir/Patient/p1", patient)
@@ -254,19 +242,7 @@ func TestAPI_CareEventsFromMLLPAndFHIR(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	nc, err := nats.Connect(a.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := njs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, jetstream.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := careEvents(t, a.nats)
 	var booked uint64
 	for booked < 2 && ctx.Err() == nil { // the relay publishes asynchronously
 		info, err := stream.Info(ctx, njs.WithSubjectFilter("priorflow.events.appointment-booked"))
@@ -295,6 +271,44 @@ func put(t *testing.T, url, body string) {
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("PUT %s: %d", url, resp.StatusCode)
 	}
+}
+
+// sendSIU sends the SIU^S12 sample over MLLP and wants AA.
+func sendSIU(t *testing.T, addr string) {
+	t.Helper()
+	siu, err := os.ReadFile("../../triggers/hl7v2/testdata/SIU-S12-01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ack, err := c.Send(ctx, siu); err != nil || !strings.Contains(string(ack), "MSA|AA|") {
+		t.Fatalf("SIU^S12: ack %q, err %v", ack, err)
+	}
+}
+
+// careEvents is the CARE_EVENTS stream of the api's NATS at url.
+func careEvents(t *testing.T, url string) njs.Stream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := njs.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(context.Background(), jetstream.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream
 }
 
 // stow stores a study over STOW-RS and wants 200.
@@ -530,33 +544,10 @@ func TestAPI_IdentifierSystemsFromConfig(t *testing.T) {
 		t.Errorf("Patient by the listed system: %d %.200s, want one", code, body)
 	}
 
-	siu, err := os.ReadFile("../../triggers/hl7v2/testdata/SIU-S12-01.hl7")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sendSIU(t, a.mllp)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := mllp.Dial(ctx, a.mllp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if ack, err := c.Send(ctx, siu); err != nil || !strings.Contains(string(ack), "MSA|AA|") {
-		t.Fatalf("SIU^S12: ack %q, err %v", ack, err)
-	}
-	nc, err := nats.Connect(a.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := njs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, jetstream.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := careEvents(t, a.nats)
 	msg, err := stream.GetLastMsgForSubject(ctx, "priorflow.events.appointment-booked")
 	if err != nil {
 		t.Fatal(err)

@@ -46,17 +46,8 @@ func (p *Planner) merge(ctx context.Context, tx *postgres.Tx, ev *triggers.CareE
 		p.log.WarnContext(ctx, "planner: merge names identifiers without a system; no Patient changed", "event", ev.ID)
 		return out, nil
 	}
-	// The archive takes the same locks before it creates a Patient for an
-	// identifier, so none appears between the search and the write.
-	var locks []string
-	for _, x := range slices.Concat(surviving, prior) {
-		locks = append(locks, "Patient?"+url.Values{"identifier": {x.System + "|" + x.Value}}.Encode())
-	}
-	slices.Sort(locks)
-	for _, k := range slices.Compact(locks) {
-		if err := tx.Lock(ctx, k); err != nil {
-			return out, err
-		}
+	if err := lockIdentifiers(ctx, tx, slices.Concat(surviving, prior)); err != nil {
+		return out, err
 	}
 	survivors, err := p.patientsWith(ctx, tx, surviving)
 	if err != nil {
@@ -108,6 +99,23 @@ func (p *Planner) merge(ctx context.Context, tx *postgres.Tx, ev *triggers.CareE
 		out.Merged++
 	}
 	return out, nil
+}
+
+// lockIdentifiers takes the locks the archive takes before it creates a
+// Patient for an identifier (the conditional create's), in one order, so
+// that no Patient appears between a search for ids and a write.
+func lockIdentifiers(ctx context.Context, tx *postgres.Tx, ids []triggers.Identifier) error {
+	var locks []string
+	for _, x := range ids {
+		locks = append(locks, "Patient?"+url.Values{"identifier": {x.System + "|" + x.Value}}.Encode())
+	}
+	slices.Sort(locks)
+	for _, k := range slices.Compact(locks) {
+		if err := tx.Lock(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func withSystem(ids []triggers.Identifier) []triggers.Identifier {

@@ -2,7 +2,6 @@ package planner
 
 import (
 	"context"
-	"net/url"
 	"slices"
 
 	"github.com/priorflow/priorflow/fhir/postgres"
@@ -24,15 +23,8 @@ import (
 func (p *Planner) crossReference(ctx context.Context, tx *postgres.Tx, ev *triggers.CareEvent) (Outcome, error) {
 	var out Outcome
 	ids := withSystem(ev.Patient.Identifiers)
-	var locks []string
-	for _, x := range ids {
-		locks = append(locks, "Patient?"+url.Values{"identifier": {x.System + "|" + x.Value}}.Encode())
-	}
-	slices.Sort(locks)
-	for _, k := range slices.Compact(locks) {
-		if err := tx.Lock(ctx, k); err != nil {
-			return out, err
-		}
+	if err := lockIdentifiers(ctx, tx, ids); err != nil {
+		return out, err
 	}
 	found, err := p.patientsWith(ctx, tx, ids)
 	if err != nil {
