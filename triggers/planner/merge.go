@@ -3,10 +3,14 @@ package planner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/fhir/search"
@@ -89,10 +93,24 @@ func (p *Planner) merge(ctx context.Context, tx *postgres.Tx, ev *triggers.CareE
 		}
 	}
 	// In id order, so that two planners never wait on each other's rows.
+	// Validation runs before any write, so a refused change writes none.
 	slices.SortFunc(changed, func(a, b *patientRecord) int { return strings.Compare(a.id, b.id) })
+	var ready []*changedPatient
 	for _, d := range changed {
-		if err := p.putPatient(ctx, tx, d); err != nil {
-			return out, err
+		c, err := p.prepare(d)
+		if errors.Is(err, errPatientRefused) {
+			out.MergesUnresolved++
+			p.log.WarnContext(ctx, "planner: the merge makes a Patient FHIR refuses; no Patient changed", "event", ev.ID, "err", err)
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("merge: %w", err)
+		}
+		ready = append(ready, c)
+	}
+	for _, c := range ready {
+		if err := c.put(ctx, tx); err != nil {
+			return out, fmt.Errorf("merge: %w", err)
 		}
 	}
 	if len(changed) > 0 {
@@ -199,14 +217,14 @@ func (d *patientRecord) addIdentifiers(ids []triggers.Identifier, use string) bo
 	list, _ := d.body["identifier"].([]any)
 	added := false
 	for _, x := range ids {
-		if d.carries(list, x) {
+		if d.carries(list, x) || strings.TrimSpace(x.Value) == "" {
 			continue
 		}
 		id := map[string]any{"system": x.System, "value": x.Value}
 		if use != "" {
 			id["use"] = use
 		}
-		if x.Type != "" {
+		if fhirCode.MatchString(x.Type) { // a type FHIR cannot carry is left out, not the identifier
 			id["type"] = map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": x.Type}}}
 		}
 		list = append(list, id)
@@ -215,6 +233,9 @@ func (d *patientRecord) addIdentifiers(ids []triggers.Identifier, use string) bo
 	d.body["identifier"] = list
 	return added
 }
+
+// fhirCode is the R4 code datatype's pattern.
+var fhirCode = regexp.MustCompile(`^[^\s]+( [^\s]+)*$`)
 
 // markOld sets use "old" on the Patient's identifiers among ids.
 func (d *patientRecord) markOld(ids []triggers.Identifier) bool {
@@ -258,10 +279,22 @@ func (d *patientRecord) carries(list []any, x triggers.Identifier) bool {
 	return false
 }
 
-// putPatient writes the changed Patient as a new version, if it is still
-// the version read (the locks above keep the archive from creating one,
-// not from updating one; a conflict fails the event, which is retried).
-func (p *Planner) putPatient(ctx context.Context, tx *postgres.Tx, d *patientRecord) error {
+// errPatientRefused marks a Patient change FHIR validation refuses (an
+// identifier of the event that makes no valid FHIR Identifier). Delivering
+// the event again cannot mend it, so the change is given up, not the
+// event.
+var errPatientRefused = errors.New("the changed Patient is not valid FHIR")
+
+// changedPatient is a Patient change ready to be written.
+type changedPatient struct {
+	id      string
+	version int
+	res     proto.Message
+}
+
+// prepare validates the changed Patient; the error wraps errPatientRefused
+// when FHIR refuses it.
+func (p *Planner) prepare(d *patientRecord) (*changedPatient, error) {
 	// The store sets versionId and lastUpdated; profiles, tags and
 	// security labels stay.
 	if meta, ok := d.body["meta"].(map[string]any); ok {
@@ -273,14 +306,22 @@ func (p *Planner) putPatient(ctx context.Context, tx *postgres.Tx, d *patientRec
 	}
 	b, err := json.Marshal(d.body)
 	if err != nil {
-		return fmt.Errorf("merge: Patient/%s: %w", d.id, err)
+		return nil, fmt.Errorf("Patient/%s: %w", d.id, err)
 	}
 	res, _, err := p.store.Codec().Parse(b)
 	if err != nil {
-		return fmt.Errorf("merge: Patient/%s: %w", d.id, err)
+		return nil, fmt.Errorf("%w: Patient/%s: %w", errPatientRefused, d.id, err)
 	}
-	if _, _, err := tx.Put(ctx, res, d.version); err != nil {
-		return fmt.Errorf("merge: update Patient/%s: %w", d.id, err)
+	return &changedPatient{id: d.id, version: d.version, res: res}, nil
+}
+
+// put writes the changed Patient as a new version, if it is still the
+// version read (the identifier locks keep the archive from creating a
+// Patient, not from updating one: a conflict fails the event, which is
+// retried).
+func (c *changedPatient) put(ctx context.Context, tx *postgres.Tx) error {
+	if _, _, err := tx.Put(ctx, c.res, c.version); err != nil {
+		return fmt.Errorf("update Patient/%s: %w", c.id, err)
 	}
 	return nil
 }

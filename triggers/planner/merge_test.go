@@ -209,6 +209,34 @@ func TestPlanner_Merge(t *testing.T) {
 		}
 	})
 
+	// The planner never gives up on an event: a Patient change FHIR
+	// refuses (it did for an identifier type " MR") failed the event at
+	// every delivery, for ever.
+	t.Run("what FHIR cannot carry is left out, and a refused change given up", func(t *testing.T) {
+		s := e.createPatient(t, patientBody("S6"))
+		ev := mergeEvent("m6", "S6", "R6")
+		ev.PriorIdentifiers = []triggers.Identifier{{System: mrn, Value: "R6", Type: " MR"}, {System: mrn, Value: " ", Type: "MR"}}
+		if out := plan(ev); out.Merged != 1 {
+			t.Errorf("Merged = %d, want 1", out.Merged)
+		}
+		p := e.patient(t, s)
+		if use, ok := p.use(mrn, "R6"); !ok || use != "old" || len(p.Identifier) != 2 {
+			t.Errorf("identifiers %v, want S6 and R6 (old), without the blank one", p.Identifier)
+		}
+
+		s2 := e.createPatient(t, patientBody("S7"))
+		version := e.patient(t, s2).Meta.VersionID
+		// The stream's decoder refuses such an event; PlanEvent is handed
+		// one, as a producer that validates nothing would.
+		ev = mergeEvent("m7", "S7", "R7\x01")
+		if out := plan(ev); out.Merged != 0 || out.MergesUnresolved != 1 {
+			t.Errorf("outcome %+v, want the merge unresolved", out)
+		}
+		if e.patient(t, s2).Meta.VersionID != version {
+			t.Errorf("the Patient changed")
+		}
+	})
+
 	t.Run("neither is known: nothing to change", func(t *testing.T) {
 		if out := plan(mergeEvent("m5", "S5", "R5")); out.Merged != 0 || out.MergesUnresolved != 0 {
 			t.Errorf("Merged %d, MergesUnresolved %d; want 0, 0", out.Merged, out.MergesUnresolved)

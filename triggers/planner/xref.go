@@ -2,6 +2,8 @@ package planner
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/priorflow/priorflow/fhir/postgres"
@@ -48,12 +50,22 @@ func (p *Planner) crossReference(ctx context.Context, tx *postgres.Tx, ev *trigg
 			}
 			add = append(add, x)
 		}
-		if d.addIdentifiers(add, "") {
-			if err := p.putPatient(ctx, tx, d); err != nil {
-				return out, err
-			}
-			out.CrossReferenced++
+		if !d.addIdentifiers(add, "") {
+			break
 		}
+		c, err := p.prepare(d)
+		if errors.Is(err, errPatientRefused) {
+			out.CrossReferencesUnresolved++
+			p.log.WarnContext(ctx, "planner: the event's identifiers make a Patient FHIR refuses; not cross-referenced", "event", ev.ID, "err", err)
+			break
+		}
+		if err == nil {
+			err = c.put(ctx, tx)
+		}
+		if err != nil {
+			return out, fmt.Errorf("cross-reference: %w", err)
+		}
+		out.CrossReferenced++
 	default:
 		out.CrossReferencesUnresolved++
 		p.log.WarnContext(ctx, "planner: the event's identifiers name several Patients; none is cross-referenced",
