@@ -105,6 +105,9 @@ type Outcome struct {
 	// listed; CrossReferencesUnresolved events whose identifiers named
 	// several Patients (crossReference).
 	CrossReferenced, CrossReferencesUnresolved int
+	// DemographicsUpdated counts Patients whose name, birth date or sex an
+	// ADT message changed (crossReference).
+	DemographicsUpdated int
 	// Publish are the jobs whose current revision is not yet on the job
 	// stream (new, moved, or left unpublished by an earlier crash).
 	Publish []*Job
@@ -120,6 +123,7 @@ func (o *Outcome) add(x Outcome) {
 	o.MergesUnresolved += x.MergesUnresolved
 	o.CrossReferenced += x.CrossReferenced
 	o.CrossReferencesUnresolved += x.CrossReferencesUnresolved
+	o.DemographicsUpdated += x.DemographicsUpdated
 	o.Publish = append(o.Publish, x.Publish...)
 }
 

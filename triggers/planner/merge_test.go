@@ -461,3 +461,74 @@ func TestPlanner_CrossReferences(t *testing.T) {
 		}
 	}
 }
+
+// The registration system's ADT messages carry the patient's record of
+// reference; the search checks remote studies against the local Patient's
+// birth date and sex, so a birth date the registration corrected kept
+// refusing the patient's priors. Other messages (SIU, ORM) do not change
+// the Patient.
+func TestPlanner_RegistrationUpdatesDemographics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 50)
+	ctx := context.Background()
+	hospA := "urn:priorflow:issuer:HOSP-A"
+	p := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+hospA+`","value":"A1"}],
+		"name":[{"text":"DOE^JANE","family":"DOE","given":["JANE"]}],"birthDate":"1980-01-01","gender":"female"}`)
+	msg := func(id, typ string, kind triggers.Kind, family, given, birth string) *triggers.CareEvent {
+		return event(id, func(ev *triggers.CareEvent) {
+			ev.Kind, ev.Origin = kind, triggers.Origin{Reference: "hl7v2:" + id, MessageType: typ}
+			ev.Patient = triggers.Patient{Identifiers: []triggers.Identifier{{System: hospA, Value: "A1", Type: "MR"}},
+				Family: family, Given: []string{given}, BirthDate: birth, Sex: "female"}
+		})
+	}
+	type patientNames struct {
+		BirthDate string
+		Name      []struct {
+			Use, Family string
+			Given       []string
+		}
+		Meta struct{ VersionID string }
+	}
+	read := func() patientNames {
+		r, err := e.store.Read(ctx, "Patient", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pn patientNames
+		if err := json.Unmarshal(r.Body, &pn); err != nil {
+			t.Fatal(err)
+		}
+		return pn
+	}
+	planOut := func(ev *triggers.CareEvent) planner.Outcome {
+		out, err := e.p.PlanEvent(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	// The same name, written otherwise; a corrected birth date.
+	if out := planOut(msg("d1", "ADT^A08", triggers.PatientUpdated, "Doe", "Jane", "1980-01-02")); out.DemographicsUpdated != 1 {
+		t.Errorf("A08: DemographicsUpdated = %d, want 1", out.DemographicsUpdated)
+	}
+	pn := read()
+	if pn.BirthDate != "1980-01-02" || len(pn.Name) != 1 || pn.Name[0].Family != "DOE" {
+		t.Errorf("after the A08: %+v, want the birth date corrected and the name as it was", pn)
+	}
+	version := pn.Meta.VersionID
+	if out := planOut(msg("d2", "ADT^A08", triggers.PatientUpdated, "Doe", "Jane", "1980-01-02")); out.DemographicsUpdated != 0 || read().Meta.VersionID != version {
+		t.Errorf("the same A08 again changed the Patient")
+	}
+	// An appointment's PID says otherwise: the registration's record stands.
+	planOut(msg("d3", "SIU^S12", triggers.AppointmentBooked, "Other", "Name", "1999-09-09"))
+	if read().Meta.VersionID != version {
+		t.Errorf("an SIU changed the Patient")
+	}
+	// A new family name (marriage): the old one is kept, as old.
+	planOut(msg("d4", "ADT^A08", triggers.PatientUpdated, "Smith", "Jane", "1980-01-02"))
+	pn = read()
+	if len(pn.Name) != 2 || pn.Name[0].Use != "official" || pn.Name[0].Family != "Smith" || pn.Name[1].Use != "old" || pn.Name[1].Family != "DOE" {
+		t.Errorf("names after a new family name: %+v, want Smith (official) then DOE (old)", pn.Name)
+	}
+}

@@ -159,7 +159,7 @@ func New(cfg Config) (*Planner, error) {
 			Help: "Patient merges (ADT^A40) planned: applied to the local Patients, or unresolved (several Patients carry the identifiers, or none has a system)."},
 			[]string{"outcome"}),
 		xrefs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_patient_cross_references_total",
-			Help: "Care events whose identifiers were added to the one local Patient they name (added), or that named several (unresolved)."},
+			Help: "Care events whose identifiers were added to the one local Patient they name (added), that named several or a conflicting one (unresolved), or whose ADT demographics updated it (demographics)."},
 			[]string{"outcome"})}
 	if cfg.Metrics != nil {
 		for _, c := range []prometheus.Collector{p.merges, p.xrefs} {
@@ -350,6 +350,7 @@ func (p *Planner) finish(ctx context.Context, out Outcome, msgs []jetstream.Msg)
 	p.merges.WithLabelValues("unresolved").Add(float64(out.MergesUnresolved))
 	p.xrefs.WithLabelValues("added").Add(float64(out.CrossReferenced))
 	p.xrefs.WithLabelValues("unresolved").Add(float64(out.CrossReferencesUnresolved))
+	p.xrefs.WithLabelValues("demographics").Add(float64(out.DemographicsUpdated))
 }
 
 // nak asks for redelivery after a delay growing with the attempts.
