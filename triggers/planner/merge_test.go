@@ -520,6 +520,10 @@ func TestPlanner_RegistrationUpdatesDemographics(t *testing.T) {
 	if out := planOut(msg("d2", "ADT^A08", triggers.PatientUpdated, "Doe", "Jane", "1980-01-02")); out.DemographicsUpdated != 0 || read().Meta.VersionID != version {
 		t.Errorf("the same A08 again changed the Patient")
 	}
+	// A year alone says less, not otherwise.
+	if out := planOut(msg("d5", "ADT^A08", triggers.PatientUpdated, "Doe", "Jane", "1980")); out.DemographicsUpdated != 0 || read().BirthDate != "1980-01-02" {
+		t.Errorf("an A08 with the birth year only changed the birth date to %s", read().BirthDate)
+	}
 	// An appointment's PID says otherwise: the registration's record stands.
 	planOut(msg("d3", "SIU^S12", triggers.AppointmentBooked, "Other", "Name", "1999-09-09"))
 	if read().Meta.VersionID != version {

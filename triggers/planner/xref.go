@@ -127,11 +127,13 @@ func crossReferences(ev *triggers.CareEvent, refs map[string]string) bool {
 // where pt has them and they differ; a replaced name is kept with use old.
 func (d *patientRecord) demographics(pt triggers.Patient) bool {
 	changed := false
-	if pt.BirthDate != "" && d.body["birthDate"] != pt.BirthDate {
+	// A less precise date ("1980" for "1980-01-02") or an unknown sex says
+	// less than what is there, not something else.
+	if current, _ := d.body["birthDate"].(string); pt.BirthDate != "" && !strings.HasPrefix(current, pt.BirthDate) {
 		d.body["birthDate"] = pt.BirthDate
 		changed = true
 	}
-	if pt.Sex != "" && d.body["gender"] != pt.Sex {
+	if pt.Sex != "" && pt.Sex != "unknown" && d.body["gender"] != pt.Sex {
 		d.body["gender"] = pt.Sex
 		changed = true
 	}
