@@ -100,7 +100,8 @@ func (p *Planner) merge(ctx context.Context, tx *postgres.Tx, ev *triggers.CareE
 		c, err := p.prepare(d)
 		if errors.Is(err, errPatientRefused) {
 			out.MergesUnresolved++
-			p.log.WarnContext(ctx, "planner: the merge makes a Patient FHIR refuses; no Patient changed", "event", ev.ID, "err", err)
+			// Not the error: FHIR validation may quote the value.
+			p.log.WarnContext(ctx, "planner: the merge makes a Patient FHIR refuses; no Patient changed", "event", ev.ID, "patient", d.id)
 			return out, nil
 		}
 		if err != nil {

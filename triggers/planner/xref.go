@@ -71,7 +71,8 @@ func (p *Planner) crossReference(ctx context.Context, tx *postgres.Tx, ev *trigg
 	c, err := p.prepare(d)
 	if errors.Is(err, errPatientRefused) {
 		out.CrossReferencesUnresolved++
-		p.log.WarnContext(ctx, "planner: what the event says of its patient makes a Patient FHIR refuses; not recorded", "event", ev.ID, "err", err)
+		// Not the error: FHIR validation may quote the value.
+		p.log.WarnContext(ctx, "planner: what the event says of its patient makes a Patient FHIR refuses; not recorded", "event", ev.ID, "patient", d.id)
 		return out, nil
 	}
 	if err == nil {
