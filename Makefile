@@ -35,15 +35,10 @@ fmt-check:
 test: services deps testdata fmt-check vet
 	R4_EXAMPLES=$(CURDIR)/.cache/r4-examples $(GO) test -race -shuffle=on -count=1 -timeout 30m $(PKGS)
 
-# Each fuzz target for a short, bounded run (go test -fuzz takes one target
-# at a time).
+# Each fuzz target for a short, bounded run (scripts/fuzz.sh).
 FUZZTIME ?= 30s
 fuzz:
-	@for pkg in $$($(GO) list $(PKGS)); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
-	  done; \
-	done
+	@R4_EXAMPLES=$(CURDIR)/.cache/r4-examples FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
 
 bench: build services
 	scripts/bench.sh
