@@ -1,13 +1,13 @@
 package patientid
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/priorflow/priorflow/internal/configsection"
 )
 
 // Systems is the identifiers: section of PRIORFLOW_CONFIG:
@@ -34,10 +34,7 @@ type Systems struct {
 // Load reads the identifiers: section of the file at path; a file that
 // does not exist is no section (the defaults).
 func Load(path string) (*Systems, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return &Systems{}, nil
-	}
+	data, err := configsection.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load identifiers: %w", err)
 	}
@@ -48,69 +45,37 @@ func Load(path string) (*Systems, error) {
 // top-level keys belong to other packages and are ignored. name labels
 // errors, which give the line of each problem.
 func Parse(name string, data []byte) (*Systems, error) {
+	sec, err := configsection.Read(name, data, "identifiers", "a mapping with authorities:, facilities: and withoutAuthority:")
+	if err != nil {
+		return nil, err
+	}
 	s := &Systems{}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return s, nil
-	}
-	var problems []string
-	bad := func(n *yaml.Node, format string, args ...any) {
-		problems = append(problems, fmt.Sprintf("%s:%d:%d: identifiers: %s", name, n.Line, n.Column, fmt.Sprintf(format, args...)))
-	}
-	root := doc.Content[0]
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		if root.Content[i].Value != "identifiers" {
-			continue
+	system := func(v string) string {
+		if !absoluteURI(v) {
+			return fmt.Sprintf("system %q is not an absolute URI (urn:oid:…, https://…)", v)
 		}
-		sec := root.Content[i+1]
-		if sec.Kind != yaml.MappingNode {
-			bad(sec, "want a mapping with authorities:, facilities: and withoutAuthority:")
-			continue
-		}
-		for j := 0; j+1 < len(sec.Content); j += 2 {
-			k, v := sec.Content[j], sec.Content[j+1]
-			switch k.Value {
-			case "authorities", "facilities":
-				what := map[string]string{"authorities": "authority", "facilities": "facility"}[k.Value]
-				if v.Kind != yaml.MappingNode {
-					bad(v, "%s: want a mapping of %s to identifier system", k.Value, what)
-					continue
-				}
-				m := map[string]string{}
-				for a := 0; a+1 < len(v.Content); a += 2 {
-					name, sys := v.Content[a], v.Content[a+1]
-					switch {
-					case strings.TrimSpace(name.Value) != name.Value || name.Value == "":
-						bad(name, "%s %q: a name without surrounding spaces is wanted", what, name.Value)
-					case m[name.Value] != "":
-						bad(name, "%s %q is listed twice", what, name.Value)
-					case sys.Kind != yaml.ScalarNode || !absoluteURI(sys.Value):
-						bad(sys, "%s %q: system %q is not an absolute URI (urn:oid:…, https://…)", what, name.Value, sys.Value)
-					default:
-						m[name.Value] = sys.Value
-					}
-				}
-				if k.Value == "authorities" {
-					s.Authorities = m
-				} else {
-					s.Facilities = m
-				}
-			case "withoutAuthority":
-				if v.Kind != yaml.ScalarNode || !absoluteURI(v.Value) {
-					bad(v, "withoutAuthority: %q is not an absolute URI", v.Value)
-					continue
-				}
-				s.WithoutAuthority = v.Value
-			default:
-				bad(k, "unknown key %q (authorities, facilities, withoutAuthority)", k.Value)
+		return ""
+	}
+	sec.Fields(func(k, v *yaml.Node) {
+		switch k.Value {
+		case "authorities":
+			s.Authorities = sec.Table(v, "authorities: want a mapping of authority to identifier system",
+				func(name string) string { return fmt.Sprintf("authority %q", name) }, system)
+		case "facilities":
+			s.Facilities = sec.Table(v, "facilities: want a mapping of facility to identifier system",
+				func(name string) string { return fmt.Sprintf("facility %q", name) }, system)
+		case "withoutAuthority":
+			if v.Kind != yaml.ScalarNode || !absoluteURI(v.Value) {
+				sec.Problem(v, "withoutAuthority: %q is not an absolute URI", v.Value)
+				return
 			}
+			s.WithoutAuthority = v.Value
+		default:
+			sec.Problem(k, "unknown key %q (authorities, facilities, withoutAuthority)", k.Value)
 		}
-	}
-	if len(problems) > 0 {
-		return nil, errors.New(strings.Join(problems, "\n"))
+	})
+	if err := sec.Err(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
