@@ -79,7 +79,12 @@ func TestMatcher_Parse_Refusals(t *testing.T) {
 			"channel":{"type":"websocket","payload":"application/fhir+json","_payload":{"extension":[{"url":"` + subscriptions.ExtPayloadContent + `","valueCode":"everything"}]}}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := m.Parse([]byte(tc.body))
+			// As a write of a new subscription is checked: decoded, then
+			// its topic and criteria compiled.
+			s, err := m.Decode([]byte(tc.body))
+			if err == nil {
+				_, err = m.Compile(s)
+			}
 			if got, want := fhir.ErrorKind(err), fhir.KindUnprocessable; got != want {
 				t.Errorf("kind = %v (%v), want %v", got, err, want)
 			}

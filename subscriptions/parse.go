@@ -67,25 +67,14 @@ func elementExts(e *element) []extValue {
 // MaxHeaders bounds channel.header; a header line is at most 4 KiB.
 const MaxHeaders = 16
 
-// Parse reads a Subscription resource (R4 JSON, as stored) into the model
-// and checks what Priorflow can serve: the channel type, the endpoint's
-// presence, the topic and the criteria. Every problem is a
-// fhir.KindUnprocessable error naming the element, which the REST API
-// answers with 422 (FHIR R4 http.html#2.21.0.16). The endpoint's allow-list
-// is checked by the channel (resthook.Guard), not here.
-func (m *Matcher) Parse(body []byte) (*Subscription, error) {
-	s, err := m.Decode(body)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := m.compile(s); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-// Decode is Parse without the check of the topic and criteria (Compile),
-// for a subscription stored under criteria this server no longer accepts.
+// Decode reads a Subscription resource (R4 JSON, as stored) into the model
+// and checks what Priorflow can serve but the topic and criteria, which
+// Compile checks (a subscription stored under criteria this server no
+// longer accepts is still decoded): the channel type, the endpoint's
+// presence, the payload. Every problem is a fhir.KindUnprocessable error
+// naming the element, which the REST API answers with 422 (FHIR R4
+// http.html#2.21.0.16). The endpoint's allow-list is checked by the
+// channel (resthook.Guard), not here.
 func (m *Matcher) Decode(body []byte) (*Subscription, error) {
 	var r r4Subscription
 	if err := json.Unmarshal(body, &r); err != nil {

@@ -15,8 +15,8 @@ import (
 	"strings"
 )
 
-// IssuerPrefix is the system of an authority known by its name alone.
-const IssuerPrefix = "urn:priorflow:issuer:"
+// issuerPrefix is the system of an authority known by its name alone.
+const issuerPrefix = "urn:priorflow:issuer:"
 
 // builtin are assigning authorities of HL7 table 0363 with a well-known
 // FHIR identifier system.
@@ -58,7 +58,7 @@ func ForIssuer(namespace, universalID, universalType string, table map[string]st
 // System returns the identifier system of assigning authority authority
 // (a namespace such as HOSP-B, an OID or a URI): the site's entry in
 // table, else the built-in one (USSSA, NPI), else urn:oid: for an OID, the
-// URI itself, or IssuerPrefix and the name. It returns "" for "".
+// URI itself, or urn:priorflow:issuer: and the name. It returns "" for "".
 func System(authority string, table map[string]string) string {
 	switch {
 	case authority == "":
@@ -72,5 +72,5 @@ func System(authority string, table map[string]string) string {
 	case strings.Contains(authority, "://") || strings.HasPrefix(authority, "urn:"):
 		return authority
 	}
-	return IssuerPrefix + url.PathEscape(authority)
+	return issuerPrefix + url.PathEscape(authority)
 }
