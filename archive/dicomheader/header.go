@@ -118,7 +118,9 @@ type Header struct {
 // Every string of the Header and its Dataset is UTF-8: the library decodes
 // the data set's Specific Character Set, and Parse reads a value that is
 // still not UTF-8 (a data set that declares no set but uses one) in
-// DefaultCharset. See Parser for another set.
+// DefaultCharset. See Parser for another set. An attribute of the data
+// dictionary that the data set holds as UN is read with the dictionary's VR,
+// and a Private Creator as LO (readUnknownVR).
 func Parse(r io.Reader, size int64) (*Header, error) {
 	return Parser{}.Parse(r, size)
 }
@@ -229,6 +231,8 @@ func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 	// read; rebuild it without Pixel Data.
 	ds.Elements = make([]*dicom.Element, 0, len(meta.Elements)+len(elems))
 	ds.Elements = append(append(ds.Elements, meta.Elements...), elems...)
+	charset, _ := ds.FindElementByTag(tag.SpecificCharacterSet)
+	readUnknownVR(ds.Elements[len(meta.Elements):], charset)
 	return ds, nil
 }
 

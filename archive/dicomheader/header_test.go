@@ -3,8 +3,10 @@ package dicomheader_test
 import (
 	"bytes"
 	"errors"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"testing/iotest"
 
@@ -304,5 +306,142 @@ func TestParse_ReaderError(t *testing.T) {
 	_, err := dicomheader.Parse(iotest.ErrReader(boom), 1000)
 	if !errors.Is(err, boom) {
 		t.Errorf("Parse() error = %v, want %v", err, boom)
+	}
+}
+
+// implicitItem encodes one sequence item of defined length, in Implicit VR.
+func implicitItem(elems ...[]byte) []byte {
+	body := bytes.Join(elems, nil)
+	return append(implicitLE.header(tag.Item, "", uint32(len(body))), body...)
+}
+
+// A gateway that did not know an attribute leaves it UN in an Explicit VR
+// data set (PS3.5 6.2.2). The dictionary knows it, and the index must: such
+// a PatientID was refused as missing, such an IssuerOfPatientID filed the
+// object in no issuer's domain, and such a Modality or Study Date was not
+// indexed.
+func TestParse_UNOfADictionaryAttributeIsReadWithItsVR(t *testing.T) {
+	t.Parallel()
+	st := dicomtest.NewStudy(t, dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(
+		dicomtest.Set(tag.SpecificCharacterSet, "ISO_IR 100"),
+		dicomtest.SetUN(tag.PatientID, []byte("UN-123")),
+		dicomtest.SetUN(tag.IssuerOfPatientID, []byte("HOSP-B")),
+		dicomtest.SetUN(tag.IssuerOfPatientIDQualifiersSequence, implicitItem(
+			implicitLE.elem(tag.UniversalEntityID, "", "1.2.3.4"),
+			implicitLE.elem(tag.UniversalEntityIDType, "", "ISO"),
+			implicitLE.elem(tag.Tag{Group: 0x0011, Element: 0x0010}, "", "ACME 1.0"),
+		)),
+		dicomtest.SetUN(tag.PatientName, []byte("M\xfcller^Hans")),
+		dicomtest.SetUN(tag.Modality, []byte("MR")),
+		dicomtest.SetUN(tag.StudyDate, []byte("20090306")),
+		dicomtest.SetUN(tag.SeriesNumber, []byte("7")),
+		dicomtest.SetUN(tag.Rows, []byte{0x00, 0x01}),
+		// Neither the dictionary nor PS3.5 gives these a VR.
+		dicomtest.SetUN(tag.Tag{Group: 0x0011, Element: 0x1001}, []byte("secret")),
+		// Not an item: stays UN.
+		dicomtest.SetUN(tag.ReferencedStudySequence, []byte("not items")),
+	))
+	in := st.Instances()[0]
+	h, err := dicomheader.Parse(bytes.NewReader(in.Bytes), int64(len(in.Bytes)))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	got := struct {
+		PatientID, Issuer, UniversalID, UniversalIDType, Name, Modality, StudyDate string
+		SeriesNumber                                                               *int
+		Rows                                                                       int
+	}{h.PatientID, h.IssuerOfPatientID, h.IssuerUniversalID, h.IssuerUniversalIDType, h.PatientName.Family + "^" + h.PatientName.Given,
+		h.Modality, h.StudyDate, h.SeriesNumber, h.Rows}
+	want := got
+	want.PatientID, want.Issuer, want.UniversalID, want.UniversalIDType = "UN-123", "HOSP-B", "1.2.3.4", "ISO"
+	want.Name, want.Modality, want.StudyDate, want.SeriesNumber, want.Rows = "Müller^Hans", "MR", "20090306", ptr(7), 256
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("attributes held as UN (-want +got):\n%s", diff)
+	}
+	vrs := map[tag.Tag]string{
+		tag.StudyDate:                           "DA",
+		tag.Rows:                                "US",
+		tag.IssuerOfPatientIDQualifiersSequence: "SQ",
+		{Group: 0x0011, Element: 0x1001}:        "UN",
+		tag.ReferencedStudySequence:             "UN",
+	}
+	for tg, want := range vrs {
+		e, err := h.Dataset.FindElementByTag(tg)
+		if err != nil {
+			t.Errorf("%v: %v", tg, err)
+			continue
+		}
+		if e.RawValueRepresentation != want {
+			t.Errorf("%v has VR %s, want %s", tg, e.RawValueRepresentation, want)
+		}
+	}
+	creator, err := h.Dataset.FindElementByTagNested(tag.Tag{Group: 0x0011, Element: 0x0010})
+	if err != nil || creator.RawValueRepresentation != "LO" || creator.Value.String() != "[ACME 1.0]" {
+		t.Errorf("private creator inside the item = %v, %v; want LO [ACME 1.0]", creator, err)
+	}
+	// The object itself is left as it came.
+	if !bytes.Contains(in.Bytes, []byte("UN\x00\x00\x08\x00\x00\x0020090306")) {
+		t.Errorf("the test object does not hold StudyDate as UN")
+	}
+}
+
+// Implicit VR gives a Private Creator no VR; PS3.5 7.8.1 gives it LO.
+func TestParse_ImplicitPrivateCreatorIsLO(t *testing.T) {
+	t.Parallel()
+	cr := parseFile(t, dicomtest.FileCR)
+	e, err := cr.Dataset.FindElementByTag(tag.Tag{Group: 0x0009, Element: 0x0010})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.RawValueRepresentation != "LO" || e.Value.String() != "[FDMS 1.0]" {
+		t.Errorf("(0009,0010) = %s %v, want LO [FDMS 1.0]", e.RawValueRepresentation, e.Value)
+	}
+	data, err := cr.Dataset.FindElementByTag(tag.Tag{Group: 0x0013, Element: 0x1010})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data.RawValueRepresentation != "UN" {
+		t.Errorf("private data element (0013,1010) has VR %s, want UN", data.RawValueRepresentation)
+	}
+}
+
+// Each attribute held as UN costs a parse of its own: a data set holding
+// many has only the first few hundred read again.
+func TestParse_UNReadAgainIsBounded(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	items := make([][]*dicom.Element, n)
+	for i := range items {
+		v, err := dicom.NewValue([]byte("20090306"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		items[i] = []*dicom.Element{{Tag: tag.StudyDate, ValueRepresentation: tag.VRBytes, RawValueRepresentation: "UN", ValueLength: 8, Value: v}}
+	}
+	seq, err := dicom.NewElement(tag.ReferencedStudySequence, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := dicomtest.NewStudy(t, dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(func(elems []*dicom.Element) []*dicom.Element {
+		i, _ := slices.BinarySearchFunc(elems, seq.Tag, func(e *dicom.Element, t tag.Tag) int { return e.Tag.Compare(t) })
+		return slices.Insert(elems, i, seq)
+	}))
+	in := st.Instances()[0]
+	h, err := dicomheader.Parse(bytes.NewReader(in.Bytes), int64(len(in.Bytes)))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	e, err := h.Dataset.FindElementByTag(tag.ReferencedStudySequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vrs := map[string]int{}
+	for _, item := range e.Value.GetValue().([]*dicom.SequenceItemValue) {
+		for _, el := range item.GetValue().([]*dicom.Element) {
+			vrs[el.RawValueRepresentation]++
+		}
+	}
+	if want := map[string]int{"DA": dicomheader.MaxUnknownVR, "UN": n - dicomheader.MaxUnknownVR}; !maps.Equal(vrs, want) {
+		t.Errorf("VRs of the items' Study Dates = %v, want %v", vrs, want)
 	}
 }

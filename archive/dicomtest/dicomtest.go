@@ -382,6 +382,29 @@ func Set(t tag.Tag, values ...string) Edition {
 	}
 }
 
+// SetUN sets an attribute with VR UN holding value, which is encoded as
+// implicit VR little endian encodes it (PS3.5 6.2.2): what a gateway that
+// did not know the attribute writes into an explicit VR data set. An odd
+// length is padded with a space.
+func SetUN(t tag.Tag, value []byte) Edition {
+	return func(elems []*dicom.Element) []*dicom.Element {
+		if len(value)%2 == 1 {
+			value = append(slices.Clip(value), ' ')
+		}
+		v, err := dicom.NewValue(value)
+		if err != nil {
+			panic(fmt.Sprintf("dicomtest.SetUN(%v): %v", t, err))
+		}
+		e := &dicom.Element{Tag: t, ValueRepresentation: tag.VRBytes, RawValueRepresentation: "UN", ValueLength: uint32(len(value)), Value: v}
+		i, found := slices.BinarySearchFunc(elems, t, func(e *dicom.Element, t tag.Tag) int { return e.Tag.Compare(t) })
+		if found {
+			elems[i] = e
+			return elems
+		}
+		return slices.Insert(elems, i, e)
+	}
+}
+
 // SetIfPresent is Set for an attribute that is only replaced, never added.
 func SetIfPresent(t tag.Tag, values ...string) Edition {
 	return func(elems []*dicom.Element) []*dicom.Element {

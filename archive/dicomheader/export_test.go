@@ -1,0 +1,4 @@
+package dicomheader
+
+// MaxUnknownVR is maxUnknownVR, for the tests.
+const MaxUnknownVR = maxUnknownVR
