@@ -33,12 +33,13 @@ const (
 	AppointmentCancelled   Kind = "appointment-cancelled"
 	AppointmentNoShow      Kind = "appointment-noshow"
 	EDArrival              Kind = "ed-arrival"
+	PreAdmission           Kind = "pre-admission" // an admission planned for scheduledStart (ADT^A05, A14; Encounter planned)
 	Admission              Kind = "admission"
 	Registration           Kind = "registration" // outpatient visit (ADT^A04, Encounter AMB)
 	Transfer               Kind = "transfer"
 	Discharge              Kind = "discharge"
-	VisitCancelled         Kind = "visit-cancelled" // ADT^A11
-	PatientUpdated         Kind = "patient-updated" // ADT^A08: demographics and identifiers
+	VisitCancelled         Kind = "visit-cancelled" // ADT^A11, A27, A38
+	PatientUpdated         Kind = "patient-updated" // ADT^A08, A28, A31: demographics and identifiers
 	PatientMerged          Kind = "patient-merged"  // ADT^A40
 	OrderPlaced            Kind = "order-placed"
 	OrderCancelled         Kind = "order-cancelled"
@@ -46,7 +47,7 @@ const (
 
 // Kinds lists every kind, for validation and documentation.
 var Kinds = []Kind{AppointmentBooked, AppointmentRescheduled, AppointmentCancelled, AppointmentNoShow, EDArrival,
-	Admission, Registration, Transfer, Discharge, VisitCancelled, PatientUpdated, PatientMerged, OrderPlaced, OrderCancelled}
+	PreAdmission, Admission, Registration, Transfer, Discharge, VisitCancelled, PatientUpdated, PatientMerged, OrderPlaced, OrderCancelled}
 
 // Priority of the need, in the FHIR request-priority codes.
 type Priority string

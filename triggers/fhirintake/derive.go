@@ -29,8 +29,11 @@ type draft struct {
 //	                while there), by class                                       admission (IMP, ACUTE, NONAC),
 //	                                                                             registration (AMB)
 //	                current location changed while there (and no event above)   transfer (PriorLocation set)
+//	                planned (IMP, ACUTE, NONAC), or its period.start changed     pre-admission (scheduledStart
+//	                while planned                                                period.start)
 //	                → finished from arrived|triaged|in-progress|onleave          discharge
-//	                → cancelled|entered-in-error or deleted from those           visit-cancelled
+//	                → cancelled|entered-in-error or deleted from those or       visit-cancelled
+//	                from planned (IMP, ACUTE, NONAC)
 //	ServiceRequest  active with an order intent, on create or into active        order-placed
 //	                → revoked|entered-in-error, or deleted while active|on-hold  order-cancelled
 //
@@ -169,6 +172,27 @@ func visitKind(e *encounter) triggers.Kind {
 	return ""
 }
 
+// plannedAdmission reports whether e is an inpatient stay planned ahead
+// (status planned), which is what ADT^A05 announces in HL7 v2.
+func plannedAdmission(e *encounter) bool {
+	if e == nil || e.Status != "planned" || e.Class == nil {
+		return false
+	}
+	switch e.Class.Code {
+	case "IMP", "ACUTE", "NONAC":
+		return true
+	}
+	return false
+}
+
+// plannedStart is the planned start of e, or "".
+func plannedStart(e *encounter) string {
+	if e == nil || e.Period == nil {
+		return ""
+	}
+	return e.Period.Start
+}
+
 // currentLocation is where the patient is now: the location entry with
 // status active, else the last one that is not merely planned.
 func currentLocation(e *encounter) *reference {
@@ -198,8 +222,13 @@ func deriveEncounter(pb, nb []byte) ([]draft, error) {
 	var priorLocation string
 	switch {
 	case next == nil || next.Status == "cancelled" || next.Status == "entered-in-error":
-		if prevActive {
+		if prevActive || plannedAdmission(prev) {
 			kinds = append(kinds, triggers.VisitCancelled)
+		}
+	case plannedAdmission(next):
+		// Planned, or planned for another time: the job moves with it.
+		if !plannedAdmission(prev) || plannedStart(prev) != plannedStart(next) {
+			kinds = append(kinds, triggers.PreAdmission)
 		}
 	case next.Status == "finished":
 		if prevActive {
@@ -235,6 +264,9 @@ func deriveEncounter(pb, nb []byte) ([]draft, error) {
 		d.ev.Location = label(currentLocation(e))
 		d.ev.PriorLocation = priorLocation
 		d.ev.Placer = placer(e.Identifier)
+		if k == triggers.PreAdmission {
+			d.ev.ScheduledStart = timePtr(plannedStart(e))
+		}
 		out = append(out, d)
 	}
 	return out, nil

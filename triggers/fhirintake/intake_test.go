@@ -125,6 +125,41 @@ func TestIntake_EncounterArrivalAndTransfer(t *testing.T) {
 	}
 }
 
+// A planned inpatient Encounter is what ADT^A05 is in HL7 v2: a
+// pre-admission due by its planned start, moved when the start moves and
+// cancelled with the Encounter. A planned outpatient visit is no event.
+func TestIntake_EncounterPreAdmission(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, true)
+	h.must(201, "PUT", "/Patient/p1", patientP1)
+	enc := func(status, class, start string) string {
+		return `{"resourceType":"Encounter","id":"e2","status":"` + status + `",
+		  "class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"` + class + `"},
+		  "identifier":[{"system":"urn:oid:1.2.3.10","value":"V-200"}],"subject":{"reference":"Patient/p1"},
+		  "period":{"start":"` + start + `"}}`
+	}
+	h.must(201, "PUT", "/Encounter/e3", strings.Replace(enc("planned", "AMB", "2026-03-09T08:00:00Z"), `"e2"`, `"e3"`, 1))
+	h.must(201, "PUT", "/Encounter/e2", enc("planned", "IMP", "2026-03-10T07:00:00Z"))
+	ev := h.next()
+	if want := time.Date(2026, 3, 10, 7, 0, 0, 0, time.UTC); ev.Kind != triggers.PreAdmission || ev.ScheduledStart == nil || !ev.ScheduledStart.Equal(want) || ev.Placer != "V-200" {
+		t.Errorf("planned = %s at %v placer %q, want pre-admission at %v placer V-200 (the planned outpatient visit is no event)", ev.Kind, ev.ScheduledStart, ev.Placer, want)
+	}
+	h.must(200, "PUT", "/Encounter/e2", enc("planned", "IMP", "2026-03-11T07:00:00Z"))
+	ev = h.next()
+	if want := time.Date(2026, 3, 11, 7, 0, 0, 0, time.UTC); ev.Kind != triggers.PreAdmission || ev.ScheduledStart == nil || !ev.ScheduledStart.Equal(want) {
+		t.Errorf("moved = %s at %v, want pre-admission at %v", ev.Kind, ev.ScheduledStart, want)
+	}
+	h.must(200, "PUT", "/Encounter/e2", enc("cancelled", "IMP", "2026-03-11T07:00:00Z"))
+	ev = h.next()
+	if ev.Kind != triggers.VisitCancelled || ev.Placer != "V-200" {
+		t.Errorf("cancelled = %s placer %q, want visit-cancelled V-200", ev.Kind, ev.Placer)
+	}
+	h.eventually("outbox emptied", func() bool { p, b := h.outbox(); return p+b == 0 })
+	if got := h.streamCount(); got != 3 {
+		t.Errorf("%d events in the stream, want 3", got)
+	}
+}
+
 func TestIntake_ImagingOrder(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, true)

@@ -67,6 +67,7 @@ type encounter struct {
 	Priority   *codeableConcept    `json:"priority"`
 	Identifier []identifier        `json:"identifier"`
 	Subject    *reference          `json:"subject"`
+	Period     *period             `json:"period"`
 	Location   []encounterLocation `json:"location"`
 	BasedOn    []reference         `json:"basedOn"`
 	Type       []codeableConcept   `json:"type"`

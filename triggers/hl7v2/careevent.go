@@ -127,11 +127,19 @@ type MapOptions struct {
 //	SIU^S15                 appointment-cancelled
 //	SIU^S26                 appointment-noshow
 //	ADT^A01                 admission, or ed-arrival when PV1-2 is E
+//	ADT^A05 / A14           pre-admission, due by PV2-8 (expected admit date/time)
+//	ADT^A06                 admission
 //	ADT^A04                 registration, or ed-arrival when PV1-2 is E
 //	ADT^A02 / A03           transfer (PV1-3 new, PV1-6 prior location) / discharge
-//	ADT^A08 / A11 / A40     patient-updated / visit-cancelled / patient-merged (MRG-1)
+//	ADT^A08 / A28 / A31     patient-updated
+//	ADT^A11 / A27 / A38     visit-cancelled
+//	ADT^A40                 patient-merged (MRG-1 into PID-3)
 //	ORM^O01, OMI^O23,
 //	OMG^O19                 ORC-1 NW, XO, SC: order-placed; CA, OC, CR, DC, OD, DR: order-cancelled
+//
+// ADT^A47 (change patient identifier list) is not taken: its MRG-1 was a
+// wrong identifier, which may be another patient's, so it is no
+// cross-reference to search by as a merged patient's is.
 //
 // The returned event has passed [triggers.CareEvent.Validate]. Errors are
 // [*MappingError]s; their AckSpec is the acknowledgement to send.
@@ -342,6 +350,15 @@ func (mp *mapper) visit(ev *triggers.CareEvent, trigger string, unsupported erro
 		if patientClass == "E" {
 			ev.Kind = triggers.EDArrival
 		}
+	case "A05", "A14":
+		// Pre-admit and pending admit (HL7 v2.5.1 3.3.5, 3.3.14): an
+		// admission planned for PV2-8, announced ahead of it, which is
+		// when priors are worth fetching. A01 of the same visit number
+		// (PV1-19) then finds the job.
+		ev.Kind = triggers.PreAdmission
+	case "A06":
+		// An outpatient or ED patient admitted (3.3.6).
+		ev.Kind = triggers.Admission
 	case "A04":
 		ev.Kind = triggers.Registration
 		if patientClass == "E" {
@@ -352,9 +369,12 @@ func (mp *mapper) visit(ev *triggers.CareEvent, trigger string, unsupported erro
 		ev.PriorLocation = location(mp.field("PV1", 6))
 	case "A03":
 		ev.Kind = triggers.Discharge
-	case "A08":
+	case "A08", "A28", "A31":
+		// Update patient information, and add or update person
+		// information from a master patient index (3.3.28, 3.3.31).
 		ev.Kind = triggers.PatientUpdated
-	case "A11":
+	case "A11", "A27", "A38":
+		// Cancel admit or visit, cancel pending admit, cancel pre-admit.
 		ev.Kind = triggers.VisitCancelled
 	case "A40":
 		ev.Kind = triggers.PatientMerged

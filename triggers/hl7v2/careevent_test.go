@@ -409,6 +409,54 @@ func TestToCareEvent_VendorHabits(t *testing.T) {
 	}
 }
 
+// The ADT triggers beyond the shared samples: a pre-admission is due by the
+// expected admit time, its cancellations cancel, and the master patient
+// index's person updates update the Patient.
+func TestToCareEvent_MoreADTTriggers(t *testing.T) {
+	const (
+		msh = "MSH|^~\\&|ADT|MERCY|PF|PF|20240305120000-0500||"
+		pid = "PID|1||123456^^^MERCY^MR||DOE^JANE||19700512|F"
+		pv1 = "PV1|1|I|4W^401^1^MERCY||||||||||||||||V778"
+		pv2 = "PV2||||||||20240312070000-0500"
+	)
+	tests := []struct {
+		trigger string
+		segs    []string
+		kind    triggers.Kind
+		start   string // ScheduledStart, "" for none
+	}{
+		{"A05", []string{pid, pv1, pv2}, triggers.PreAdmission, "2024-03-12T07:00:00-05:00"},
+		{"A14", []string{pid, pv1, pv2}, triggers.PreAdmission, "2024-03-12T07:00:00-05:00"},
+		{"A06", []string{pid, pv1}, triggers.Admission, ""},
+		{"A27", []string{pid, pv1}, triggers.VisitCancelled, ""},
+		{"A38", []string{pid, pv1, pv2}, triggers.VisitCancelled, "2024-03-12T07:00:00-05:00"},
+		{"A28", []string{pid}, triggers.PatientUpdated, ""},
+		{"A31", []string{pid, "PV1|1|N"}, triggers.PatientUpdated, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.trigger, func(t *testing.T) {
+			msg := wire(append([]string{msh + "ADT^" + tt.trigger + "|C" + tt.trigger + "|P|2.5.1", "EVN|" + tt.trigger + "|20240305115900-0500"}, tt.segs...)...)
+			m, err := Parse(msg)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			ev, err := ToCareEvent(m, MapOptions{})
+			if err != nil {
+				t.Fatalf("ToCareEvent: %v", err)
+			}
+			if ev.Kind != tt.kind || formatStart(ev.ScheduledStart) != tt.start {
+				t.Errorf("kind %s start %q, want %s %q", ev.Kind, formatStart(ev.ScheduledStart), tt.kind, tt.start)
+			}
+			if pv1Sent := len(tt.segs) > 1 && tt.segs[1] == pv1; pv1Sent && ev.Placer != "V778" {
+				t.Errorf("placer %q, want the visit number V778 (PV1-19), which pairs a pre-admission with its admission and cancellation", ev.Placer)
+			}
+			if ev.Patient.Family != "DOE" || len(ev.Patient.Identifiers) != 1 {
+				t.Errorf("patient %+v", ev.Patient)
+			}
+		})
+	}
+}
+
 func TestToCareEvent_Errors(t *testing.T) {
 	const msh = "MSH|^~\\&|APP|FAC|PF|PF|20240101120000||"
 	tests := []struct {
@@ -421,7 +469,7 @@ func TestToCareEvent_Errors(t *testing.T) {
 	}{
 		{"unsupported message type", wire(msh+"MDM^T02|E1|P|2.5", "PID|1||1^^^A^MR"),
 			ErrUnsupportedMessageType, ApplicationReject, UnsupportedMessageType, "MSH^1^9^^1"},
-		{"unsupported trigger", wire(msh+"ADT^A05|E2|P|2.5", "PID|1||1^^^A^MR"),
+		{"unsupported trigger: a corrected identifier, which is no cross-reference", wire(msh+"ADT^A47|E2|P|2.5", "PID|1||1^^^A^MR", "MRG|2^^^A^MR"),
 			ErrUnsupportedEvent, ApplicationReject, UnsupportedEventCode, "MSH^1^9^^2"},
 		{"unsupported order control", wire(msh+"ORM^O01|E3|P|2.3", "PID|1||1^^^A^MR", "ORC|RE|P1"),
 			ErrUnsupportedEvent, ApplicationReject, UnsupportedEventCode, "ORC^1^1"},

@@ -19,6 +19,7 @@ import (
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/internal/natsjs/natstest"
 	"github.com/priorflow/priorflow/triggers"
+	"github.com/priorflow/priorflow/triggers/hl7v2"
 	cejs "github.com/priorflow/priorflow/triggers/jetstream"
 	"github.com/priorflow/priorflow/triggers/planner"
 	"github.com/priorflow/priorflow/triggers/rules"
@@ -631,5 +632,78 @@ func TestPlanner_StoppedBeforeItStarted(t *testing.T) {
 	cancel()
 	if err := e.p.Run(ctx); err != nil {
 		t.Errorf("Run after cancel: %v", err)
+	}
+}
+
+// A pre-admission (ADT^A05) is due a lead time before the expected admit
+// time (PV2-8) and moves with it; the admission of the same visit (PV1-19)
+// finds the same job, and a cancelled pre-admit (A38) cancels it.
+func TestPlanner_PreAdmissionFromADT(t *testing.T) {
+	t.Parallel()
+	rs, err := rules.Parse("rules.yaml", []byte(`
+sources:
+  - name: hospital-b
+rules:
+  - name: before-admission
+    on: [pre-admission, admission]
+    leadTime: 24h
+    sources: [hospital-b]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, 50, func(c *planner.Config) { c.Rules = rs })
+	e.run(t)
+	adt := func(trigger, control, sent, visit, expected string) *triggers.CareEvent {
+		t.Helper()
+		m, err := hl7v2.Parse([]byte("MSH|^~\\&|ADT|MERCY|PF|PF|" + sent + "||ADT^" + trigger + "|" + control + "|P|2.5.1\r" +
+			"PID|1||" + visit + "-MRN^^^MERCY^MR||DOE^JANE||19700512|F\r" +
+			"PV1|1|I|4W^401^1^MERCY||||||||||||||||" + visit + "\r" +
+			"PV2||||||||" + expected + "\r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := hl7v2.ToCareEvent(m, hl7v2.MapOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	job := func(visit string) job {
+		t.Helper()
+		var j job
+		err := e.pool.QueryRow(context.Background(), `SELECT id, state, due_at FROM prefetch_job WHERE placer = $1`, visit).Scan(&j.ID, &j.State, &j.DueAt)
+		if err != nil {
+			t.Fatalf("the job of visit %s: %v", visit, err)
+		}
+		return j
+	}
+
+	e.publish(t, adt("A05", "C1", "20260301050000", "V1", "20260305070000"))
+	e.waitSettled(t)
+	if j, want := job("V1"), time.Date(2026, 3, 4, 7, 0, 0, 0, time.UTC); j.State != "requested" || !j.DueAt.Equal(want) {
+		t.Errorf("after the A05: %s due %v, want requested due %v (expected admit − 24h)", j.State, j.DueAt, want)
+	}
+	e.publish(t, adt("A05", "C2", "20260301053000", "V1", "20260306070000"))
+	e.waitSettled(t)
+	if j, want := job("V1"), time.Date(2026, 3, 5, 7, 0, 0, 0, time.UTC); !j.DueAt.Equal(want) {
+		t.Errorf("after the A05 moving the admit time: due %v, want %v", j.DueAt, want)
+	}
+	e.publish(t, adt("A38", "C3", "20260301054000", "V1", ""))
+	e.waitSettled(t)
+	if j := job("V1"); j.State != "cancelled" {
+		t.Errorf("after the A38: %s, want cancelled", j.State)
+	}
+
+	e.publish(t, adt("A05", "C4", "20260301050000", "V2", "20260305070000"))
+	e.waitSettled(t)
+	e.publish(t, adt("A01", "C5", "20260301055000", "V2", ""))
+	e.waitSettled(t)
+	if j := job("V2"); j.State != "requested" || !j.DueAt.Equal(now) {
+		t.Errorf("after the admission: %s due %v, want the pre-admission's job due now (%v)", j.State, j.DueAt, now)
+	}
+	var n int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM prefetch_job`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("%d jobs (%v), want one per visit", n, err)
 	}
 }
