@@ -331,8 +331,11 @@ func (w *walker) findIn(end int64, path dicomjson.Path, depth int) (*Value, erro
 // path[0].Item and looks for path[1:] there.
 func (w *walker) findInItem(h header, path dicomjson.Path, depth int) (*Value, error) {
 	implicit := w.implicit
-	if h.vr == "UN" && h.length == undefinedLength {
-		// A sequence of unknown VR is encoded implicit VR (PS3.5 6.2.2).
+	if h.vr == "UN" {
+		// A sequence held as UN is encoded Implicit VR (PS3.5 6.2.2), of
+		// undefined length or, from a gateway that kept its bytes, of a
+		// defined one; the metadata shows the latter as the sequence the
+		// dictionary says it is (dicomheader).
 		w.implicit = true
 		defer func() { w.implicit = implicit }()
 	}

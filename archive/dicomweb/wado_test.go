@@ -2,11 +2,13 @@ package dicomweb_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -390,4 +392,50 @@ func TestWADO_BulkData(t *testing.T) {
 			t.Errorf("%s, want 406", resp.Status)
 		}
 	})
+}
+
+// An Icon Image Sequence a gateway left UN (PS3.5 6.2.2): the metadata
+// shows it as the sequence it is, and the BulkDataURI of its Pixel Data
+// reaches the value in the stored object, where the sequence is still UN
+// with a defined length and its items are Implicit VR.
+func TestWADO_BulkDataInASequenceHeldAsUN(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	le := binary.LittleEndian
+	elem := func(t tag.Tag, value []byte) []byte {
+		b := le.AppendUint16(le.AppendUint16(nil, t.Group), t.Element)
+		return append(le.AppendUint32(b, uint32(len(value))), value...)
+	}
+	us := func(v uint16) []byte { return le.AppendUint16(nil, v) }
+	pixels := make([]byte, 64)
+	for i := range pixels {
+		pixels[i] = byte(i * 4)
+	}
+	item := bytes.Join([][]byte{
+		elem(tag.SamplesPerPixel, us(1)),
+		elem(tag.PhotometricInterpretation, []byte("MONOCHROME2 ")),
+		elem(tag.Rows, us(8)), elem(tag.Columns, us(8)),
+		elem(tag.BitsAllocated, us(8)), elem(tag.BitsStored, us(8)), elem(tag.HighBit, us(7)),
+		elem(tag.PixelRepresentation, us(0)),
+		elem(tag.PixelData, pixels),
+	}, nil)
+	icon := append(le.AppendUint32([]byte{0xFE, 0xFF, 0x00, 0xE0}, uint32(len(item))), item...)
+	st := dicomtest.NewStudy(t, dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(dicomtest.SetUN(tag.IconImageSequence, icon)))
+	s.store(t, st)
+	in := st.Instances()[0]
+	_, body := s.get(t, "/studies/"+in.StudyInstanceUID+"/series/"+in.SeriesInstanceUID+"/instances/"+in.SOPInstanceUID+"/metadata")
+	objs, err := dicomjson.Unmarshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.URL + "/studies/" + in.StudyInstanceUID + "/series/" + in.SeriesInstanceUID + "/instances/" + in.SOPInstanceUID + "/bulkdata/00880200/0/7FE00010"
+	if uris := bulkURIs(objs[0]); !slices.Contains(uris, want) {
+		t.Fatalf("BulkDataURIs %q lack the icon's %q", uris, want)
+	}
+	req, _ := http.NewRequest(http.MethodGet, want, nil)
+	req.Header.Set("Accept", "application/octet-stream")
+	resp, got := s.do(t, req)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, pixels) {
+		t.Errorf("%s, %d bytes; want 200 and the icon's 64 pixels", resp.Status, len(got))
+	}
 }
