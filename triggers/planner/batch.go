@@ -18,7 +18,16 @@ import (
 // own jobs by idempotency key: not a cancellation, reschedule or merge,
 // which change the pending jobs of a trigger (apply plans those).
 func createsOnly(ev *triggers.CareEvent) bool {
-	return ev.Kind != triggers.PatientMerged && ev.Kind != triggers.AppointmentRescheduled && !rules.Cancels(ev.Kind)
+	return ev.Kind != triggers.PatientMerged && !movesJobs(ev) && !rules.Cancels(ev.Kind)
+}
+
+// movesJobs reports whether ev moves the pending jobs of its trigger to its
+// scheduled start: a rescheduled appointment, or an update of a visit
+// (ADT^A08) that names its expected admit time, which is how an admission
+// planned ahead (ADT^A05) is moved.
+func movesJobs(ev *triggers.CareEvent) bool {
+	return ev.Kind == triggers.AppointmentRescheduled ||
+		(ev.Kind == triggers.PatientUpdated && ev.ScheduledStart != nil && ev.Placer != "")
 }
 
 // cooldownKey is the scope of a rule's cooldown: one rule, one patient.

@@ -137,7 +137,7 @@ func (p *Planner) apply(ctx context.Context, tx *postgres.Tx, rs *rules.Config, 
 		return p.merge(ctx, tx, ev)
 	case rules.Cancels(ev.Kind):
 		return p.cancel(ctx, tx, ev, pk, trig, now)
-	case ev.Kind == triggers.AppointmentRescheduled:
+	case movesJobs(ev):
 		moved, err := p.move(ctx, tx, ev, pk, trig, now)
 		if err != nil {
 			return out, err
@@ -219,8 +219,9 @@ func (p *Planner) update(ctx context.Context, tx *postgres.Tx, j *Job, ev *trigg
 	return out, nil
 }
 
-// move applies a reschedule to every pending job of its trigger, whichever
-// rule planned it: due = new start − the job's lead time.
+// move applies a reschedule (see movesJobs) to every pending job of its
+// trigger, whichever rule planned it: due = new start − the job's lead
+// time.
 func (p *Planner) move(ctx context.Context, tx *postgres.Tx, ev *triggers.CareEvent, pk, trig string, now time.Time) (Outcome, error) {
 	var out Outcome
 	jobs, err := p.pending(ctx, tx, ev, pk, trig)
@@ -228,6 +229,12 @@ func (p *Planner) move(ctx context.Context, tx *postgres.Tx, ev *triggers.CareEv
 		return out, err
 	}
 	for _, j := range jobs {
+		if ev.Kind == triggers.PatientUpdated && j.NeedBy == nil {
+			// Planned for a patient already there (an admission, say):
+			// the expected admit time an update repeats does not make
+			// it wait.
+			continue
+		}
 		lead, err := rules.ParseDuration(j.LeadTime)
 		if err != nil {
 			return out, fmt.Errorf("reschedule job %s: lead time: %w", j.ID, err)

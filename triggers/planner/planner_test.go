@@ -636,8 +636,10 @@ func TestPlanner_StoppedBeforeItStarted(t *testing.T) {
 }
 
 // A pre-admission (ADT^A05) is due a lead time before the expected admit
-// time (PV2-8) and moves with it; the admission of the same visit (PV1-19)
-// finds the same job, and a cancelled pre-admit (A38) cancels it.
+// time (PV2-8) and moves with it, whether the A05 is sent again or the
+// visit updated (A08); the admission of the same visit (PV1-19) finds the
+// same job and makes it due now, which a later update does not undo; a
+// cancelled pre-admit (A38) cancels it.
 func TestPlanner_PreAdmissionFromADT(t *testing.T) {
 	t.Parallel()
 	rs, err := rules.Parse("rules.yaml", []byte(`
@@ -689,6 +691,11 @@ rules:
 	if j, want := job("V1"), time.Date(2026, 3, 5, 7, 0, 0, 0, time.UTC); !j.DueAt.Equal(want) {
 		t.Errorf("after the A05 moving the admit time: due %v, want %v", j.DueAt, want)
 	}
+	e.publish(t, adt("A08", "C2b", "20260301053500", "V1", "20260308070000"))
+	e.waitSettled(t)
+	if j, want := job("V1"), time.Date(2026, 3, 7, 7, 0, 0, 0, time.UTC); !j.DueAt.Equal(want) {
+		t.Errorf("after the A08 moving the admit time: due %v, want %v", j.DueAt, want)
+	}
 	e.publish(t, adt("A38", "C3", "20260301054000", "V1", ""))
 	e.waitSettled(t)
 	if j := job("V1"); j.State != "cancelled" {
@@ -701,6 +708,11 @@ rules:
 	e.waitSettled(t)
 	if j := job("V2"); j.State != "requested" || !j.DueAt.Equal(now) {
 		t.Errorf("after the admission: %s due %v, want the pre-admission's job due now (%v)", j.State, j.DueAt, now)
+	}
+	e.publish(t, adt("A08", "C6", "20260301055500", "V2", "20260305070000"))
+	e.waitSettled(t)
+	if j := job("V2"); !j.DueAt.Equal(now) {
+		t.Errorf("after an update repeating the expected admit time: due %v, want still now (%v): the patient is there", j.DueAt, now)
 	}
 	var n int
 	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM prefetch_job`).Scan(&n); err != nil || n != 2 {
