@@ -2,6 +2,7 @@ package dicomheader
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -88,7 +89,40 @@ func readText(ds dicom.Dataset, fallback *charmap.Charmap) error {
 			return fmt.Errorf("%w: Specific Character Set value %d: %v", ErrMalformed, i+1, err)
 		}
 	}
+	if slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(strings.TrimSpace(n), "ISO 2022") }) {
+		// Code extensions (PS3.5 6.1.2.5): the library reads a value with
+		// one decoder, which for most of these sets keeps the escape
+		// sequences that switch between them as text. A Korean name
+		// (ISO 2022 IR 149, PS3.5 Annex I) was indexed as
+		// "Hong^Gildong=\x1b$)C洪^\x1b$)C吉洞"; the decoded characters are
+		// right once the sequences go.
+		_ = walkStrings(ds.Elements, func(_ *dicom.Element, s string) (string, error) { return removeEscapes(s), nil })
+	}
 	return decodeText(ds.Elements, fallback)
+}
+
+// removeEscapes removes the ISO 2022 escape sequences of s (PS3.5
+// 6.1.2.5.3: ESC, intermediate bytes 20H–2FH, a final byte 30H–7EH). An ESC
+// that starts no such sequence stays, for decodeText to replace.
+func removeEscapes(s string) string {
+	if !strings.Contains(s, "\x1b") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b {
+			j := i + 1
+			for j < len(s) && s[j] >= 0x20 && s[j] <= 0x2f {
+				j++
+			}
+			if j > i+1 && j < len(s) && s[j] >= 0x30 && s[j] <= 0x7e {
+				i = j
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // knownCharset returns nil when the dicom library decodes name, which it

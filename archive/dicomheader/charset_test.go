@@ -130,6 +130,51 @@ func TestParse_Charsets(t *testing.T) {
 	}
 }
 
+// Code extensions (PS3.5 6.1.2.5): the examples of PS3.5 Annexes H, I and J
+// and Latin-1 designated to G1. The library reads each value with one
+// decoder, which kept the escape sequences of all but ISO-2022-JP as text.
+func TestParse_CodeExtensions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                              string
+		charset                           []string
+		raw, desc                         string
+		family, ideographic, phonetic, sd string
+	}{
+		{"Japanese (H.3.1)", []string{"", "ISO 2022 IR 87"},
+			"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B", "",
+			"Yamada", "山田^太郎", "やまだ^たろう", ""},
+		{"Korean (I.2)", []string{"", "ISO 2022 IR 149"},
+			"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf", "\x1b$)C\xc8\xab\xb1\xe6",
+			"Hong", "洪^吉洞", "홍^길동", "홍길"},
+		{"Chinese (J.3)", []string{"", "ISO 2022 IR 58"},
+			"Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab=", "",
+			"Zhang", "张^小东", "", ""},
+		{"Latin-1 in G1", []string{"ISO 2022 IR 100"}, "\x1b-AM\xfcller^Jos\xe9", "CT T\xcaTE", "Müller", "", "", "CT TÊTE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			eds := []dicomtest.Edition{dicomtest.Set(tag.SpecificCharacterSet, tt.charset...), dicomtest.Set(tag.PatientName, tt.raw)}
+			if tt.desc != "" {
+				eds = append(eds, dicomtest.Set(tag.StudyDescription, tt.desc))
+			}
+			b := object(t, eds...)
+			h, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			pn := h.PatientName
+			if pn.Family != tt.family || pn.Ideographic != tt.ideographic || pn.Phonetic != tt.phonetic {
+				t.Errorf("PatientName %q, %q, %q; want %q, %q, %q", pn.Family, pn.Ideographic, pn.Phonetic, tt.family, tt.ideographic, tt.phonetic)
+			}
+			if tt.sd != "" && h.StudyDescription != tt.sd {
+				t.Errorf("StudyDescription %q, want %q", h.StudyDescription, tt.sd)
+			}
+		})
+	}
+}
+
 func TestCheckCharset(t *testing.T) {
 	t.Parallel()
 	for _, ok := range []string{"", "ISO_IR 100", "iso_ir 101", "ISO_IR 203", "ISO_IR 6", "ISO_IR 192"} {

@@ -49,6 +49,9 @@ func FuzzParse(f *testing.F) {
 	f.Add(part10(implicitLittleTS, implicitLE.uids(), implicitLE.nested(3, implicitLE.elem(tag.PatientID, "", "P1"))), false, false)
 	f.Add(part10(explicitBigTS, explicitBE.uids(), explicitBE.nested(3, explicitBE.elem(tag.PatientID, "LO", "P1"))), false, true)
 	f.Add(part10(jpegBaselineTS, explicitLE.uids(), encapsulated(make([]byte, 16), make([]byte, 8))), false, false)
+	// Code extensions, whose escape sequences Parse removes.
+	f.Add(part10(explicitLittleTS, explicitLE.elem(tag.SpecificCharacterSet, "CS", `\ISO 2022 IR 149`), explicitLE.uids(),
+		explicitLE.elem(tag.PatientName, "PN", "Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7")), false, false)
 	// Attributes held as UN, read again with the dictionary's VR.
 	qualifiers := implicitItem(implicitLE.elem(tag.UniversalEntityID, "", "1.2.3"), implicitLE.elem(tag.Tag{Group: 0x0011, Element: 0x0010}, "", "ACME"))
 	f.Add(part10(explicitLittleTS, explicitLE.uids(), explicitLE.elem(tag.PatientID, "UN", "P1"),

@@ -134,8 +134,10 @@ func TestOrthanc_PushesToPriorflow(t *testing.T) {
 
 // TestOrthanc_MetadataAgrees compares WADO-RS metadata (PS3.18 F.2) of the
 // same objects stored in both servers, attribute by attribute and into
-// sequence items: the real files of the dicom module, a deflated one, and one
-// whose attributes a gateway left UN (PS3.5 6.2.2) beside Latin-1 text.
+// sequence items: the real files of the dicom module, a deflated one, one
+// whose attributes a gateway left UN (PS3.5 6.2.2) beside Latin-1 text, and
+// names in Japanese, Korean and Chinese code extensions (PS3.5 Annexes H to
+// J), GB18030, Greek, Cyrillic, Arabic and Hebrew.
 // Orthanc's DICOM JSON comes from DCMTK, which reads UN with the
 // dictionary's VR and Private Creators as LO, as Priorflow now does too.
 //
@@ -166,12 +168,31 @@ func TestOrthanc_MetadataAgrees(t *testing.T) {
 		dicomtest.SetUN(tag.StudyDate, []byte("20090306")),
 		dicomtest.SetUN(tag.Modality, []byte("MR")),
 	))
-	for _, st := range []*dicomtest.Study{deflated, un} {
+	studies := []*dicomtest.Study{deflated, un}
+	// Names in the character sets of PS3.5 Annexes H to J and in
+	// single-byte sets, the raw bytes as a modality writes them.
+	for _, n := range []struct {
+		charset []string
+		name    string
+	}{
+		{[]string{"", "ISO 2022 IR 87"}, "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B"},
+		{[]string{"", "ISO 2022 IR 149"}, "Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf"},
+		{[]string{"", "ISO 2022 IR 58"}, "Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab="},
+		{[]string{"GB18030"}, "Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab="},
+		{[]string{"ISO_IR 126"}, "\xc4\xe9\xef\xed\xf5\xf3\xe9\xef\xf2"},
+		{[]string{"ISO_IR 144"}, "\xbb\xee\xda\xe2\xd5\xdc\xd1\xe3\xe0\xd3"},
+		{[]string{"ISO_IR 127"}, "\xe2\xc8\xc7\xe6\xea^\xe4\xe6\xd2\xc7\xd1"},
+		{[]string{"ISO_IR 138"}, "\xf9\xf8\xe5\xef^\xe3\xe1\xe5\xf8\xe4"},
+	} {
+		studies = append(studies, dicomtest.NewStudy(t, dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(
+			dicomtest.Set(tag.SpecificCharacterSet, n.charset...), dicomtest.Set(tag.PatientName, n.name))))
+	}
+	for _, st := range studies {
 		for _, in := range st.Instances() {
 			objects = append(objects, in.Bytes)
 		}
 	}
-	studies := map[string]bool{}
+	stored := map[string]bool{}
 	for _, b := range objects {
 		obj, err := env.Archive.Spool(bytes.NewReader(b))
 		if err != nil {
@@ -184,9 +205,9 @@ func TestOrthanc_MetadataAgrees(t *testing.T) {
 		}
 		obj.Remove()
 		o.Upload(t, b)
-		studies[obj.Header.StudyInstanceUID] = true
+		stored[obj.Header.StudyInstanceUID] = true
 	}
-	for study := range studies {
+	for study := range stored {
 		code, body := o.Do(t, "GET", "/dicom-web/studies/"+study+"/metadata", nil)
 		if code != 200 {
 			t.Fatalf("Orthanc metadata of %s: %d %s", study, code, body)
@@ -266,6 +287,17 @@ func diffDICOMJSON(path string, theirs, ours map[string]any) []string {
 				out = append(out, diffDICOMJSON(fmt.Sprintf("%s[%d].", where, i), x, y)...)
 			}
 			continue
+		case k == "00080005":
+			// An empty first value (the default repertoire in G0, PS3.3
+			// C.12.1.1.2) is null in DICOM JSON (PS3.18 F.2.5); Orthanc
+			// leaves it out.
+			vs, _ := b["Value"].([]any)
+			b = map[string]any{"vr": b["vr"], "Value": slices.DeleteFunc(slices.Clone(vs), func(v any) bool { return v == nil })}
+		case a["vr"] == "PN":
+			// Orthanc writes an empty last component group; PS3.18 F.2.2
+			// lets it be left out.
+			a = map[string]any{"vr": "PN", "Value": withoutEmptyGroups(a["Value"])}
+			b = map[string]any{"vr": "PN", "Value": withoutEmptyGroups(b["Value"])}
 		case a["vr"] == "ST" || a["vr"] == "LT" || a["vr"] == "UT":
 			if vs, ok := a["Value"].([]any); ok && len(vs) > 1 {
 				parts := make([]string, len(vs))
@@ -278,6 +310,24 @@ func diffDICOMJSON(path string, theirs, ours map[string]any) []string {
 		if !reflect.DeepEqual(a, b) {
 			out = append(out, fmt.Sprintf("%s: Orthanc %.200s, Priorflow %.200s", where, jsonText(a), jsonText(b)))
 		}
+	}
+	return out
+}
+
+// withoutEmptyGroups returns the values of a PN attribute without the
+// component groups that are empty strings.
+func withoutEmptyGroups(v any) any {
+	vs, _ := v.([]any)
+	out := make([]any, len(vs))
+	for i, x := range vs {
+		groups, _ := x.(map[string]any)
+		kept := map[string]any{}
+		for k, g := range groups {
+			if g != "" {
+				kept[k] = g
+			}
+		}
+		out[i] = kept
 	}
 	return out
 }
