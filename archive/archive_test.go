@@ -24,6 +24,7 @@ import (
 	"github.com/priorflow/priorflow/archive/archivetest"
 	"github.com/priorflow/priorflow/archive/dicomheader"
 	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/fhir/search"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
@@ -471,6 +472,57 @@ func TestStore_NewStudyListedAsRebuiltFromRows(t *testing.T) {
 	for i := range built {
 		if !slices.Equal(builtInstances[i], rebuiltInstances[i]) {
 			t.Errorf("series %s: instances as built %v, as rebuilt %v", built[i], builtInstances[i], rebuiltInstances[i])
+		}
+	}
+}
+
+// A Japanese name (PS3.5 H.3.1) gives one HumanName per component group,
+// marked with its representation, and a search finds the patient by each
+// writing of the family name.
+func TestStore_PatientNameInEachRepresentation(t *testing.T) {
+	t.Parallel()
+	env := archivetest.New(t, "http://pf.example/dicomweb")
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("JP1", "", ""), dicomtest.WithInstancesPerSeries(1), dicomtest.WithEdits(
+		dicomtest.Set(tag.SpecificCharacterSet, "", "ISO 2022 IR 87"),
+		dicomtest.Set(tag.PatientName, "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B")))
+	for _, r := range storeAll(t, env.Archive, st) {
+		if r.Err != nil {
+			t.Fatalf("store %s: %v", r.SOPInstanceUID, r.Err)
+		}
+	}
+	reg := env.Store.Registry()
+	for _, v := range []url.Values{{"family": {"Yamada"}}, {"family": {"山田"}}, {"name": {"やまだ"}}, {"given": {"太郎"}}} {
+		q, err := search.Parse(reg, reg.Type("Patient"), v, search.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := env.Store.Search(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Matches) != 1 {
+			t.Errorf("Patient?%s found %d, want the patient", v.Encode(), len(res.Matches))
+			continue
+		}
+		var p struct {
+			Name []struct {
+				Text, Family string
+				Extension    []struct{ URL, ValueCode string }
+			}
+		}
+		if err := json.Unmarshal(res.Matches[0].Body, &p); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, n := range p.Name {
+			for _, x := range n.Extension {
+				if x.URL == fhir.ENRepresentation {
+					got = append(got, x.ValueCode+" "+n.Family+" "+n.Text)
+				}
+			}
+		}
+		if want := []string{"ABC Yamada Yamada^Tarou", "IDE 山田 山田^太郎", "SYL やまだ やまだ^たろう"}; !slices.Equal(got, want) {
+			t.Errorf("names %q, want %q", got, want)
 		}
 	}
 }

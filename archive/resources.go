@@ -159,16 +159,7 @@ func keepsOwnElements(current []byte) (bool, error) {
 // describe, with identifier tok.
 func (a *Archive) patient(h *dicomheader.Header, tok fhir.Token) (*ppb.Patient, error) {
 	p := &ppb.Patient{Identifier: []*dpb.Identifier{{System: &dpb.Uri{Value: tok.System}, Value: fhirString(tok.Code)}}}
-	if n := h.PatientName; !n.IsEmpty() {
-		name := &dpb.HumanName{Text: fhirString(n.Raw)}
-		if n.Family != "" {
-			name.Family = fhirString(n.Family)
-		}
-		for _, g := range strings.Fields(strings.TrimSpace(n.Given + " " + n.Middle)) {
-			name.Given = append(name.Given, fhirString(g))
-		}
-		p.Name = []*dpb.HumanName{name}
-	}
+	p.Name = humanNames(h.PatientName)
 	if t, prec, err := dicomheader.ParseDate(h.PatientBirthDate); err == nil && prec > 0 {
 		// As the codec parses "2006-01-02": midnight in its zone, UTC.
 		d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
@@ -181,6 +172,47 @@ func (a *Archive) patient(h *dicomheader.Header, tok fhir.Token) (*ppb.Patient, 
 		return nil, fmt.Errorf("patient: %w", err)
 	}
 	return p, nil
+}
+
+// humanNames returns the names of a DICOM Person Name. A name with
+// ideographic or phonetic component groups (PS3.5 6.2.1.2: Japanese,
+// Korean and Chinese names, "Yamada^Tarou=山田^太郎=やまだ^たろう") gives one
+// HumanName per group, each marked with its fhir.ENRepresentation, so that a
+// search by family name finds the patient by either writing; the text of
+// each is its group as DICOM writes it. Other names give one HumanName,
+// whose text is the whole value.
+func humanNames(n dicomheader.PersonName) []*dpb.HumanName {
+	if n.IsEmpty() {
+		return nil
+	}
+	if n.Ideographic == "" && n.Phonetic == "" {
+		return []*dpb.HumanName{humanName(n, n.Raw, "")}
+	}
+	var out []*dpb.HumanName
+	alphabetic, _, _ := strings.Cut(n.Raw, "=")
+	for _, g := range []struct{ raw, code string }{{alphabetic, "ABC"}, {n.Ideographic, "IDE"}, {n.Phonetic, "SYL"}} {
+		if pn := dicomheader.ParsePersonName(g.raw); !pn.IsEmpty() {
+			out = append(out, humanName(pn, pn.Raw, g.code))
+		}
+	}
+	return out
+}
+
+// humanName is one HumanName of n with text, marked with representation
+// unless it is "".
+func humanName(n dicomheader.PersonName, text, representation string) *dpb.HumanName {
+	name := &dpb.HumanName{Text: fhirString(text)}
+	if representation != "" {
+		name.Extension = []*dpb.Extension{{Url: &dpb.Uri{Value: fhir.ENRepresentation},
+			Value: &dpb.Extension_ValueX{Choice: &dpb.Extension_ValueX_Code{Code: &dpb.Code{Value: representation}}}}}
+	}
+	if n.Family != "" {
+		name.Family = fhirString(n.Family)
+	}
+	for _, g := range strings.Fields(strings.TrimSpace(n.Given + " " + n.Middle)) {
+		name.Given = append(name.Given, fhirString(g))
+	}
+	return name
 }
 
 var genders = map[string]cpb.AdministrativeGenderCode_Value{

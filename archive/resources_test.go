@@ -193,6 +193,9 @@ func TestPatient_SameAsParsedJSON(t *testing.T) {
 		"old dotted birth date": {PatientBirthDate: "1970.01.31"},
 		"accented name":         {PatientName: dicomheader.ParsePersonName("Müller^Zoë")},
 		"invalid UTF-8 name":    {PatientName: dicomheader.ParsePersonName("M\xfcller^Zo\xeb")},
+		"three groups":          {PatientName: dicomheader.ParsePersonName("Yamada^Tarou=山田^太郎=やまだ^たろう")},
+		"ideographic only":      {PatientName: dicomheader.ParsePersonName("=山田^太郎")},
+		"empty phonetic group":  {PatientName: dicomheader.ParsePersonName("Wang^XiaoDong=王^小东=")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -343,14 +346,30 @@ func patientJSON(t *testing.T, h *dicomheader.Header, tok fhir.Token) []byte {
 		"identifier":   []any{map[string]any{"system": tok.System, "value": tok.Code}},
 	}
 	if n := h.PatientName; !n.IsEmpty() {
-		name := map[string]any{"text": n.Raw}
-		if n.Family != "" {
-			name["family"] = n.Family
+		jsonName := func(n dicomheader.PersonName, representation string) map[string]any {
+			name := map[string]any{"text": n.Raw}
+			if representation != "" {
+				name["extension"] = []any{map[string]any{"url": fhir.ENRepresentation, "valueCode": representation}}
+			}
+			if n.Family != "" {
+				name["family"] = n.Family
+			}
+			if given := strings.Fields(strings.TrimSpace(n.Given + " " + n.Middle)); len(given) > 0 {
+				name["given"] = given
+			}
+			return name
 		}
-		if given := strings.Fields(strings.TrimSpace(n.Given + " " + n.Middle)); len(given) > 0 {
-			name["given"] = given
+		if n.Ideographic == "" && n.Phonetic == "" {
+			p["name"] = []any{jsonName(n, "")}
+		} else {
+			var names []any
+			for i, g := range strings.SplitN(n.Raw, "=", 3) {
+				if pn := dicomheader.ParsePersonName(g); !pn.IsEmpty() {
+					names = append(names, jsonName(pn, []string{"ABC", "IDE", "SYL"}[i]))
+				}
+			}
+			p["name"] = names
 		}
-		p["name"] = []any{name}
 	}
 	if t, prec, err := dicomheader.ParseDate(h.PatientBirthDate); err == nil && prec > 0 {
 		p["birthDate"] = t.Format("2006-01-02")

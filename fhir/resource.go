@@ -29,6 +29,12 @@ type Resource struct {
 	SortKey []string
 }
 
+// ENRepresentation is the R4 extension that says which representation of
+// a name a HumanName holds: ABC alphabetic, IDE ideographic, SYL syllabic
+// (phonetic), as JP Core and other Asian profiles use it. The archive marks
+// the names it makes from DICOM Person Name component groups with it.
+const ENRepresentation = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
+
 // NormalizeString folds a string for FHIR string search (FHIR R4 3.1.1.4.3:
 // case- and accent-insensitive): lower case with combining marks removed.
 func NormalizeString(s string) string {

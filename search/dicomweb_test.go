@@ -10,6 +10,7 @@ import (
 	"github.com/suyashkumar/dicom/pkg/tag"
 
 	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/internal/orthanctest"
 	"github.com/priorflow/priorflow/search"
@@ -269,6 +270,35 @@ func TestSearcher_DICOMweb(t *testing.T) {
 		}
 		if got := skipReason(res, r.studies["twin-alex"].StudyInstanceUID); got != search.SkipRemoteView {
 			t.Errorf("remote-view source: skip %q, want %q", got, search.SkipRemoteView)
+		}
+	})
+
+	// A Patient written in JP Core's way lists the ideographic and phonetic
+	// writings of the name first; the remote's DICOM name is compared with
+	// the alphabetic one.
+	t.Run("demographics: the alphabetic writing of a name in several scripts", func(t *testing.T) {
+		l := newLocal(t)
+		rep := func(code string) []any {
+			return []any{map[string]any{"url": fhir.ENRepresentation, "valueCode": code}}
+		}
+		ref := "Patient/" + l.put(t, map[string]any{"resourceType": "Patient",
+			"identifier": []any{map[string]any{"system": "urn:hosp-a:mrn", "value": "A3"}},
+			"name": []any{
+				map[string]any{"extension": rep("IDE"), "family": "双子", "given": []any{"亜列"}},
+				map[string]any{"extension": rep("SYL"), "family": "ふたご", "given": []any{"あれっくす"}},
+				map[string]any{"extension": rep("ABC"), "family": "Twin", "given": []any{"Alex"}},
+			},
+			"birthDate": "2000-02-02", "gender": "male"})
+		s := newSearcher(t, l, dicomwebSource(t, "hospital-b-demo", r.url, search.MatchDemographics, search.ModeRemoteView))
+		res, err := s.Search(ctx, search.Job{ID: "job-3j", Rule: "priors", Criteria: chestCTCriteria(), PatientRef: ref})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := outcome(res, "hospital-b-demo"); o.Status != search.StatusOK || o.Accepted != 1 {
+			t.Fatalf("outcome %+v, want Alex's study accepted", o)
+		}
+		if _, ok := res.Indexed[r.studies["twin-alex"].StudyInstanceUID]; !ok {
+			t.Error("Alex's study is not indexed")
 		}
 	})
 

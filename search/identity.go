@@ -79,9 +79,10 @@ func (s *Searcher) resolve(ctx context.Context, job Job) (*identity, error) {
 	var p struct {
 		Identifier []struct{ System, Value string }
 		Name       []struct {
-			Use    string
-			Family string
-			Given  []string
+			Use       string
+			Family    string
+			Given     []string
+			Extension []struct{ URL, ValueCode string }
 		}
 		BirthDate string
 		Gender    string
@@ -96,6 +97,14 @@ func (s *Searcher) resolve(ctx context.Context, job Job) (*identity, error) {
 	id.birthDate, id.sex = p.BirthDate, p.Gender
 	for _, n := range p.Name {
 		if n.Use == "old" || n.Use == "maiden" || n.Family == "" {
+			continue
+		}
+		if slices.ContainsFunc(n.Extension, func(x struct{ URL, ValueCode string }) bool {
+			return x.URL == fhir.ENRepresentation && (x.ValueCode == "IDE" || x.ValueCode == "SYL")
+		}) {
+			// A name in ideographs or kana (fhir.ENRepresentation): the
+			// names of remote studies are compared in their alphabetic
+			// group.
 			continue
 		}
 		if len(p.BirthDate) == len("2006-01-02") {

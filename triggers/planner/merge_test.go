@@ -14,6 +14,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/triggers"
@@ -534,5 +535,56 @@ func TestPlanner_RegistrationUpdatesDemographics(t *testing.T) {
 	pn = read()
 	if len(pn.Name) != 2 || pn.Name[0].Use != "official" || pn.Name[0].Family != "Smith" || pn.Name[1].Use != "old" || pn.Name[1].Family != "DOE" {
 		t.Errorf("names after a new family name: %+v, want Smith (official) then DOE (old)", pn.Name)
+	}
+}
+
+// A Patient the archive made from a Japanese DICOM name has its ideographic
+// and phonetic writings beside the alphabetic one: an ADT name is compared
+// with the alphabetic one, and a new one leaves the others as they are.
+func TestPlanner_RegistrationLeavesOtherScripts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 50)
+	ctx := context.Background()
+	hospA := "urn:priorflow:issuer:HOSP-A"
+	rep := func(code string) string {
+		return `"extension":[{"url":"` + fhir.ENRepresentation + `","valueCode":"` + code + `"}]`
+	}
+	p := e.createPatient(t, `{"resourceType":"Patient","identifier":[{"system":"`+hospA+`","value":"J1"}],
+		"name":[{`+rep("IDE")+`,"text":"山田^太郎","family":"山田","given":["太郎"]},
+		        {`+rep("SYL")+`,"text":"やまだ^たろう","family":"やまだ","given":["たろう"]},
+		        {`+rep("ABC")+`,"text":"Yamada^Tarou","family":"Yamada","given":["Tarou"]}],
+		"birthDate":"1980-01-01","gender":"male"}`)
+	adt := func(id, family string) *triggers.CareEvent {
+		return event(id, func(ev *triggers.CareEvent) {
+			ev.Kind, ev.Origin = triggers.PatientUpdated, triggers.Origin{Reference: "hl7v2:" + id, MessageType: "ADT^A08"}
+			ev.Patient = triggers.Patient{Identifiers: []triggers.Identifier{{System: hospA, Value: "J1", Type: "MR"}},
+				Family: family, Given: []string{"Tarou"}, BirthDate: "1980-01-01", Sex: "male"}
+		})
+	}
+	names := func() []string {
+		r, err := e.store.Read(ctx, "Patient", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pt struct {
+			Name []struct{ Use, Family string }
+		}
+		if err := json.Unmarshal(r.Body, &pt); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, n := range pt.Name {
+			out = append(out, n.Family+"/"+n.Use)
+		}
+		return out
+	}
+	if out, err := e.p.PlanEvent(ctx, adt("s1", "YAMADA")); err != nil || out.DemographicsUpdated != 0 {
+		t.Errorf("an A08 with the alphabetic name as it is: %+v, %v; want no change", out, err)
+	}
+	if _, err := e.p.PlanEvent(ctx, adt("s2", "Suzuki")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := names(), []string{"Suzuki/official", "山田/", "やまだ/", "Yamada/old"}; !slices.Equal(got, want) {
+		t.Errorf("names after a new family name: %q, want %q", got, want)
 	}
 }

@@ -144,7 +144,7 @@ func (d *patientRecord) demographics(pt triggers.Patient) bool {
 	names, _ := d.body["name"].([]any)
 	for _, n := range names {
 		m, _ := n.(map[string]any)
-		if m == nil || m["use"] == "old" || m["use"] == "maiden" {
+		if m == nil || m["use"] == "old" || m["use"] == "maiden" || otherScript(m) {
 			continue
 		}
 		// The name in use: the first that is not old, as the search reads it.
@@ -173,7 +173,7 @@ func (d *patientRecord) demographics(pt triggers.Patient) bool {
 	kept := []any{name}
 	for _, n := range names {
 		if m, _ := n.(map[string]any); m != nil {
-			if m["use"] == nil || m["use"] == "official" || m["use"] == "usual" {
+			if (m["use"] == nil || m["use"] == "official" || m["use"] == "usual") && !otherScript(m) {
 				m["use"] = "old"
 			}
 			kept = append(kept, m)
@@ -181,4 +181,19 @@ func (d *patientRecord) demographics(pt triggers.Patient) bool {
 	}
 	d.body["name"] = kept
 	return true
+}
+
+// otherScript reports whether a HumanName is the ideographic or phonetic
+// writing of a name (fhir.ENRepresentation IDE or SYL), which the archive
+// makes from a DICOM name's component groups. An HL7 v2 name is compared
+// with, and replaces, the alphabetic one only: it says nothing of the
+// others.
+func otherScript(name map[string]any) bool {
+	exts, _ := name["extension"].([]any)
+	for _, x := range exts {
+		if m, _ := x.(map[string]any); m != nil && m["url"] == fhir.ENRepresentation && (m["valueCode"] == "IDE" || m["valueCode"] == "SYL") {
+			return true
+		}
+	}
+	return false
 }
