@@ -395,6 +395,7 @@ func patientJSON(t *testing.T, h *dicomheader.Header, tok fhir.Token) []byte {
 func FuzzResources_SameAsParsedJSON(f *testing.F) {
 	f.Add("CT CHEST", "CT", "CHEST", "Doe^Jane", "Doe^John^^Dr", "MRN-1", "ACC-1", "20240305", "1015")
 	f.Add(" x ", " MR", "foo", "", "\xff^\x80", "A\xc3", "", "2024", "25")
+	f.Add("", "MR", "", "", "Yamada^Tarou=山田^太郎=", "J1", "", "", "")
 	f.Fuzz(func(t *testing.T, desc, modality, bodyPart, referrer, name, pid, acc, date, tm string) {
 		a := resourceArchive(t)
 		st := &studyRow{patientFHIR: "p-1", isID: "is-1", desc: desc, referrer: referrer, acc: acc, date: date, tm: tm, tz: "+0200"}
