@@ -66,10 +66,11 @@ func withSOPInstanceUID(t *testing.T, b []byte, uid string) []byte {
 	return out
 }
 
-func imagingStudy(t *testing.T, env *archivetest.Env, uid string) map[string]any {
+// searchStore returns what a FHIR search of typ with v finds in the store.
+func searchStore(t *testing.T, env *archivetest.Env, typ string, v url.Values) []*fhir.Resource {
 	t.Helper()
 	reg := env.Store.Registry()
-	q, err := search.Parse(reg, reg.Type("ImagingStudy"), url.Values{"identifier": {"urn:dicom:uid|urn:oid:" + uid}}, search.Options{})
+	q, err := search.Parse(reg, reg.Type(typ), v, search.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +78,17 @@ func imagingStudy(t *testing.T, env *archivetest.Env, uid string) map[string]any
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Matches) != 1 {
-		t.Fatalf("%d ImagingStudy for %s, want 1", len(res.Matches), uid)
+	return res.Matches
+}
+
+func imagingStudy(t *testing.T, env *archivetest.Env, uid string) map[string]any {
+	t.Helper()
+	matches := searchStore(t, env, "ImagingStudy", url.Values{"identifier": {"urn:dicom:uid|urn:oid:" + uid}})
+	if len(matches) != 1 {
+		t.Fatalf("%d ImagingStudy for %s, want 1", len(matches), uid)
 	}
 	var m map[string]any
-	if err := json.Unmarshal(res.Matches[0].Body, &m); err != nil {
+	if err := json.Unmarshal(matches[0].Body, &m); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -490,18 +497,10 @@ func TestStore_PatientNameInEachRepresentation(t *testing.T) {
 			t.Fatalf("store %s: %v", r.SOPInstanceUID, r.Err)
 		}
 	}
-	reg := env.Store.Registry()
 	for _, v := range []url.Values{{"family": {"Yamada"}}, {"family": {"山田"}}, {"name": {"やまだ"}}, {"given": {"太郎"}}} {
-		q, err := search.Parse(reg, reg.Type("Patient"), v, search.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := env.Store.Search(context.Background(), q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(res.Matches) != 1 {
-			t.Errorf("Patient?%s found %d, want the patient", v.Encode(), len(res.Matches))
+		matches := searchStore(t, env, "Patient", v)
+		if len(matches) != 1 {
+			t.Errorf("Patient?%s found %d, want the patient", v.Encode(), len(matches))
 			continue
 		}
 		var p struct {
@@ -510,7 +509,7 @@ func TestStore_PatientNameInEachRepresentation(t *testing.T) {
 				Extension    []struct{ URL, ValueCode string }
 			}
 		}
-		if err := json.Unmarshal(res.Matches[0].Body, &p); err != nil {
+		if err := json.Unmarshal(matches[0].Body, &p); err != nil {
 			t.Fatal(err)
 		}
 		var got []string
