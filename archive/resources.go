@@ -186,22 +186,22 @@ func humanNames(n dicomheader.PersonName) []*dpb.HumanName {
 		return nil
 	}
 	if n.Ideographic == "" && n.Phonetic == "" {
-		return []*dpb.HumanName{humanName(n, n.Raw, "")}
+		return []*dpb.HumanName{humanName(n, "")}
 	}
 	var out []*dpb.HumanName
 	alphabetic, _, _ := strings.Cut(n.Raw, "=")
 	for _, g := range []struct{ raw, code string }{{alphabetic, "ABC"}, {n.Ideographic, "IDE"}, {n.Phonetic, "SYL"}} {
 		if pn := dicomheader.ParsePersonName(g.raw); !pn.IsEmpty() {
-			out = append(out, humanName(pn, pn.Raw, g.code))
+			out = append(out, humanName(pn, g.code))
 		}
 	}
 	return out
 }
 
-// humanName is one HumanName of n with text, marked with representation
-// unless it is "".
-func humanName(n dicomheader.PersonName, text, representation string) *dpb.HumanName {
-	name := &dpb.HumanName{Text: fhirString(text)}
+// humanName is the HumanName of n, marked with representation unless it is
+// "".
+func humanName(n dicomheader.PersonName, representation string) *dpb.HumanName {
+	name := &dpb.HumanName{Text: fhirString(n.Raw)}
 	if representation != "" {
 		name.Extension = []*dpb.Extension{{Url: &dpb.Uri{Value: fhir.ENRepresentation},
 			Value: &dpb.Extension_ValueX{Choice: &dpb.Extension_ValueX_Code{Code: &dpb.Code{Value: representation}}}}}

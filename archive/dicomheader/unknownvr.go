@@ -16,11 +16,11 @@ import (
 // wrote the data set in Explicit VR afterwards had no VR to give it (PS3.5
 // 6.2.2). Such a value is encoded as Implicit VR Little Endian encodes it,
 // and a reader that knows the attribute may read it with the VR of the data
-// dictionary, as DCMTK and pydicom do. The archive has to: read as bytes, a
-// PatientID held as UN was refused as missing, an IssuerOfPatientID held as
-// UN filed the object in no issuer's domain, and a Modality or Study Date
-// held as UN was not indexed. Private Creator elements, which Implicit VR gives no VR, are
-// LO (PS3.5 7.8.1).
+// dictionary, as DCMTK and pydicom do. The archive must: read as bytes, a
+// PatientID held as UN was refused as missing, an IssuerOfPatientID held
+// as UN filed the object in no issuer's domain, and a Modality or Study
+// Date held as UN was not indexed. Private Creator elements, which Implicit
+// VR gives no VR, are LO (PS3.5 7.8.1).
 //
 // The stored object keeps its bytes; only what is read from it (the Header,
 // the DICOM JSON of its metadata) sees the dictionary's VR. A value that
