@@ -3,6 +3,7 @@ package dicomheader_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -150,6 +151,9 @@ func TestParse_CodeExtensions(t *testing.T) {
 		{"Chinese (J.3)", []string{"", "ISO 2022 IR 58"},
 			"Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab=", "",
 			"Zhang", "张^小东", "", ""},
+		{"Japanese with half-width katakana (H.3.2)", []string{"ISO 2022 IR 13", "ISO 2022 IR 87"},
+			"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J=\x1b$B$d$^$@\x1b(J^\x1b$B$?$m$&\x1b(J", "\xb6\xde\xdd \x1b$B6;It\x1b(J CT",
+			"ﾔﾏﾀﾞ", "山田^太郎", "やまだ^たろう", "ｶﾞﾝ 胸部 CT"},
 		{"Latin-1 in G1", []string{"ISO 2022 IR 100"}, "\x1b-AM\xfcller^Jos\xe9", "CT T\xcaTE", "Müller", "", "", "CT TÊTE"},
 	}
 	for _, tt := range tests {
@@ -160,16 +164,22 @@ func TestParse_CodeExtensions(t *testing.T) {
 				eds = append(eds, dicomtest.Set(tag.StudyDescription, tt.desc))
 			}
 			b := object(t, eds...)
-			h, err := dicomheader.Parse(bytes.NewReader(b), int64(len(b)))
-			if err != nil {
-				t.Fatalf("Parse: %v", err)
-			}
-			pn := h.PatientName
-			if pn.Family != tt.family || pn.Ideographic != tt.ideographic || pn.Phonetic != tt.phonetic {
-				t.Errorf("PatientName %q, %q, %q; want %q, %q, %q", pn.Family, pn.Ideographic, pn.Phonetic, tt.family, tt.ideographic, tt.phonetic)
-			}
-			if tt.sd != "" && h.StudyDescription != tt.sd {
-				t.Errorf("StudyDescription %q, want %q", h.StudyDescription, tt.sd)
+			// A file, and a stream that cannot seek.
+			for _, r := range []io.Reader{bytes.NewReader(b), struct{ io.Reader }{bytes.NewReader(b)}} {
+				h, err := dicomheader.Parse(r, int64(len(b)))
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				pn := h.PatientName
+				if pn.Family != tt.family || pn.Ideographic != tt.ideographic || pn.Phonetic != tt.phonetic {
+					t.Errorf("PatientName %q, %q, %q; want %q, %q, %q", pn.Family, pn.Ideographic, pn.Phonetic, tt.family, tt.ideographic, tt.phonetic)
+				}
+				if tt.sd != "" && h.StudyDescription != tt.sd {
+					t.Errorf("StudyDescription %q, want %q", h.StudyDescription, tt.sd)
+				}
+				if got := h.SpecificCharacterSet; !slices.Equal(got, tt.charset) && !(tt.charset[0] == "" && slices.Equal(got, tt.charset[1:])) {
+					t.Errorf("SpecificCharacterSet %q, want %q", got, tt.charset)
+				}
 			}
 		})
 	}

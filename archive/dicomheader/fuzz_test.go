@@ -52,6 +52,8 @@ func FuzzParse(f *testing.F) {
 	// Code extensions, whose escape sequences Parse removes.
 	f.Add(part10(explicitLittleTS, explicitLE.elem(tag.SpecificCharacterSet, "CS", `\ISO 2022 IR 149`), explicitLE.uids(),
 		explicitLE.elem(tag.PatientName, "PN", "Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7")), false, false)
+	f.Add(part10(explicitLittleTS, explicitLE.elem(tag.SpecificCharacterSet, "CS", `ISO 2022 IR 13\ISO 2022 IR 87`), explicitLE.uids(),
+		explicitLE.elem(tag.PatientName, "PN", "\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J")), true, true)
 	// Attributes held as UN, read again with the dictionary's VR.
 	qualifiers := implicitItem(implicitLE.elem(tag.UniversalEntityID, "", "1.2.3"), implicitLE.elem(tag.Tag{Group: 0x0011, Element: 0x0010}, "", "ACME"))
 	f.Add(part10(explicitLittleTS, explicitLE.uids(), explicitLE.elem(tag.PatientID, "UN", "P1"),

@@ -63,39 +63,52 @@ type readerAtSeeker interface {
 // values, and returns r untouched. Otherwise it keeps what it reads in
 // memory, stops before the value of the top-level Pixel Data element, and
 // returns the kept bytes followed by the rest of r.
-func guard(r io.Reader, size int64) (io.Reader, error) {
+//
+// It also returns the top-level Specific Character Set it met, nil when
+// none or when the data set is deflated.
+func guard(r io.Reader, size int64) (io.Reader, *charsetValue, error) {
 	if rs, ok := r.(readerAtSeeker); ok {
 		if start, err := rs.Seek(0, io.SeekCurrent); err == nil {
-			return r, guardAt(rs, start, size)
+			cs, err := guardAt(rs, start, size)
+			return r, cs, err
 		}
 	}
 	var kept bytes.Buffer
 	w := newWalker(io.TeeReader(r, &kept), nil, size)
 	w.keeps = true
 	if err := w.walk(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return io.MultiReader(&kept, r), nil
+	return io.MultiReader(&kept, r), w.charset, nil
 }
 
 // guardAt checks the stream of size bytes (negative: up to the end) that
 // starts at offset start of rs, and leaves the offset of rs at start.
-func guardAt(rs readerAtSeeker, start, size int64) error {
+func guardAt(rs readerAtSeeker, start, size int64) (*charsetValue, error) {
 	end, err := rs.Seek(0, io.SeekEnd)
 	if err != nil {
-		return fmt.Errorf("finding the end of the stream: %w", err)
+		return nil, fmt.Errorf("finding the end of the stream: %w", err)
 	}
 	if _, err := rs.Seek(start, io.SeekStart); err != nil {
-		return fmt.Errorf("rewinding the stream: %w", err)
+		return nil, fmt.Errorf("rewinding the stream: %w", err)
 	}
 	switch avail := end - start; {
 	case size < 0:
 		size = avail
 	case avail < size:
-		return fmt.Errorf("%w: stream has %d bytes, want %d", ErrTruncated, avail, size)
+		return nil, fmt.Errorf("%w: stream has %d bytes, want %d", ErrTruncated, avail, size)
 	}
 	sr := io.NewSectionReader(rs, start, size)
-	return newWalker(sr, sr, size).walk()
+	w := newWalker(sr, sr, size)
+	err = w.walk()
+	return w.charset, err
+}
+
+// charsetValue is the value of the top-level Specific Character Set
+// (0008,0005) as stored, and its offset in the stream.
+type charsetValue struct {
+	off int64
+	raw []byte
 }
 
 // walker reads element headers from a stream and skips their values.
@@ -106,6 +119,9 @@ type walker struct {
 	pos    int64     // offset in the stream of the next byte of br
 	end    int64     // length of the stream, or -1 when unknown
 	keeps  bool      // what is read is kept in memory: leave Pixel Data alone
+
+	deflated bool          // the data set is deflated: offsets are not the stream's
+	charset  *charsetValue // the top-level Specific Character Set, once met
 
 	order    binary.ByteOrder
 	implicit bool
@@ -149,6 +165,7 @@ func (w *walker) walk() error {
 		// library inflates it and reads until the inflated stream ends.
 		in := &boundedReader{r: flate.NewReader(w.br), n: maxInflated}
 		w.br, w.src, w.seeker, w.pos, w.end = bufio.NewReader(in), in, nil, 0, -1
+		w.deflated = true
 	}
 	if err := w.items(-1, false, 0, true); err != nil {
 		return fmt.Errorf("data set: %w", err)
@@ -290,6 +307,14 @@ func (w *walker) value(t tag.Tag, vr string, vl uint32, limit int64, depth int, 
 		return false, w.fragments(limit, false)
 	case vl == undefinedLength:
 		return false, fmt.Errorf("%w: %v %s at offset %d has undefined length", ErrMalformed, t, vr, w.pos)
+	case top && t == tag.SpecificCharacterSet && w.charset == nil && !w.deflated && int(vl) <= len(w.buf):
+		off := w.pos
+		b, err := w.read(int(vl), limit)
+		if err != nil {
+			return false, err
+		}
+		w.charset = &charsetValue{off: off, raw: bytes.Clone(b)}
+		return false, nil
 	}
 	return false, w.skip(int64(vl), limit)
 }

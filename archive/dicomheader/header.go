@@ -185,9 +185,14 @@ func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 	if size >= 0 && size < preambleLen {
 		return ds, fmt.Errorf("%w: %d bytes is shorter than the preamble", ErrTruncated, size)
 	}
-	in, err := guard(r, size)
+	in, cs, err := guard(r, size)
 	if err != nil {
 		return ds, err
+	}
+	var japaneseSets []string
+	if cs != nil && ownJapanese(charsetNames(cs.raw)) {
+		japaneseSets = charsetNames(cs.raw)
+		in = hideCharset(in, cs.off, len(cs.raw))
 	}
 
 	limit := size
@@ -232,6 +237,16 @@ func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 	ds.Elements = make([]*dicom.Element, 0, len(meta.Elements)+len(elems))
 	ds.Elements = append(append(ds.Elements, meta.Elements...), elems...)
 	charset, _ := ds.FindElementByTag(tag.SpecificCharacterSet)
+	if japaneseSets != nil && charset != nil {
+		// The library read the text as bytes (iso2022jp.go).
+		charset.Value, _ = dicom.NewValue(japaneseSets)
+		_ = walkStrings(elems, func(e *dicom.Element, s string) (string, error) {
+			if e == charset {
+				return s, nil
+			}
+			return decodeJapanese(s, japaneseSets), nil
+		})
+	}
 	readUnknownVR(ds.Elements[len(meta.Elements):], charset)
 	return ds, nil
 }
