@@ -35,6 +35,22 @@ type Resource struct {
 // the names it makes from DICOM Person Name component groups with it.
 const ENRepresentation = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
 
+// NameExtension is an extension of a HumanName as JSON decodes it, for
+// OtherScript.
+type NameExtension struct{ URL, ValueCode string }
+
+// OtherScript reports whether the extensions of a HumanName mark it as the
+// ideographic or phonetic writing of a name (ENRepresentation IDE or SYL),
+// which is never compared with an alphabetic one.
+func OtherScript(exts []NameExtension) bool {
+	for _, x := range exts {
+		if x.URL == ENRepresentation && (x.ValueCode == "IDE" || x.ValueCode == "SYL") {
+			return true
+		}
+	}
+	return false
+}
+
 // NormalizeString folds a string for FHIR string search (FHIR R4 3.1.1.4.3:
 // case- and accent-insensitive): lower case with combining marks removed.
 func NormalizeString(s string) string {

@@ -82,7 +82,7 @@ func (s *Searcher) resolve(ctx context.Context, job Job) (*identity, error) {
 			Use       string
 			Family    string
 			Given     []string
-			Extension []struct{ URL, ValueCode string }
+			Extension []fhir.NameExtension
 		}
 		BirthDate string
 		Gender    string
@@ -99,9 +99,7 @@ func (s *Searcher) resolve(ctx context.Context, job Job) (*identity, error) {
 		if n.Use == "old" || n.Use == "maiden" || n.Family == "" {
 			continue
 		}
-		if slices.ContainsFunc(n.Extension, func(x struct{ URL, ValueCode string }) bool {
-			return x.URL == fhir.ENRepresentation && (x.ValueCode == "IDE" || x.ValueCode == "SYL")
-		}) {
+		if fhir.OtherScript(n.Extension) {
 			// A name in ideographs or kana (fhir.ENRepresentation): the
 			// names of remote studies are compared in their alphabetic
 			// group.

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/search"
 )
 
@@ -73,8 +74,10 @@ type patient struct {
 	ID         string
 	Identifier []struct{ System, Value string }
 	Name       []struct {
-		Family string
-		Given  []string
+		Use       string
+		Family    string
+		Given     []string
+		Extension []fhir.NameExtension
 	}
 	BirthDate string
 	Gender    string
@@ -177,8 +180,19 @@ func (s *Source) identity(p patient, q search.PatientQuery) search.PatientIdenti
 	if id.ID == "" && len(p.Identifier) > 0 {
 		id.ID, id.Issuer = p.Identifier[0].Value, p.Identifier[0].System
 	}
-	if len(p.Name) > 0 {
-		id.Family, id.Given = p.Name[0].Family, p.Name[0].Given
+	// The name compared with the local patient's: the first current one
+	// in the alphabet, as the local side picks its own (search's identity);
+	// a name in ideographs or kana (fhir.ENRepresentation IDE, SYL), which
+	// JP Core lists first, would never match. Else the first.
+	for i, n := range p.Name {
+		if i == 0 {
+			id.Family, id.Given = n.Family, n.Given
+		}
+		if n.Use == "old" || n.Use == "maiden" || n.Family == "" || fhir.OtherScript(n.Extension) {
+			continue
+		}
+		id.Family, id.Given = n.Family, n.Given
+		break
 	}
 	return id
 }

@@ -550,16 +550,25 @@ func (mp *mapper) identifierSystem(hd HD) string {
 	return mp.opts.WithoutAuthoritySystem
 }
 
-// personName reads an XPN field (PID-5): the legal name (XPN-7 = L) when a
-// repetition has one, else the first; family name FN.1 and given names
-// XPN-2 and XPN-3.
+// personName reads an XPN field (PID-5): among the alphabetic repetitions
+// (XPN-8, HL7 table 4000, A or empty), the legal name (XPN-7 = L) when one
+// is, else the first; family name FN.1 and given names XPN-2 and XPN-3. A
+// name in ideographs or kana (XPN-8 I or P, as Japanese ADT sends them
+// beside or instead of the alphabetic one) is not the name the Patient's
+// alphabetic name is compared with; with none alphabetic, no name is read.
 func personName(f Field) (family string, given []string) {
-	r := f.Repetition(1)
+	var r Repetition
+	found := false
 	for _, rep := range f {
-		if rep.Component(7).String() == "L" {
-			r = rep
-			break
+		if code := rep.Component(8).String(); code != "" && code != "A" {
+			continue
 		}
+		if !found || (rep.Component(7).String() == "L" && r.Component(7).String() != "L") {
+			r, found = rep, true
+		}
+	}
+	if !found {
+		return "", nil
 	}
 	family = r.Component(1).Subcomponent(1)
 	for _, n := range []int{2, 3} {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -454,6 +455,34 @@ func TestToCareEvent_MoreADTTriggers(t *testing.T) {
 				t.Errorf("patient %+v", ev.Patient)
 			}
 		})
+	}
+}
+
+// A Japanese ADT sends the name in kanji and kana (XPN-8 I and P) beside,
+// or instead of, the alphabetic one: only an alphabetic name is the event's,
+// as that is the one a Patient's alphabetic name is compared with.
+func TestToCareEvent_NameRepresentations(t *testing.T) {
+	tests := []struct {
+		pid5, family string
+		given        []string
+	}{
+		{"山田^太郎^^^^^L^I~ﾔﾏﾀﾞ^ﾀﾛｳ^^^^^L^P~YAMADA^TAROU^^^^^L^A", "YAMADA", []string{"TAROU"}},
+		{"山田^太郎^^^^^L^I~ﾔﾏﾀﾞ^ﾀﾛｳ^^^^^L^P", "", nil},
+		{"DOE^JANE^^^^^M~ROE^JANE^^^^^L", "ROE", []string{"JANE"}},
+		{"DOE^JANE", "DOE", []string{"JANE"}},
+	}
+	for _, tt := range tests {
+		m, err := Parse(wire("MSH|^~\\&|ADT|MERCY|PF|PF|20240305120000||ADT^A08|N1|P|2.5.1|||||||UNICODE UTF-8", "PID|1||123^^^MERCY^MR||"+tt.pid5))
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		ev, err := ToCareEvent(m, MapOptions{})
+		if err != nil {
+			t.Fatalf("ToCareEvent: %v", err)
+		}
+		if ev.Patient.Family != tt.family || !slices.Equal(ev.Patient.Given, tt.given) {
+			t.Errorf("PID-5 %s: name %q %q, want %q %q", tt.pid5, ev.Patient.Family, ev.Patient.Given, tt.family, tt.given)
+		}
 	}
 }
 
