@@ -184,16 +184,19 @@ func (d *patientRecord) demographics(pt triggers.Patient) bool {
 }
 
 // otherScript reports whether a HumanName is the ideographic or phonetic
-// writing of a name (fhir.ENRepresentation IDE or SYL), which the archive
-// makes from a DICOM name's component groups. An HL7 v2 name is compared
+// writing of a name (fhir.OtherScript), which the archive makes from a
+// DICOM name's component groups. An HL7 v2 name is compared
 // with, and replaces, the alphabetic one only: it says nothing of the
 // others.
 func otherScript(name map[string]any) bool {
 	exts, _ := name["extension"].([]any)
+	var xs []fhir.NameExtension
 	for _, x := range exts {
-		if m, _ := x.(map[string]any); m != nil && m["url"] == fhir.ENRepresentation && (m["valueCode"] == "IDE" || m["valueCode"] == "SYL") {
-			return true
+		if m, _ := x.(map[string]any); m != nil {
+			url, _ := m["url"].(string)
+			code, _ := m["valueCode"].(string)
+			xs = append(xs, fhir.NameExtension{URL: url, ValueCode: code})
 		}
 	}
-	return false
+	return fhir.OtherScript(xs)
 }
