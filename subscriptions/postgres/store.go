@@ -92,13 +92,14 @@ func (s *Store) subscriptionWritten(ctx context.Context, tx *fhirpg.Tx, _, next 
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("subscription %s: read state: %w", sub.ID, err)
 	}
+	old := storedDefinition(oldDef)
 	var lastErr *string
 	if _, cerr := s.matcher.Compile(sub); cerr != nil {
 		// Criteria this server accepted once and no longer does (an
 		// upgrade read them more strictly) are kept, in error, so that
 		// the subscription can still be read, turned off or corrected;
 		// new criteria are refused.
-		if oldDef == nil || !sameCriteria(oldDef, sub) {
+		if !sameCriteria(old, sub) {
 			return cerr
 		}
 		reason := subscriptions.CriteriaError(cerr)
@@ -108,7 +109,7 @@ func (s *Store) subscriptionWritten(ctx context.Context, tx *fhirpg.Tx, _, next 
 	if sub.Channel == subscriptions.ChannelWebsocket {
 		status = subscriptions.StatusActive
 	}
-	if oldDef != nil && sameChannel(oldDef, sub) && oldStatus != string(subscriptions.StatusOff) {
+	if sameChannel(old, sub) && oldStatus != string(subscriptions.StatusOff) {
 		status = subscriptions.Status(oldStatus)
 	}
 	if lastErr != nil {
@@ -132,25 +133,30 @@ func (s *Store) subscriptionWritten(ctx context.Context, tx *fhirpg.Tx, _, next 
 	return bumpGeneration(ctx, ptx)
 }
 
-// sameChannel reports whether the stored definition delivers to the same
-// place under the same criteria as sub.
-func sameChannel(oldDef []byte, sub *subscriptions.Subscription) bool {
-	var old subscriptions.Subscription
-	if json.Unmarshal(oldDef, &old) != nil {
-		return false
+// storedDefinition decodes the definition subscription_state holds (nil
+// when there is none, or it does not decode).
+func storedDefinition(def []byte) *subscriptions.Subscription {
+	if def == nil {
+		return nil
 	}
-	return old.Channel == sub.Channel && old.Endpoint == sub.Endpoint && old.Topic == sub.Topic &&
-		old.Criteria == sub.Criteria && slices.Equal(old.Headers, sub.Headers)
+	var old subscriptions.Subscription
+	if json.Unmarshal(def, &old) != nil {
+		return nil
+	}
+	return &old
 }
 
-// sameCriteria reports whether the stored definition has sub's topic and
-// criteria.
-func sameCriteria(oldDef []byte, sub *subscriptions.Subscription) bool {
-	var old subscriptions.Subscription
-	if json.Unmarshal(oldDef, &old) != nil {
-		return false
-	}
-	return old.Topic == sub.Topic && old.Criteria == sub.Criteria
+// sameChannel reports whether the stored definition old delivers to the
+// same place under the same criteria as sub.
+func sameChannel(old, sub *subscriptions.Subscription) bool {
+	return sameCriteria(old, sub) && old.Channel == sub.Channel && old.Endpoint == sub.Endpoint &&
+		slices.Equal(old.Headers, sub.Headers)
+}
+
+// sameCriteria reports whether the stored definition old has sub's topic
+// and criteria.
+func sameCriteria(old, sub *subscriptions.Subscription) bool {
+	return old != nil && old.Topic == sub.Topic && old.Criteria == sub.Criteria
 }
 
 func bumpGeneration(ctx context.Context, tx pgx.Tx) error {
