@@ -51,6 +51,27 @@ func OtherScript(exts []NameExtension) bool {
 	return false
 }
 
+// PatientName is the part of a Patient's HumanName, as JSON decodes it,
+// that demographic matches read.
+type PatientName struct {
+	Use       string
+	Family    string
+	Given     []string
+	Extension []NameExtension
+}
+
+// ComparedName returns the name a patient's demographics are compared by:
+// the first current one (not old or maiden) with a family name, in the
+// alphabet (not OtherScript). It reports false when no name is.
+func ComparedName(names []PatientName) (PatientName, bool) {
+	for _, n := range names {
+		if n.Use != "old" && n.Use != "maiden" && n.Family != "" && !OtherScript(n.Extension) {
+			return n, true
+		}
+	}
+	return PatientName{}, false
+}
+
 // NormalizeString folds a string for FHIR string search (FHIR R4 3.1.1.4.3:
 // case- and accent-insensitive): lower case with combining marks removed.
 func NormalizeString(s string) string {

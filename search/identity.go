@@ -78,14 +78,9 @@ func (s *Searcher) resolve(ctx context.Context, job Job) (*identity, error) {
 	}
 	var p struct {
 		Identifier []struct{ System, Value string }
-		Name       []struct {
-			Use       string
-			Family    string
-			Given     []string
-			Extension []fhir.NameExtension
-		}
-		BirthDate string
-		Gender    string
+		Name       []fhir.PatientName
+		BirthDate  string
+		Gender     string
 	}
 	if err := json.Unmarshal(res.Body, &p); err != nil {
 		return nil, fmt.Errorf("read %s: %w", ref, err)
@@ -95,20 +90,10 @@ func (s *Searcher) resolve(ctx context.Context, job Job) (*identity, error) {
 		id.add(ident{system: x.System, value: x.Value})
 	}
 	id.birthDate, id.sex = p.BirthDate, p.Gender
-	for _, n := range p.Name {
-		if n.Use == "old" || n.Use == "maiden" || n.Family == "" {
-			continue
-		}
-		if fhir.OtherScript(n.Extension) {
-			// A name in ideographs or kana (fhir.ENRepresentation): the
-			// names of remote studies are compared in their alphabetic
-			// group.
-			continue
-		}
-		if len(p.BirthDate) == len("2006-01-02") {
-			id.demo = &Demographics{Family: n.Family, Given: n.Given, BirthDate: p.BirthDate, Sex: p.Gender}
-		}
-		break
+	// A name in ideographs or kana is left out: the names of remote
+	// studies are compared in their alphabetic group.
+	if n, ok := fhir.ComparedName(p.Name); ok && len(p.BirthDate) == len("2006-01-02") {
+		id.demo = &Demographics{Family: n.Family, Given: n.Given, BirthDate: p.BirthDate, Sex: p.Gender}
 	}
 	return id, nil
 }

@@ -73,14 +73,9 @@ type bundle struct {
 type patient struct {
 	ID         string
 	Identifier []struct{ System, Value string }
-	Name       []struct {
-		Use       string
-		Family    string
-		Given     []string
-		Extension []fhir.NameExtension
-	}
-	BirthDate string
-	Gender    string
+	Name       []fhir.PatientName
+	BirthDate  string
+	Gender     string
 }
 
 type coding struct{ System, Code, Display string }
@@ -180,19 +175,13 @@ func (s *Source) identity(p patient, q search.PatientQuery) search.PatientIdenti
 	if id.ID == "" && len(p.Identifier) > 0 {
 		id.ID, id.Issuer = p.Identifier[0].Value, p.Identifier[0].System
 	}
-	// The name compared with the local patient's: the first current one
-	// in the alphabet, as the local side picks its own (search's identity);
-	// a name in ideographs or kana (fhir.ENRepresentation IDE, SYL), which
-	// JP Core lists first, would never match. Else the first.
-	for i, n := range p.Name {
-		if i == 0 {
-			id.Family, id.Given = n.Family, n.Given
-		}
-		if n.Use == "old" || n.Use == "maiden" || n.Family == "" || fhir.OtherScript(n.Extension) {
-			continue
-		}
+	// The name compared with the local patient's, picked as the local
+	// side picks its own (search's identity): a name in ideographs or kana,
+	// which JP Core lists first, would never match. Else the first.
+	if n, ok := fhir.ComparedName(p.Name); ok {
 		id.Family, id.Given = n.Family, n.Given
-		break
+	} else if len(p.Name) > 0 {
+		id.Family, id.Given = p.Name[0].Family, p.Name[0].Given
 	}
 	return id
 }
