@@ -28,6 +28,12 @@ type Orthanc struct {
 	http *http.Client
 }
 
+// SCUAE is the AE title Orthanc knows as a modality allowed to query and
+// retrieve (C-FIND, C-GET) from 127.0.0.1; other calling AE titles may only
+// echo and store, and a called AE title other than Orthanc's own is
+// rejected, as a PACS configured for its peers does.
+const SCUAE = "PRIORFLOW"
+
 // Server is a DICOMweb server Orthanc is told about (DicomWeb.Servers).
 type Server struct {
 	Name, URL string
@@ -111,9 +117,12 @@ func start(tb testing.TB, bin string, servers []Server) (o *Orthanc, log string,
 		"HttpTimeout":             60,
 		"DicomScpTimeout":         30,
 		"UnknownSopClassAccepted": true,
-		"DeidentifyLogs":          true,
-		"KeepAlive":               true,
-		"TcpNoDelay":              true,
+		"DicomCheckCalledAet":     true,
+		"DicomModalities": map[string]any{"priorflow": map[string]any{"AET": SCUAE, "Host": "127.0.0.1", "Port": 104,
+			"AllowEcho": true, "AllowFind": true, "AllowGet": true, "AllowMove": false, "AllowStore": true}},
+		"DeidentifyLogs": true,
+		"KeepAlive":      true,
+		"TcpNoDelay":     true,
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	cfgPath := filepath.Join(dir, "orthanc.json")

@@ -1,0 +1,217 @@
+package dimse
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+
+	"github.com/suyashkumar/dicom"
+)
+
+// SOP classes of the services this package uses (PS3.4 A.4, C.6).
+const (
+	Verification         = "1.2.840.10008.1.1"
+	PatientRootFind      = "1.2.840.10008.5.1.4.1.2.1.1"
+	PatientRootGet       = "1.2.840.10008.5.1.4.1.2.1.3"
+	StudyRootFind        = "1.2.840.10008.5.1.4.1.2.2.1"
+	StudyRootGet         = "1.2.840.10008.5.1.4.1.2.2.3"
+	priorityMedium       = 0x0000
+	maxIdentifierDataSet = 1 << 20
+)
+
+// Echo verifies the association (C-ECHO, PS3.7 9.1.5); it needs an
+// accepted Verification context.
+func (a *Association) Echo() error {
+	pc, err := a.context(Verification)
+	if err != nil {
+		return err
+	}
+	id := a.nextMessageID()
+	if err := a.send(pc, &Command{Field: CEchoRQ, AffectedSOPClassUID: Verification, MessageID: id}, nil); err != nil {
+		return fmt.Errorf("dimse: C-ECHO: %w", err)
+	}
+	m, err := a.response(CEchoRSP, id)
+	if err != nil {
+		return fmt.Errorf("dimse: C-ECHO: %w", err)
+	}
+	return final(m.cmd)
+}
+
+// Find sends a C-FIND request of the information model (StudyRootFind,
+// PatientRootFind) and calls each with every matching identifier the peer
+// returns (PS3.7 9.1.2, PS3.4 C.4.1). An error from each ends the
+// operation with a C-CANCEL and is returned; the association should then
+// be aborted, as after any error other than a *StatusError.
+func (a *Association) Find(model string, q Identifier, each func(dicom.Dataset) error) error {
+	pc, err := a.context(model)
+	if err != nil {
+		return err
+	}
+	data, err := q.encode(pc.TransferSyntax)
+	if err != nil {
+		return err
+	}
+	id := a.nextMessageID()
+	cmd := &Command{Field: CFindRQ, AffectedSOPClassUID: model, MessageID: id, Priority: priorityMedium}
+	if err := a.send(pc, cmd, data); err != nil {
+		return fmt.Errorf("dimse: C-FIND: %w", err)
+	}
+	for {
+		m, err := a.response(CFindRSP, id)
+		if err != nil {
+			return fmt.Errorf("dimse: C-FIND: %w", err)
+		}
+		if !isPending(m.cmd.Status) {
+			return final(m.cmd)
+		}
+		if m.data == nil {
+			return fmt.Errorf("dimse: C-FIND: %w: a pending response without an identifier", ErrProtocol)
+		}
+		b, err := m.data.readAll(maxIdentifierDataSet)
+		if err != nil {
+			return fmt.Errorf("dimse: C-FIND: %w", err)
+		}
+		ds, err := parseDataSet(m.context.TransferSyntax, b)
+		if err != nil {
+			return fmt.Errorf("dimse: C-FIND: %w: unreadable identifier: %v", ErrProtocol, err)
+		}
+		if err := each(ds); err != nil {
+			a.cancel(pc, id)
+			return err
+		}
+	}
+}
+
+// cancel asks the peer to stop the operation id (C-CANCEL, PS3.7 9.3.2.3).
+func (a *Association) cancel(pc *PresentationContext, id uint16) {
+	_ = a.send(pc, &Command{Field: CCancelRQ, MessageIDBeingRespondedTo: id}, nil)
+}
+
+// StoreRequest is one C-STORE sub-operation of a C-GET (PS3.4 C.4.3.3).
+type StoreRequest struct {
+	SOPClassUID, SOPInstanceUID, TransferSyntax string
+	// Object is the instance as a Part 10 stream: File Meta Information
+	// written by this side (the peer's AE title as Source Application
+	// Entity Title), then the data set as the peer sent it.
+	Object io.Reader
+}
+
+// StoreFunc takes one object of a C-GET. The status it returns answers
+// the C-STORE: StatusSuccess once the object is safe, StatusOutOfResources
+// or StatusCannotUnderstand when it is refused. An error ends the C-GET.
+type StoreFunc func(*StoreRequest) (uint16, error)
+
+// GetResult is the final response of a C-GET.
+type GetResult struct {
+	Status uint16
+	// Sub-operation counts as the peer reports them (0 when absent).
+	Completed, Failed, Warning int
+}
+
+// Get sends a C-GET request of the information model (StudyRootGet,
+// PatientRootGet) and hands each object the peer sends on this
+// association to store (PS3.7 9.1.3, PS3.4 C.4.3). Only objects of a SOP
+// class with an accepted storage context (SCPRole) can come. It returns
+// the final response, which reports sub-operations that failed with
+// status StatusSubOperationsWarning; a failure status is a *StatusError.
+func (a *Association) Get(model string, q Identifier, store StoreFunc) (*GetResult, error) {
+	pc, err := a.context(model)
+	if err != nil {
+		return nil, err
+	}
+	data, err := q.encode(pc.TransferSyntax)
+	if err != nil {
+		return nil, err
+	}
+	id := a.nextMessageID()
+	cmd := &Command{Field: CGetRQ, AffectedSOPClassUID: model, MessageID: id, Priority: priorityMedium}
+	if err := a.send(pc, cmd, data); err != nil {
+		return nil, fmt.Errorf("dimse: C-GET: %w", err)
+	}
+	for {
+		m, err := a.readMessage()
+		if err != nil {
+			return nil, fmt.Errorf("dimse: C-GET: %w", err)
+		}
+		if m.cmd.Field == CStoreRQ {
+			if err := a.storeSubOperation(m, store); err != nil {
+				a.cancel(pc, id)
+				return nil, fmt.Errorf("dimse: C-GET: %w", err)
+			}
+			continue
+		}
+		if err := checkResponse(m, CGetRSP, id); err != nil {
+			return nil, fmt.Errorf("dimse: C-GET: %w", err)
+		}
+		if isPending(m.cmd.Status) {
+			continue
+		}
+		res := &GetResult{Status: m.cmd.Status, Completed: max(m.cmd.Completed, 0), Failed: max(m.cmd.Failed, 0),
+			Warning: max(m.cmd.Warning, 0)}
+		return res, final(m.cmd)
+	}
+}
+
+// storeSubOperation hands a C-STORE-RQ to store and answers it.
+func (a *Association) storeSubOperation(m *message, store StoreFunc) error {
+	c := m.cmd
+	if m.data == nil {
+		return fmt.Errorf("%w: C-STORE-RQ without a data set", ErrProtocol)
+	}
+	head := part10Header(c.AffectedSOPClassUID, c.AffectedSOPInstanceUID, m.context.TransferSyntax, a.cfg.CalledAE)
+	req := &StoreRequest{SOPClassUID: c.AffectedSOPClassUID, SOPInstanceUID: c.AffectedSOPInstanceUID,
+		TransferSyntax: m.context.TransferSyntax, Object: io.MultiReader(bytes.NewReader(head), m.data)}
+	status, err := store(req)
+	if err != nil {
+		return err
+	}
+	// What store left unread is skipped before the answer: the peer may
+	// send nothing else until it has sent the whole object.
+	if err := a.drain(); err != nil {
+		return err
+	}
+	rsp := &Command{Field: CStoreRSP, AffectedSOPClassUID: c.AffectedSOPClassUID, MessageIDBeingRespondedTo: c.MessageID,
+		Status: status, AffectedSOPInstanceUID: c.AffectedSOPInstanceUID}
+	return a.send(m.context, rsp, nil)
+}
+
+// response reads the response to request id, of command field want.
+func (a *Association) response(want, id uint16) (*message, error) {
+	m, err := a.readMessage()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkResponse(m, want, id); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func checkResponse(m *message, want, id uint16) error {
+	switch {
+	case m.cmd.Field != want:
+		return fmt.Errorf("%w: %s where %s was expected", ErrProtocol, fieldName(m.cmd.Field), fieldName(want))
+	case m.cmd.MessageIDBeingRespondedTo != id:
+		return fmt.Errorf("%w: a response to message %d where %d was expected", ErrProtocol, m.cmd.MessageIDBeingRespondedTo, id)
+	}
+	return nil
+}
+
+func fieldName(f uint16) string {
+	if f&0x8000 != 0 {
+		return commandName(f) + "-RSP"
+	}
+	return commandName(f) + "-RQ"
+}
+
+// final returns nil for a final response's success or warning status,
+// ErrCanceled for Cancel, and a *StatusError for a failure.
+func final(c *Command) error {
+	switch {
+	case c.Status == StatusSuccess || isWarning(c.Status):
+		return nil
+	case c.Status == StatusCancel:
+		return ErrCanceled
+	}
+	return &StatusError{Command: c.Field, Status: c.Status, Comment: c.ErrorComment}
+}
