@@ -7,11 +7,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
+	dicomuid "github.com/suyashkumar/dicom/pkg/uid"
 )
 
 // The faults of a peer that Orthanc cannot be made to commit are played
@@ -379,3 +381,21 @@ func (c *scriptConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 func (c *scriptConn) SetDeadline(time.Time) error      { return nil }
 func (c *scriptConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }
+
+// Every proposed class is a storage SOP class of the standard: a typing
+// slip in a UID would silently lose its objects.
+func TestStorageSOPClasses_Known(t *testing.T) {
+	seen := map[string]bool{}
+	for _, sop := range StorageSOPClasses {
+		info, err := dicomuid.Lookup(sop)
+		if err != nil || !strings.Contains(info.Name, "Storage") || seen[sop] {
+			t.Errorf("%s: %q, %v (or listed twice)", sop, info.Name, err)
+		}
+		seen[sop] = true
+	}
+	for sop := range compressedClasses {
+		if !seen[sop] {
+			t.Errorf("compressed class %s is not a listed storage class", sop)
+		}
+	}
+}
