@@ -444,15 +444,9 @@ func stripURL(err error) error {
 	return err
 }
 
-// fetch asks for one study, series or instance and streams its parts into
-// the archive in batches. known is how many instances of the study the
-// archive held before the request; it sizes the batches (batchLimit).
-//
-// Receiving and storing overlap: this goroutine reads, spools and checks
-// each part while a storer goroutine stores the previous batch. The hand-off
-// is unbuffered, so at most two batches are spooled at once (one being
-// stored, one being filled). A failure on either side cancels the request
-// and ends both; every spooled file is removed whatever happens.
+// fetch asks for one study, series or instance over WADO-RS and streams
+// its parts into the archive in batches (sink). known is how many
+// instances of the study the archive held before the request.
 func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path string, known int, out *Outcome, progress func()) error {
 	out.Requests = append(out.Requests, path)
 	release, err := acquire(ctx, src)
@@ -492,36 +486,25 @@ func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path strin
 	// front of the connection makes each of its reads from the socket big.
 	mr := multipart.NewReader(bufio.NewReaderSize(body, 256<<10), ct.Boundary, multipart.Limits{MaxPartSize: r.cfg.MaxPartSize})
 
-	batches := make(chan []*archive.Object)
-	type storeResult struct {
-		out *Outcome
-		err error
-	}
-	stored := make(chan storeResult, 1)
-	go func() {
-		so := &Outcome{}
-		var err error
-		for b := range batches {
-			if err != nil {
-				removeAll(b) // the attempt has failed: drain what is left
-				continue
+	// Waiting for the storer is not the source's silence.
+	k := r.newSink(ctx, cancel, st, known, out, progress, body.pause, body.resume)
+	recvErr := func() error {
+		for {
+			part, err := mr.NextPart()
+			if errors.Is(err, io.EOF) {
+				return nil
 			}
-			if err = r.store(ctx, st, b, so); err != nil {
-				cancel(err)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			if _, err := k.take(part); err != nil {
+				return err
 			}
 		}
-		stored <- storeResult{so, err}
 	}()
-	recvErr := r.receive(ctx, mr, st, known, out, progress, body, batches)
 	idle.Stop() // the answer is read: storing its last batch is not the source's silence
-	close(batches)
-	res := <-stored
-	out.merge(res.out)
-	if res.err != nil {
-		return res.err
-	}
-	if recvErr != nil {
-		return r.cause(ctx, src, recvErr)
+	if err := k.finish(recvErr); err != nil {
+		return r.cause(ctx, src, err)
 	}
 	return nil
 }
@@ -537,67 +520,129 @@ func (r *Retriever) cause(ctx context.Context, src *source, err error) error {
 	return err
 }
 
-// receive reads the parts of a multipart answer, spools and checks each,
-// and hands batches of accepted objects to the storer. Refused objects are
-// quarantined here, before any could be indexed.
-func (r *Retriever) receive(ctx context.Context, mr *multipart.Reader, st Study, known int, out *Outcome, progress func(),
-	body *idleReader, batches chan<- []*archive.Object) error {
-	var batch []*archive.Object
-	var batchBytes int64
-	defer func() { removeAll(batch) }()
-	handOff := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		// Waiting for the storer is not the source's silence.
-		body.pause()
-		defer body.resume()
-		tick := time.NewTicker(5 * time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case batches <- batch:
-				known += len(batch)
-				batch, batchBytes = nil, 0
-				return nil
-			case <-tick.C:
-				progress() // a long store still shows the retrieval alive
-			case <-ctx.Done():
-				return context.Cause(ctx)
+// sink takes the objects of one answer, a WADO-RS response's parts or a
+// C-GET's C-STORE sub-operations: it spools and checks each, quarantines
+// the refused before any could be indexed, and hands batches of the others
+// to a storer goroutine.
+//
+// Receiving and storing overlap: the receiver spools and checks each
+// object while the storer stores the previous batch. The hand-off is
+// unbuffered, so at most two batches are spooled at once (one being
+// stored, one being filled). A failure on either side cancels the request
+// and ends both; every spooled file is removed whatever happens.
+type sink struct {
+	r        *Retriever
+	ctx      context.Context
+	st       Study
+	known    int
+	out      *Outcome
+	progress func()
+	// pause and resume stop the source's watchdog while the receiver
+	// waits for the storer.
+	pause, resume func()
+
+	batch      []*archive.Object
+	batchBytes int64
+	batches    chan []*archive.Object
+	stored     chan storeResult
+}
+
+type storeResult struct {
+	out *Outcome
+	err error
+}
+
+// newSink starts the storer of a request whose context cancel ends. known
+// is how many instances of the study the archive held before the request;
+// it sizes the batches (batchLimit).
+func (r *Retriever) newSink(ctx context.Context, cancel context.CancelCauseFunc, st Study, known int, out *Outcome,
+	progress, pause, resume func()) *sink {
+	k := &sink{r: r, ctx: ctx, st: st, known: known, out: out, progress: progress, pause: pause, resume: resume,
+		batches: make(chan []*archive.Object), stored: make(chan storeResult, 1)}
+	go func() {
+		so := &Outcome{}
+		var err error
+		for b := range k.batches {
+			if err != nil {
+				removeAll(b) // the attempt has failed: drain what is left
+				continue
+			}
+			if err = r.store(ctx, st, b, so); err != nil {
+				cancel(err)
 			}
 		}
+		k.stored <- storeResult{so, err}
+	}()
+	return k
+}
+
+// take spools one object from obj, checks it and adds it to the batch,
+// handing the batch off when full. It reports whether the object was
+// quarantined; an error ends the request.
+func (k *sink) take(obj io.Reader) (quarantined bool, err error) {
+	r := k.r
+	o, err := r.cfg.Archive.Spool(obj)
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	k.out.Bytes += o.Size
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Received(k.st.Source, 1, o.Size)
+	}
+	k.progress()
+	if why := check(o, k.st); why != "" {
+		r.quarantine(k.ctx, k.st, o, why, k.out)
+		o.Remove()
+		return true, nil
+	}
+	k.batch = append(k.batch, o)
+	k.batchBytes += o.Size
+	if len(k.batch) >= r.batchLimit(k.known) || k.batchBytes >= r.cfg.MaxBatchBytes {
+		return false, k.handOff()
+	}
+	return false, nil
+}
+
+func (k *sink) handOff() error {
+	if len(k.batch) == 0 {
+		return nil
+	}
+	if k.pause != nil {
+		k.pause()
+		defer k.resume()
+	}
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
 	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		obj, err := r.cfg.Archive.Spool(part)
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		out.Bytes += obj.Size
-		if r.cfg.Observer != nil {
-			r.cfg.Observer.Received(st.Source, 1, obj.Size)
-		}
-		progress()
-		if why := check(obj, st); why != "" {
-			r.quarantine(ctx, st, obj, why, out)
-			obj.Remove()
-			continue
-		}
-		batch = append(batch, obj)
-		batchBytes += obj.Size
-		if len(batch) >= r.batchLimit(known) || batchBytes >= r.cfg.MaxBatchBytes {
-			if err := handOff(); err != nil {
-				return err
-			}
+		select {
+		case k.batches <- k.batch:
+			k.known += len(k.batch)
+			k.batch, k.batchBytes = nil, 0
+			return nil
+		case <-tick.C:
+			k.progress() // a long store still shows the retrieval alive
+		case <-k.ctx.Done():
+			return context.Cause(k.ctx)
 		}
 	}
-	return handOff()
+}
+
+// finish hands off the last batch when the answer was received whole
+// (recvErr nil), waits for the storer and adds its counts to the outcome.
+// A store failure comes first, then recvErr.
+func (k *sink) finish(recvErr error) error {
+	if recvErr == nil {
+		recvErr = k.handOff()
+	}
+	removeAll(k.batch)
+	k.batch = nil
+	close(k.batches)
+	res := <-k.stored
+	k.out.merge(res.out)
+	if res.err != nil {
+		return res.err
+	}
+	return recvErr
 }
 
 // batchLimit is how many objects the next batch of a study may hold when
