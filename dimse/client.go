@@ -27,8 +27,14 @@ func (c *Client) Echo(ctx context.Context) error {
 // Find runs a C-FIND of model (StudyRootFind, PatientRootFind); see
 // Association.Find.
 func (c *Client) Find(ctx context.Context, model string, q Identifier, each func(dicom.Dataset) error) error {
+	return c.WithFind(ctx, model, func(a *Association) error { return a.Find(model, q, each) })
+}
+
+// WithFind runs op on one association that can C-FIND in model: for the
+// several queries of one search (studies, then their series).
+func (c *Client) WithFind(ctx context.Context, model string, op func(*Association) error) error {
 	pcs := []PresentationContext{{ID: 1, AbstractSyntax: model, TransferSyntaxes: uncompressedSyntaxes}}
-	return c.run(ctx, pcs, func(a *Association) error { return a.Find(model, q, each) })
+	return c.run(ctx, pcs, op)
 }
 
 // Get runs a C-GET of model (StudyRootGet, PatientRootGet), proposing every

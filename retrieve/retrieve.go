@@ -2,7 +2,8 @@
 // local archive over WADO-RS (DICOM PS3.18 10.4): original bytes
 // (transfer-syntax=*), streamed part by part from the multipart/related
 // response through archive.Spool into archive.Store, so memory stays bounded
-// whatever the study's size and instances are indexed as they arrive.
+// whatever the study's size and instances are indexed as they arrive. A
+// DIMSE source is pulled from with C-GET the same way (dimse.go).
 //
 // A study partly present locally is completed with series- or
 // instance-level requests for what the archive's index lacks, so a pull
@@ -34,6 +35,7 @@ import (
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomjson"
 	"github.com/priorflow/priorflow/archive/multipart"
+	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/search"
 )
 
@@ -57,11 +59,14 @@ var (
 // Source is a remote source studies are retrieved from.
 type Source struct {
 	Name string
-	// Client talks to the source: credentials and TLS of its config,
-	// DisableCompression set (search.NewHTTPClient).
+	// Client talks to a WADO-RS source: credentials and TLS of its
+	// config, DisableCompression set (search.NewHTTPClient).
 	Client *http.Client
-	// Concurrency bounds the WADO-RS requests in flight to the source
-	// (default 2).
+	// DIMSE talks to a DIMSE source instead (C-FIND and C-GET); its
+	// IdleTimeout is set from IdleTimeout.
+	DIMSE *dimse.Client
+	// Concurrency bounds the requests (or associations) in flight to the
+	// source (default 2).
 	Concurrency int
 	// IdleTimeout is how long a retrieval waits for a byte from the source,
 	// for the response headers and between reads of the body (default
@@ -165,14 +170,19 @@ func New(cfg Config) (*Retriever, error) {
 	}
 	r := &Retriever{cfg: cfg, log: cfg.Logger, sources: map[string]*source{}}
 	for _, s := range cfg.Sources {
-		if s.Name == "" || s.Client == nil {
-			return nil, errors.New("retrieve: a source needs a name and an HTTP client")
+		if s.Name == "" || (s.Client == nil) == (s.DIMSE == nil) {
+			return nil, errors.New("retrieve: a source needs a name and either an HTTP or a DIMSE client")
 		}
 		if s.Concurrency <= 0 {
 			s.Concurrency = 2
 		}
 		if s.IdleTimeout <= 0 {
 			s.IdleTimeout = search.DefaultRetrieveTimeout
+		}
+		if s.DIMSE != nil {
+			c := *s.DIMSE
+			c.Config.IdleTimeout = s.IdleTimeout
+			s.DIMSE = &c
 		}
 		r.sources[s.Name] = &source{Source: s, sem: make(chan struct{}, s.Concurrency)}
 	}
@@ -232,7 +242,7 @@ func (r *Retriever) Retrieve(ctx context.Context, st Study, progress func()) (*O
 	if !ok {
 		return nil, fmt.Errorf("retrieve %s: %w %q", st.StudyInstanceUID, ErrUnknownSource, st.Source)
 	}
-	if st.Base == "" {
+	if st.Base == "" && src.DIMSE == nil {
 		return nil, fmt.Errorf("retrieve %s: %w: no WADO-RS base", st.StudyInstanceUID, ErrRejected)
 	}
 	st.Base = strings.TrimSuffix(st.Base, "/")
@@ -280,6 +290,9 @@ func sleep(ctx context.Context, d time.Duration, progress func()) error {
 
 // pull is one attempt: it asks only for what the index lacks.
 func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcome, progress func()) error {
+	if src.DIMSE != nil {
+		return r.pullDIMSE(ctx, src, st, out, progress)
+	}
 	have, err := r.local(ctx, st.StudyInstanceUID)
 	if err != nil {
 		return err

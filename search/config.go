@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/priorflow/priorflow/dimse"
 )
 
 // SourceConfig is one entry of the `sources:` list of the Priorflow YAML
@@ -36,7 +38,10 @@ type SourceConfig struct {
 	// Retries is how many times a failed query is retried within Timeout.
 	Retries int
 	Auth    Auth
-	Line    int
+	// CalledAETitle is the AE title of a DIMSE source, CallingAETitle
+	// Priorflow's own towards it (default DefaultCallingAETitle).
+	CalledAETitle, CallingAETitle string
+	Line                          int
 }
 
 // Info returns the SourceInfo of the configuration.
@@ -90,6 +95,9 @@ const (
 	DefaultRetrieveTimeout = 5 * time.Minute
 	DefaultConcurrency     = 4
 	DefaultRetries         = 2
+	// DefaultCallingAETitle is the AE title Priorflow calls a DIMSE
+	// source with; the PACS must know it (and its address) to answer.
+	DefaultCallingAETitle = "PRIORFLOW"
 )
 
 // ConfigProblem is one error in the file.
@@ -206,6 +214,9 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 	s := &SourceConfig{Line: n.Line, Match: MatchIdentifier, Mode: ModeImport, Timeout: DefaultTimeout,
 		RetrieveTimeout: DefaultRetrieveTimeout, Concurrency: DefaultConcurrency, Retries: DefaultRetries}
 	keys := map[string]bool{}
+	// Nodes checked once the kind is known, which may come after them.
+	var urlNode, modeNode, authNode *yaml.Node
+	var aeNodes []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if keys[k.Value] {
@@ -224,26 +235,25 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 		case "kind":
 			if x, ok := p.scalar(v, "kind"); ok {
 				switch Kind(x) {
-				case KindDICOMweb, KindFHIR, KindPriorflow:
+				case KindDICOMweb, KindFHIR, KindPriorflow, KindDIMSE:
 					s.Kind = Kind(x)
-				case KindDIMSE:
-					p.add(v, "kind dimse: not yet supported (use dicomweb, fhir or priorflow)")
 				default:
-					p.add(v, "kind %q: want dicomweb, fhir or priorflow", x)
+					p.add(v, "kind %q: want dicomweb, dimse, fhir or priorflow", x)
 				}
 			}
 		case "url":
-			if x, ok := p.scalar(v, "url"); ok {
-				u, err := url.Parse(x)
-				switch {
-				case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-					p.add(v, "url: want an absolute http or https URL")
-				case u.User != nil:
-					p.add(v, "url: credentials must not be written in the URL; use auth: with a file")
-				default:
-					s.URL = strings.TrimSuffix(x, "/")
+			urlNode = v
+		case "calledAETitle", "callingAETitle":
+			if x, ok := p.scalar(v, k.Value); ok {
+				if err := dimse.CheckAETitle(x); err != nil {
+					p.add(v, "%s: %v", k.Value, err)
+				} else if k.Value == "calledAETitle" {
+					s.CalledAETitle = x
+				} else {
+					s.CallingAETitle = x
 				}
 			}
+			aeNodes = append(aeNodes, k)
 		case "issuer":
 			if x, ok := p.scalar(v, "issuer"); ok {
 				s.Issuer = x
@@ -257,6 +267,7 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 				}
 			}
 		case "mode":
+			modeNode = v
 			if x, ok := p.scalar(v, "mode"); ok {
 				if m := Mode(x); m == ModeImport || m == ModeRemoteView {
 					s.Mode = m
@@ -287,24 +298,84 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 		case "retries":
 			s.Retries = p.intIn(v, "retries", 0, 10, s.Retries)
 		case "auth":
+			authNode = v
 			s.Auth = p.auth(v)
 		default:
-			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, retrieveTimeout, concurrency, retries, auth)", k.Value)
+			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, retrieveTimeout, concurrency, retries, auth, calledAETitle, callingAETitle)", k.Value)
 		}
 	}
 	if s.Name == "" {
 		p.add(n, "source has no name")
 	}
 	if !keys["kind"] {
-		p.add(n, "source %s has no kind (dicomweb, fhir or priorflow)", s.Name)
+		p.add(n, "source %s has no kind (dicomweb, dimse, fhir or priorflow)", s.Name)
 	}
-	if !keys["url"] {
+	if urlNode == nil {
 		p.add(n, "source %s has no url", s.Name)
+	} else if x, ok := p.scalar(urlNode, "url"); ok {
+		if s.Kind == KindDIMSE {
+			s.URL = p.dimseURL(urlNode, x)
+		} else {
+			s.URL = p.httpURL(urlNode, x)
+		}
+	}
+	if s.Kind == KindDIMSE {
+		p.dimse(n, s, keys["calledAETitle"], modeNode, authNode)
+	} else {
+		for _, k := range aeNodes {
+			p.add(k, "%s: only a source of kind dimse has AE titles", k.Value)
+		}
 	}
 	if s.Match == MatchIdentifier && s.Issuer == "" && keys["kind"] {
 		p.add(n, "source %s: match identifier needs issuer: the assigning authority of its patient IDs", s.Name)
 	}
 	return s
+}
+
+// httpURL checks the url of a DICOMweb or FHIR source.
+func (p *cfgParser) httpURL(v *yaml.Node, x string) string {
+	u, err := url.Parse(x)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		p.add(v, "url: want an absolute http or https URL")
+	case u.User != nil:
+		p.add(v, "url: credentials must not be written in the URL; use auth: with a file")
+	default:
+		return strings.TrimSuffix(x, "/")
+	}
+	return ""
+}
+
+// dimseURL checks the url of a DIMSE source: dicom://host:port, the
+// address of the PACS's DICOM port.
+func (p *cfgParser) dimseURL(v *yaml.Node, x string) string {
+	u, err := url.Parse(x)
+	if err != nil || u.Scheme != "dicom" || u.Hostname() == "" || u.Port() == "" || u.User != nil ||
+		strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" {
+		p.add(v, "url: want dicom://host:port, the address of the source's DICOM port")
+		return ""
+	}
+	if port, err := strconv.Atoi(u.Port()); err != nil || port < 1 || port > 65535 {
+		p.add(v, "url: port %q: want 1 to 65535", u.Port())
+		return ""
+	}
+	return "dicom://" + u.Host
+}
+
+// dimse checks what a DIMSE source needs and refuses what it cannot have.
+func (p *cfgParser) dimse(n *yaml.Node, s *SourceConfig, called bool, modeNode, authNode *yaml.Node) {
+	if !called {
+		p.add(n, "source %s: kind dimse needs calledAETitle, the AE title of the source", s.Name)
+	}
+	if s.CallingAETitle == "" {
+		s.CallingAETitle = DefaultCallingAETitle
+	}
+	if s.Mode == ModeRemoteView && modeNode != nil {
+		p.add(modeNode, "mode remote-view: a DIMSE source has no address a viewer can open; use import")
+	}
+	if authNode != nil {
+		p.add(authNode, "auth: a DIMSE source takes no HTTP credentials; the source knows Priorflow by callingAETitle and address")
+	}
 }
 
 func (p *cfgParser) intIn(v *yaml.Node, key string, lo, hi, def int) int {

@@ -92,13 +92,76 @@ sources:
 			t.Fatalf("err = %v", err)
 		}
 		msg := err.Error()
-		for _, want := range []string{"p.yaml:3:11: kind dimse: not yet supported", "p.yaml:8:10: url:", "p.yaml:9:12: match", "p.yaml:10:12: auth.password"} {
+		for _, want := range []string{"p.yaml:4:10: url: want dicom://host:port", "p.yaml:2:5: source a: kind dimse needs calledAETitle",
+			"p.yaml:8:10: url:", "p.yaml:9:12: match", "p.yaml:10:12: auth.password"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("missing %q in\n%s", want, msg)
 			}
 		}
 		if strings.Contains(msg, "hunter2") {
 			t.Error("the secret is echoed")
+		}
+	})
+}
+
+func TestParseSources_DIMSE(t *testing.T) {
+	t.Parallel()
+	t.Run("a PACS", func(t *testing.T) {
+		srcs, err := search.ParseSources("p.yaml", []byte(`sources:
+  - name: pacs
+    kind: dimse
+    url: dicom://pacs.hospital-a.example:11112
+    calledAETitle: PACS_A
+    issuer: HOSP-A
+  - name: pacs-b
+    kind: dimse
+    url: dicom://10.0.0.7:104/
+    calledAETitle: ARCHIVE
+    callingAETitle: PF_NODE_2
+    issuer: HOSP-B
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := srcs[0], srcs[1]
+		if a.URL != "dicom://pacs.hospital-a.example:11112" || a.CalledAETitle != "PACS_A" || a.CallingAETitle != search.DefaultCallingAETitle {
+			t.Errorf("pacs = %+v", a)
+		}
+		if b.URL != "dicom://10.0.0.7:104" || b.CalledAETitle != "ARCHIVE" || b.CallingAETitle != "PF_NODE_2" || b.Mode != search.ModeImport {
+			t.Errorf("pacs-b = %+v", b)
+		}
+	})
+	t.Run("what a DIMSE source cannot have", func(t *testing.T) {
+		_, err := search.ParseSources("p.yaml", []byte(`sources:
+  - name: a
+    kind: dimse
+    url: dicom://pacs:104
+    calledAETitle: WAY_TOO_LONG_AE_TITLE
+    callingAETitle: "BACK\\SLASH"
+    issuer: A
+    mode: remote-view
+    auth: {bearerTokenFile: /run/t}
+  - name: b
+    kind: dimse
+    url: dicom://pacs
+    calledAETitle: PACS
+    issuer: B
+  - name: c
+    kind: dicomweb
+    url: http://x/dicom-web
+    calledAETitle: PACS
+    issuer: C
+`))
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		for _, want := range []string{"p.yaml:5:20: calledAETitle: AE title", "p.yaml:6:21: callingAETitle: AE title",
+			"p.yaml:8:11: mode remote-view: a DIMSE source", "p.yaml:9:11: auth: a DIMSE source takes no HTTP credentials",
+			"p.yaml:12:10: url: want dicom://host:port", "p.yaml:18:5: calledAETitle: only a source of kind dimse"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("missing %q in\n%s", want, msg)
+			}
 		}
 	})
 }

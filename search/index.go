@@ -60,13 +60,17 @@ func (s *Searcher) index(ctx context.Context, id *identity, found []RemoteStudy,
 	found = slices.SortedFunc(slices.Values(found), func(a, b RemoteStudy) int {
 		return strings.Compare(a.StudyInstanceUID, b.StudyInstanceUID)
 	})
+	kinds := map[string]Kind{}
+	for _, src := range srcs {
+		kinds[src.info.Name] = src.info.Kind
+	}
 	bases := map[string]string{}
 	err := s.cfg.Store.InTx(ctx, func(tx *postgres.Tx) error {
 		for _, st := range found {
 			ep, ok := bases[st.Source]
 			if !ok {
 				var err error
-				if ep, err = s.ensureEndpoint(ctx, tx, st.Source, st.RetrieveBase); err != nil {
+				if ep, err = s.ensureEndpoint(ctx, tx, st.Source, kinds[st.Source], st.RetrieveBase); err != nil {
 					return err
 				}
 				bases[st.Source] = ep
@@ -95,7 +99,15 @@ func (s *Searcher) index(ctx context.Context, id *identity, found []RemoteStudy,
 	return nil
 }
 
-func (s *Searcher) ensureEndpoint(ctx context.Context, tx *postgres.Tx, name, address string) (string, error) {
+// DIMSE has no code in R4's endpoint-connection-type; IHE's Shared
+// Management of Radiation Treatments profile defines one for it, which a
+// client that knows only R4's codes reads by its display.
+const (
+	SystemDIMSEEndpoint = "https://profiles.ihe.net/RO/SMRT/CodeSystem/dicom-endpoint-connection-type"
+	codeDIMSE           = "dicom-dimse"
+)
+
+func (s *Searcher) ensureEndpoint(ctx context.Context, tx *postgres.Tx, name string, kind Kind, address string) (string, error) {
 	id := EndpointID(name)
 	cur, err := tx.Read(ctx, "Endpoint", id)
 	if err == nil && strings.Contains(string(cur.Body), `"address":"`+address+`"`) {
@@ -114,6 +126,10 @@ func (s *Searcher) ensureEndpoint(ctx context.Context, tx *postgres.Tx, name, ad
 		"payloadType":     []any{map[string]any{"text": "DICOM"}},
 		"payloadMimeType": []any{"application/dicom"},
 		"address":         address,
+	}
+	if kind == KindDIMSE {
+		ep["name"] = "Remote source " + name + " (DICOM DIMSE)"
+		ep["connectionType"] = map[string]any{"system": SystemDIMSEEndpoint, "code": codeDIMSE, "display": "DICOM DIMSE"}
 	}
 	msg, err := s.parse(ep)
 	if err != nil {

@@ -30,6 +30,32 @@ import (
 // completes it with the exact instance count and no duplicates.
 func TestPrefetcher_KilledMidPull_RestartCompletes(t *testing.T) {
 	t.Parallel()
+	killedMidPull(t, func(o *orthanctest.Orthanc) string {
+		return fmt.Sprintf(`
+  - name: hospital-b
+    kind: dicomweb
+    url: %s/dicom-web
+    issuer: HOSP-B`, o.URL)
+	})
+}
+
+// The same over DIMSE: the C-GET broken off by the kill, the restarted
+// prefetcher's C-FIND finds what the archive lacks and C-GETs only that.
+func TestPrefetcher_KilledMidPull_RestartCompletes_DIMSE(t *testing.T) {
+	t.Parallel()
+	killedMidPull(t, func(o *orthanctest.Orthanc) string {
+		return fmt.Sprintf(`
+  - name: hospital-b
+    kind: dimse
+    url: dicom://127.0.0.1:%d
+    calledAETitle: %s
+    callingAETitle: %s
+    issuer: HOSP-B`, o.Port, o.AET, orthanctest.SCUAE)
+	})
+}
+
+// killedMidPull runs the kill and restart with the source source returns.
+func killedMidPull(t *testing.T, source func(*orthanctest.Orthanc) string) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs Orthanc")
 	}
@@ -53,11 +79,7 @@ func TestPrefetcher_KilledMidPull_RestartCompletes(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "priorflow.yaml")
 	cfg := fmt.Sprintf(`
-sources:
-  - name: hospital-b
-    kind: dicomweb
-    url: %s/dicom-web
-    issuer: HOSP-B
+sources:%s
 rules:
   - name: ct-priors
     on: [appointment-booked]
@@ -66,7 +88,7 @@ rules:
     maxPriors: 2
     modalities: same
     bodyRegion: any
-`, o.URL)
+`, source(o))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

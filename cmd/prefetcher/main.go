@@ -36,6 +36,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomheader"
+	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/internal/database"
@@ -46,6 +47,7 @@ import (
 	"github.com/priorflow/priorflow/retrieve/worker"
 	"github.com/priorflow/priorflow/search"
 	"github.com/priorflow/priorflow/search/dicomweb"
+	"github.com/priorflow/priorflow/search/dimsesource"
 	"github.com/priorflow/priorflow/search/fhirsource"
 	"github.com/priorflow/priorflow/subscriptions"
 	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
@@ -330,6 +332,19 @@ func buildSources(cfgs []*search.SourceConfig) ([]search.Entry, []retrieve.Sourc
 	var entries []search.Entry
 	var rs []retrieve.Source
 	for _, c := range cfgs {
+		if c.Kind == search.KindDIMSE {
+			// One client for both: the search's deadline bounds a query,
+			// the retriever sets its own idle timeout on its copy.
+			dc := &dimse.Client{Addr: strings.TrimPrefix(c.URL, "dicom://"),
+				Config: dimse.Config{CallingAE: c.CallingAETitle, CalledAE: c.CalledAETitle, IdleTimeout: c.Timeout}}
+			src, err := dimsesource.New(c.Info(), dc)
+			if err != nil {
+				return nil, nil, err
+			}
+			entries = append(entries, search.Entry{Source: src, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency})
+			rs = append(rs, retrieve.Source{Name: c.Name, DIMSE: dc, Concurrency: c.Concurrency, IdleTimeout: c.RetrieveTimeout})
+			continue
+		}
 		client, err := search.NewHTTPClient(c)
 		if err != nil {
 			return nil, nil, err

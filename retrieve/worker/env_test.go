@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,21 +15,25 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	njs "github.com/nats-io/nats.go/jetstream"
+	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	fsearch "github.com/priorflow/priorflow/fhir/search"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/internal/natsjs/natstest"
+	"github.com/priorflow/priorflow/internal/orthanctest"
 	"github.com/priorflow/priorflow/retrieve"
 	"github.com/priorflow/priorflow/retrieve/worker"
 	"github.com/priorflow/priorflow/search"
 	"github.com/priorflow/priorflow/search/dicomweb"
+	"github.com/priorflow/priorflow/search/dimsesource"
 	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
 	"github.com/priorflow/priorflow/triggers"
 	cejs "github.com/priorflow/priorflow/triggers/jetstream"
@@ -153,13 +158,9 @@ func newEnv(t *testing.T, sourceURL, mrn, remoteID string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := search.NewSearcher(search.Config{Sources: []search.Entry{{Source: src, Timeout: 5 * time.Second, Retries: 0, Concurrency: 2}},
-		Store: store, Local: a, Logger: dbtest.Logger(), InitialBackoff: 10 * time.Millisecond, BreakerFailures: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, pool: pool, store: store, archive: a, bucket: bucket, js: js, searcher: s, sourceURL: sourceURL, requests: rec,
+	e := &env{t: t, pool: pool, store: store, archive: a, bucket: bucket, js: js, sourceURL: sourceURL, requests: rec,
 		metrics: worker.NewMetrics(nil)}
+	e.searcher = e.newSearcher(src)
 	ids := []any{map[string]any{"system": "urn:hosp-a:mrn", "value": mrn}}
 	if remoteID != "" {
 		ids = append(ids, map[string]any{"system": "urn:priorflow:issuer:HOSP-B", "value": remoteID})
@@ -188,6 +189,33 @@ func newEnv(t *testing.T, sourceURL, mrn, remoteID string) *env {
 			t.Errorf("planner: %v", err)
 		}
 	})
+	return e
+}
+
+func (e *env) newSearcher(src search.Source) *search.Searcher {
+	e.t.Helper()
+	s, err := search.NewSearcher(search.Config{Sources: []search.Entry{{Source: src, Timeout: 5 * time.Second, Retries: 0, Concurrency: 2}},
+		Store: e.store, Local: e.archive, Logger: dbtest.Logger(), InitialBackoff: 10 * time.Millisecond, BreakerFailures: 1000})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// newEnvDIMSE is newEnv whose remote source is Orthanc's DICOM port: its
+// studies are found by C-FIND and pulled by C-GET.
+func newEnvDIMSE(t *testing.T, o *orthanctest.Orthanc, mrn, remoteID string) *env {
+	t.Helper()
+	e := newEnv(t, "http://unused.invalid/dicom-web", mrn, remoteID)
+	client := &dimse.Client{Addr: fmt.Sprintf("127.0.0.1:%d", o.Port),
+		Config: dimse.Config{CallingAE: orthanctest.SCUAE, CalledAE: o.AET}}
+	src, err := dimsesource.New(search.SourceInfo{Name: "hospital-b", Kind: search.KindDIMSE, URL: fmt.Sprintf("dicom://127.0.0.1:%d", o.Port),
+		Issuer: "HOSP-B", Match: search.MatchIdentifier, Mode: search.ModeImport}, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.searcher = e.newSearcher(src)
+	e.retrieval = &retrieve.Source{Name: "hospital-b", DIMSE: client, Concurrency: 2}
 	return e
 }
 
@@ -459,6 +487,59 @@ func (e *env) checkIdentical(st *dicomtest.Study) {
 	if err := e.pool.QueryRow(ctx, `SELECT count(*) - count(DISTINCT sop_uid) FROM dicom_instance`).Scan(&dup); err != nil || dup != 0 {
 		e.t.Errorf("duplicate instance rows: %d (%v)", dup, err)
 	}
+}
+
+// checkSame checks that the archive holds exactly the study's instances,
+// each with the source's pixel data: what a C-GET brings is the same data
+// set, but written again by the source (and with Priorflow's File Meta
+// Information), so not the same bytes.
+func (e *env) checkSame(st *dicomtest.Study) {
+	e.t.Helper()
+	ctx := context.Background()
+	stored, err := e.archive.Instances(ctx, st.StudyInstanceUID, "", "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if got, want := len(stored), len(st.Instances()); got != want {
+		e.t.Errorf("study %s: %d instances stored, want %d", st.StudyInstanceUID, got, want)
+	}
+	want := map[string][]byte{}
+	for _, in := range st.Instances() {
+		want[in.SOPInstanceUID] = in.Bytes
+	}
+	for _, s := range stored {
+		r, err := e.archive.Open(ctx, s.BlobKey)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		w, ok := want[s.SOPInstanceUID]
+		if !ok {
+			e.t.Errorf("instance %s is not of the study", s.SOPInstanceUID)
+			continue
+		}
+		if g, w := pixelData(e.t, b), pixelData(e.t, w); len(w) == 0 || !bytes.Equal(g, w) {
+			e.t.Errorf("instance %s: pixel data differs from the source's (%d vs %d bytes)", s.SOPInstanceUID, len(g), len(w))
+		}
+	}
+}
+
+func pixelData(t *testing.T, b []byte) []byte {
+	t.Helper()
+	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil, dicom.SkipProcessingPixelDataValue())
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	e, err := ds.FindElementByTag(tag.PixelData)
+	if err != nil {
+		return nil
+	}
+	pi, _ := e.Value.GetValue().(dicom.PixelDataInfo)
+	return pi.UnprocessedValueData
 }
 
 // person is a patient as the remote archive files them.

@@ -118,6 +118,80 @@ func TestWorker(t *testing.T) {
 		}
 	})
 
+	t.Run("over DIMSE: priors found by C-FIND and pulled by C-GET", func(t *testing.T) {
+		t.Parallel()
+		e := newEnvDIMSE(t, o, "A11", "B100")
+		e.startWorker()
+		e.publishBooking("ev-11", "A11")
+		j := e.waitJob(60*time.Second, "completed", "failed")
+		if j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkSame(ct2025)
+		e.checkSame(ct2024)
+		studies := e.search("ImagingStudy", "patient="+e.patient)
+		if len(studies) != 2 {
+			t.Fatalf("ImagingStudy?patient=%s: %d, want 2", e.patient, len(studies))
+		}
+		for _, is := range studies {
+			if ep := is["endpoint"].([]any)[0].(map[string]any)["reference"]; ep != "Endpoint/"+archive.LocalEndpointID {
+				t.Errorf("ImagingStudy %v endpoint %v, want the local one", is["id"], ep)
+			}
+		}
+		ep := e.read("Endpoint", search.EndpointID("hospital-b"))
+		ct, _ := ep["connectionType"].(map[string]any)
+		if ct["code"] != "dicom-dimse" || ep["address"] != fmt.Sprintf("dicom://127.0.0.1:%d", o.Port) {
+			t.Errorf("the source's Endpoint: %v at %v, want dicom-dimse at its DICOM port", ct, ep["address"])
+		}
+		if task := e.read("Task", j.TaskID); task["status"] != "completed" {
+			t.Errorf("Task status %v", task["status"])
+		}
+	})
+
+	t.Run("over DIMSE: a study partly present, only what is missing is pulled", func(t *testing.T) {
+		t.Parallel()
+		e := newEnvDIMSE(t, o, "A12", "B200")
+		e.storeLocal(partial.Series[0].Instances...)
+		e.storeLocal(partial.Series[1].Instances[0])
+		var received atomic.Int32
+		e.observer = func(n int) { received.Add(int32(n)) }
+		e.startWorker()
+		e.publishBooking("ev-12", "A12")
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkSame(partial)
+		if got := received.Load(); got != 3 {
+			t.Errorf("%d instances received, want the 3 missing (one of series 2, series 3)", got)
+		}
+	})
+
+	t.Run("over DIMSE: an instance of another patient is quarantined", func(t *testing.T) {
+		t.Parallel()
+		// Orthanc's C-FIND reports the patient attributes of the first
+		// instance it received (its QIDO-RS, those of the last): the
+		// intruder goes last so that the search accepts the study and
+		// the intruder reaches the retrieval's own check.
+		mixed := study(t, g, person{"B310", "19800101"}, day(2025, 4, 1), 1, 2)
+		intruder := study(t, g, person{"B310", "19551111"}, day(2025, 4, 1), 1, 1, dicomtest.WithStudyInstanceUID(mixed.StudyInstanceUID))
+		upload(mixed, intruder)
+		e := newEnvDIMSE(t, o, "A13", "B310")
+		e.startWorker()
+		e.publishBooking("ev-13", "A13")
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkSame(mixed)
+		bad := intruder.Instances()[0].SOPInstanceUID
+		reviews := e.search("Task", "code=urn:priorflow:task|"+worker.TaskReviewQuarantine)
+		if len(reviews) != 1 {
+			t.Fatalf("%d review-quarantine Tasks, want 1", len(reviews))
+		}
+		if in := reviews[0]["input"].([]any); len(in) != 1 || !strings.Contains(in[0].(map[string]any)["valueString"].(string), bad) {
+			t.Errorf("review inputs %v, want the intruder %s", in, bad)
+		}
+	})
+
 	t.Run("stat before routine: an ED arrival overtakes a routine backlog", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, remote, "A6", "B600")

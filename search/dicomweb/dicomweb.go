@@ -137,17 +137,28 @@ func (s *Source) qido(ctx context.Context, path string, v url.Values) ([]dicomjs
 }
 
 func (s *Source) study(o dicomjson.Object) (search.RemoteStudy, error) {
+	st, err := StudyFromAttributes(o)
+	if err != nil {
+		return st, fmt.Errorf("dicomweb %s: %w", s.info.Name, err)
+	}
+	st.RetrieveBase, st.RetrieveURL, st.Source = s.info.URL, o.String(tag.RetrieveURL), s.info.Name
+	return st, nil
+}
+
+// StudyFromAttributes reads the attributes of a study, as a QIDO-RS answer
+// or a C-FIND identifier (search/dimsesource) gives them, into a
+// RemoteStudy; its source and retrieval addresses are the caller's. A
+// study without StudyInstanceUID is an error wrapping
+// search.ErrBadResponse.
+func StudyFromAttributes(o dicomjson.Object) (search.RemoteStudy, error) {
 	st := search.RemoteStudy{
 		StudyInstanceUID:  o.String(tag.StudyInstanceUID),
 		Description:       o.String(tag.StudyDescription),
 		AccessionNumber:   o.String(tag.AccessionNumber),
 		ModalitiesInStudy: o.Strings(tag.ModalitiesInStudy),
-		RetrieveBase:      s.info.URL,
-		RetrieveURL:       o.String(tag.RetrieveURL),
-		Source:            s.info.Name,
 	}
 	if st.StudyInstanceUID == "" {
-		return st, fmt.Errorf("dicomweb %s: %w: a study without StudyInstanceUID", s.info.Name, search.ErrBadResponse)
+		return st, fmt.Errorf("%w: a study without StudyInstanceUID", search.ErrBadResponse)
 	}
 	st.NumberOfSeries, _ = o.Int(tag.NumberOfStudyRelatedSeries)
 	st.NumberOfInstances, _ = o.Int(tag.NumberOfStudyRelatedInstances)
@@ -165,6 +176,19 @@ func (s *Source) study(o dicomjson.Object) (search.RemoteStudy, error) {
 	return st, nil
 }
 
+// SeriesFromAttributes reads the attributes of a series, as QIDO-RS or
+// C-FIND gives them.
+func SeriesFromAttributes(o dicomjson.Object) search.RemoteSeries {
+	se := search.RemoteSeries{
+		SeriesInstanceUID: o.String(tag.SeriesInstanceUID),
+		Modality:          o.String(tag.Modality),
+		BodyPartExamined:  o.String(tag.BodyPartExamined),
+		Description:       o.String(tag.SeriesDescription),
+	}
+	se.NumberOfInstances, _ = o.Int(tag.NumberOfSeriesRelatedInstances)
+	return se
+}
+
 func (s *Source) series(ctx context.Context, st *search.RemoteStudy) error {
 	v := url.Values{}
 	for _, t := range seriesFields {
@@ -179,19 +203,20 @@ func (s *Source) series(ctx context.Context, st *search.RemoteStudy) error {
 			return err
 		}
 		for _, o := range objs {
-			se := search.RemoteSeries{
-				SeriesInstanceUID: o.String(tag.SeriesInstanceUID),
-				Modality:          o.String(tag.Modality),
-				BodyPartExamined:  o.String(tag.BodyPartExamined),
-				Description:       o.String(tag.SeriesDescription),
-			}
-			se.NumberOfInstances, _ = o.Int(tag.NumberOfSeriesRelatedInstances)
-			all = append(all, se)
+			all = append(all, SeriesFromAttributes(o))
 		}
 		if len(objs) < PageSize {
 			break
 		}
 	}
+	SetSeries(st, all)
+	return nil
+}
+
+// SetSeries gives a study its series and what they tell of it: the body
+// parts examined, and the modalities and counts where the study's own
+// attributes did not give them.
+func SetSeries(st *search.RemoteStudy, all []search.RemoteSeries) {
 	st.Series = all
 	var parts, mods []string
 	total := 0
@@ -214,7 +239,6 @@ func (s *Source) series(ctx context.Context, st *search.RemoteStudy) error {
 	if st.NumberOfInstances == 0 {
 		st.NumberOfInstances = total
 	}
-	return nil
 }
 
 // SplitPN splits the alphabetic group of a DICOM PN (PS3.5 6.2) into the

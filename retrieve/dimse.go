@@ -1,0 +1,203 @@
+package retrieve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"github.com/priorflow/priorflow/dimse"
+)
+
+// A DIMSE source is pulled from with C-GET (PS3.4 C.4.3): the objects come
+// back as C-STORE sub-operations on the association that asked for them,
+// so Priorflow needs no port of its own that the PACS must be told about,
+// as C-MOVE would. What the archive lacks is found as over WADO-RS: the
+// study's series, then each series' instances, by C-FIND.
+
+// maxUIDsPerGet bounds the SOP Instance UIDs of one IMAGE-level C-GET, a
+// list the identifier carries (PS3.4 C.4.3.1.3.1).
+const maxUIDsPerGet = 100
+
+// pullDIMSE is pull for a DIMSE source.
+func (r *Retriever) pullDIMSE(ctx context.Context, src *source, st Study, out *Outcome, progress func()) error {
+	have, err := r.local(ctx, st.StudyInstanceUID)
+	if err != nil {
+		return err
+	}
+	studyKey := dimse.Attribute{Tag: tag.StudyInstanceUID, VR: "UI", Value: st.StudyInstanceUID}
+	if len(have) == 0 {
+		return r.cget(ctx, src, st, "STUDY", dimse.Identifier{studyKey}, 0, out, progress)
+	}
+	if st.NumberOfInstances > 0 && len(have) >= st.NumberOfInstances {
+		return nil
+	}
+	remote, err := r.remoteInstancesDIMSE(ctx, src, st)
+	if err != nil {
+		return err
+	}
+	var order []string
+	missing := map[string][]string{}
+	present := map[string]int{}
+	for _, in := range remote {
+		if have[in.sop] {
+			present[in.series]++
+			continue
+		}
+		if _, ok := missing[in.series]; !ok {
+			order = append(order, in.series)
+		}
+		missing[in.series] = append(missing[in.series], in.sop)
+	}
+	known := len(have)
+	for _, se := range order {
+		seriesKey := dimse.Attribute{Tag: tag.SeriesInstanceUID, VR: "UI", Value: se}
+		if present[se] == 0 {
+			if err := r.cget(ctx, src, st, "SERIES", dimse.Identifier{studyKey, seriesKey}, known, out, progress); err != nil {
+				return err
+			}
+			known += len(missing[se])
+			continue
+		}
+		for sops := range chunks(missing[se], maxUIDsPerGet) {
+			q := dimse.Identifier{studyKey, seriesKey, {Tag: tag.SOPInstanceUID, VR: "UI", Value: strings.Join(sops, `\`)}}
+			if err := r.cget(ctx, src, st, "IMAGE", q, known, out, progress); err != nil {
+				return err
+			}
+			known += len(sops)
+		}
+	}
+	return nil
+}
+
+func chunks(s []string, n int) func(func([]string) bool) {
+	return func(yield func([]string) bool) {
+		for len(s) > 0 {
+			k := min(n, len(s))
+			if !yield(s[:k]) {
+				return
+			}
+			s = s[k:]
+		}
+	}
+}
+
+// cget retrieves what the identifier names at level into the archive
+// through a sink; known is how many instances of the study the archive
+// held before.
+func (r *Retriever) cget(ctx context.Context, src *source, st Study, level string, q dimse.Identifier, known int,
+	out *Outcome, progress func()) error {
+	out.Requests = append(out.Requests, "C-GET "+level+" "+lastValue(q))
+	release, err := acquire(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer release()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	q = append(dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: level}}, q...)
+	k := r.newSink(ctx, cancel, st, known, out, progress, nil, nil)
+	res, err := src.DIMSE.Get(ctx, dimse.StudyRootGet, q, func(req *dimse.StoreRequest) (uint16, error) {
+		// A quarantined object is answered as taken: it is kept and
+		// reported here, and asking for it again would not change it.
+		if _, err := k.take(req.Object); err != nil {
+			return 0, err
+		}
+		return dimse.StatusSuccess, nil
+	})
+	if err == nil && res.Failed > 0 {
+		// Asked for again by the next attempt, which asks for what the
+		// archive still lacks.
+		err = fmt.Errorf("%w: the source could not send %d of the objects (C-GET status 0x%04X)", ErrUnavailable, res.Failed, res.Status)
+	}
+	if err := k.finish(dimseError(err)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// lastValue is the UID an identifier asks for, at its deepest level, or a
+// count of them for a list.
+func lastValue(q dimse.Identifier) string {
+	v := q[len(q)-1].Value
+	if n := strings.Count(v, `\`); n > 0 {
+		return fmt.Sprintf("%d instances", n+1)
+	}
+	return v
+}
+
+// remoteInstancesDIMSE lists a study's instances at the source: its series
+// (SERIES level), then each series' instances (IMAGE level), on one
+// association, as a hierarchical query must (PS3.4 C.4.1.2.1).
+func (r *Retriever) remoteInstancesDIMSE(ctx context.Context, src *source, st Study) ([]remoteInstance, error) {
+	release, err := acquire(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	studyKey := dimse.Attribute{Tag: tag.StudyInstanceUID, VR: "UI", Value: st.StudyInstanceUID}
+	var out []remoteInstance
+	err = src.DIMSE.WithFind(ctx, dimse.StudyRootFind, func(a *dimse.Association) error {
+		var series []string
+		q := dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: "SERIES"}, studyKey, {Tag: tag.SeriesInstanceUID, VR: "UI"}}
+		err := a.Find(dimse.StudyRootFind, q, func(ds dicom.Dataset) error {
+			if se := uidOf(ds, tag.SeriesInstanceUID); se != "" {
+				series = append(series, se)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, se := range series {
+			q := dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: "IMAGE"}, studyKey,
+				{Tag: tag.SeriesInstanceUID, VR: "UI", Value: se}, {Tag: tag.SOPInstanceUID, VR: "UI"}}
+			err := a.Find(dimse.StudyRootFind, q, func(ds dicom.Dataset) error {
+				if sop := uidOf(ds, tag.SOPInstanceUID); sop != "" {
+					out = append(out, remoteInstance{series: se, sop: sop})
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list instances of %s: %w", st.StudyInstanceUID, dimseError(err))
+	}
+	return out, nil
+}
+
+func uidOf(ds dicom.Dataset, t tag.Tag) string {
+	e, err := ds.FindElementByTag(t)
+	if err != nil {
+		return ""
+	}
+	v, _ := e.Value.GetValue().([]string)
+	if len(v) != 1 {
+		return ""
+	}
+	return strings.TrimRight(v[0], "\x00 ")
+}
+
+// dimseError maps a DIMSE failure to the retrieval's error kinds: a
+// permanent rejection of the association, no accepted context or a
+// failure status other than out of resources will not change on a retry;
+// anything else (unreachable, silent, aborted, out of resources, a
+// protocol error that may be a broken connection) may.
+func dimseError(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrRejected) {
+		return err
+	}
+	var rj *dimse.RejectedError
+	var se *dimse.StatusError
+	if errors.As(err, &rj) && rj.Permanent || errors.Is(err, dimse.ErrNoContext) || errors.As(err, &se) && !se.Temporary() {
+		return fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}

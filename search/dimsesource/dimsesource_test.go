@@ -1,0 +1,124 @@
+package dimsesource_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/dimse"
+	"github.com/priorflow/priorflow/internal/orthanctest"
+	"github.com/priorflow/priorflow/search"
+	"github.com/priorflow/priorflow/search/dimsesource"
+)
+
+func source(t *testing.T, addr, calledAE string) *dimsesource.Source {
+	t.Helper()
+	c := &dimse.Client{Addr: addr, Config: dimse.Config{CallingAE: orthanctest.SCUAE, CalledAE: calledAE, IdleTimeout: 10 * time.Second}}
+	s, err := dimsesource.New(search.SourceInfo{Name: "pacs", Kind: search.KindDIMSE, URL: "dicom://" + addr, Issuer: "HOSP-B",
+		Match: search.MatchIdentifier, Mode: search.ModeImport}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestFindStudies_Orthanc(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.Start(t)
+	upload := func(st *dicomtest.Study) {
+		for _, in := range st.Instances() {
+			o.Upload(t, in.Bytes)
+		}
+	}
+	day := func(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 9, 30, 0, 0, time.UTC) }
+	ct := dicomtest.NewStudy(t, dicomtest.WithPatient("B1", "HOSP-B", "MÜLLER^JÜRGEN HANS"), dicomtest.WithModality("CT"),
+		dicomtest.WithTemplate(dicomtest.FileMR), dicomtest.WithSeries(2), dicomtest.WithInstancesPerSeries(2),
+		dicomtest.WithStudyDate(day(2025, 2, 3)), dicomtest.WithStudyDescription("CT CHEST"))
+	old := dicomtest.NewStudy(t, dicomtest.WithPatient("B1", "HOSP-B", "MÜLLER^JÜRGEN HANS"), dicomtest.WithModality("MR"),
+		dicomtest.WithStudyDate(day(2012, 1, 1)))
+	otherDomain := dicomtest.NewStudy(t, dicomtest.WithPatient("B1", "HOSP-Z", "SOMEONE^ELSE"), dicomtest.WithModality("CT"))
+	for _, st := range []*dicomtest.Study{ct, old, otherDomain} {
+		upload(st)
+	}
+	s := source(t, fmt.Sprintf("127.0.0.1:%d", o.Port), o.AET)
+	ctx := context.Background()
+
+	t.Run("by identifier and issuer, since a date, with series", func(t *testing.T) {
+		got, err := s.FindStudies(ctx, search.PatientQuery{PatientID: "B1", Issuer: "HOSP-B", Since: day(2020, 1, 1), WithSeries: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 {
+			t.Fatalf("%d studies, want the CT of 2025 only", len(got))
+		}
+		st := got[0]
+		if st.StudyInstanceUID != ct.StudyInstanceUID || st.Source != "pacs" || st.RetrieveBase != "dicom://"+fmt.Sprintf("127.0.0.1:%d", o.Port) {
+			t.Errorf("study %+v", st)
+		}
+		if st.Patient.ID != "B1" || st.Patient.Issuer != "HOSP-B" || st.Patient.Family != "MÜLLER" || !slices.Equal(st.Patient.Given, []string{"JÜRGEN", "HANS"}) {
+			t.Errorf("patient %+v", st.Patient)
+		}
+		if !st.Date.Equal(day(2025, 2, 3)) || st.Description != "CT CHEST" || !slices.Equal(st.ModalitiesInStudy, []string{"CT"}) {
+			t.Errorf("date %v, description %q, modalities %v", st.Date, st.Description, st.ModalitiesInStudy)
+		}
+		if st.NumberOfInstances != 4 || st.NumberOfSeries != 2 || len(st.Series) != 2 {
+			t.Errorf("%d instances in %d series (%d listed), want 4 in 2", st.NumberOfInstances, st.NumberOfSeries, len(st.Series))
+		}
+		for _, se := range st.Series {
+			if se.Modality != "CT" || se.NumberOfInstances != 2 {
+				t.Errorf("series %+v", se)
+			}
+		}
+	})
+
+	t.Run("by demographics", func(t *testing.T) {
+		got, err := s.FindStudies(ctx, search.PatientQuery{Demographics: &search.Demographics{Family: "Müller"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var uids []string
+		for _, st := range got {
+			uids = append(uids, st.StudyInstanceUID)
+		}
+		slices.Sort(uids)
+		want := []string{ct.StudyInstanceUID, old.StudyInstanceUID}
+		slices.Sort(want)
+		if !slices.Equal(uids, want) {
+			t.Errorf("studies %v, want %v (the family name matched beyond ASCII)", uids, want)
+		}
+	})
+
+	t.Run("a called AE title the PACS does not answer to is rejected", func(t *testing.T) {
+		_, err := source(t, fmt.Sprintf("127.0.0.1:%d", o.Port), "NOT-THE-PACS").FindStudies(ctx, search.PatientQuery{PatientID: "B1"})
+		if !errors.Is(err, search.ErrRejected) {
+			t.Errorf("err = %v, want ErrRejected", err)
+		}
+	})
+}
+
+func TestFindStudies_Unreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, err = source(t, addr, "PACS").FindStudies(context.Background(), search.PatientQuery{PatientID: "B1"})
+	if !errors.Is(err, search.ErrUnavailable) {
+		t.Errorf("err = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestFindStudies_NothingToAskWith(t *testing.T) {
+	t.Parallel()
+	_, err := source(t, "127.0.0.1:1", "PACS").FindStudies(context.Background(), search.PatientQuery{})
+	if !errors.Is(err, search.ErrRejected) {
+		t.Errorf("err = %v, want ErrRejected", err)
+	}
+}
