@@ -15,9 +15,10 @@
 //     rules and writes prefetch jobs, each visible as a FHIR Task, with a due
 //     time and a priority lane.
 //  4. The prefetcher (cmd/prefetcher) takes due jobs, searches the network of
-//     remote sources for the patient's studies (search), selects the relevant
-//     priors missing locally, and pulls them over WADO-RS (retrieve) into the
-//     local archive.
+//     remote sources for the patient's studies (search: QIDO-RS, FHIR search,
+//     or C-FIND to a PACS that speaks only DIMSE), selects the relevant
+//     priors missing locally, and pulls them over WADO-RS or C-GET (retrieve,
+//     with the DICOM network client dimse) into the local archive.
 //  5. The archive (archive) keeps the original DICOM bytes in blob storage,
 //     indexes every instance into its FHIR ImagingStudy in the same
 //     transaction, and serves DICOMweb (archive/dicomweb) to viewers.
