@@ -13,6 +13,8 @@
 //	                                send an HL7 v2 message over MLLP, print the ACK
 //	priorflow jobs [list|show|follow|retry|cancel] [flags] [ID]
 //	                                list, show and follow prefetch jobs; retry or cancel one
+//	priorflow sources check [flags] [NAME...]
+//	                                check that each remote source answers searches
 //	priorflow demo seed [-url ROOT] store the demo network's sample studies in a
 //	                                remote site over STOW-RS
 //	priorflow version               print the version
@@ -73,6 +75,7 @@ func commands() []command {
 		{"hl7", "send [flags] MESSAGE.hl7", "send an HL7 v2 message over MLLP and print the ACK", runHL7},
 		{"demo", "seed [-url ROOT]", "store the demo network's sample studies in a remote site (STOW-RS)", runDemo},
 		{"jobs", "[list|show|follow|retry|cancel] [flags] [ID]", "list, show and follow prefetch jobs; retry or cancel one (reads DATABASE_URL)", runJobs},
+		{"sources", "check [flags] [NAME...]", "check that each remote source answers, with the config's credentials and AE titles", runSources},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "explain the commands, or one command", runHelp},
 	}

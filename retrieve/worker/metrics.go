@@ -36,9 +36,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "From the care event to the prior loaded in the local archive.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 16)}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_retrieve_bytes_total",
-			Help: "DICOM bytes received over WADO-RS, by source."}, []string{"source"}),
+			Help: "DICOM bytes received (WADO-RS, C-GET), by source."}, []string{"source"}),
 		inst: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_retrieve_instances_total",
-			Help: "DICOM instances received over WADO-RS, by source."}, []string{"source"}),
+			Help: "DICOM instances received (WADO-RS, C-GET), by source."}, []string{"source"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.running, m.jobs, m.failures, m.retries, m.loaded, m.bytes, m.inst)
