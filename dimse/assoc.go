@@ -26,13 +26,19 @@ type Config struct {
 	// MaxPDULength is the largest P-DATA-TF this side takes (default
 	// DefaultMaxPDULength); it bounds the memory of a read.
 	MaxPDULength uint32
-	// IdleTimeout bounds every wait for the peer: the connection, the
-	// association's acceptance, and each read or write of a PDU (default
-	// DefaultIdleTimeout). A transfer that keeps moving is not bounded.
+	// IdleTimeout bounds every wait for the peer: the connection (at most
+	// 10 s), the association's acceptance, and each read or write of a PDU
+	// (default DefaultIdleTimeout). A transfer that keeps moving is not
+	// bounded.
 	IdleTimeout time.Duration
 	// Dial opens the connection; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
+
+// maxDialTimeout bounds the wait for a TCP connection, whatever the idle
+// timeout: a retrieval may allow minutes of silence mid-transfer, but a
+// peer that takes more than this to accept a connection is down.
+const maxDialTimeout = 10 * time.Second
 
 // minPeerMaxLength is the least maximum length accepted from a peer: no
 // real implementation announces less, and a few bytes per PDU would only
@@ -141,7 +147,7 @@ func Associate(ctx context.Context, addr string, cfg Config, contexts []Presenta
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	dctx, cancel := context.WithTimeout(ctx, cfg.IdleTimeout)
+	dctx, cancel := context.WithTimeout(ctx, min(cfg.IdleTimeout, maxDialTimeout))
 	conn, err := dial(dctx, "tcp", addr)
 	cancel()
 	if err != nil {
