@@ -10,7 +10,6 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -19,8 +18,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -36,102 +33,21 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
+	"github.com/priorflow/priorflow/internal/tlstest"
 	"github.com/priorflow/priorflow/search"
 	"github.com/priorflow/priorflow/search/dicomweb"
 	"github.com/priorflow/priorflow/triggers"
 )
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-	dir  string
-	file string // the CA certificate, PEM
-}
-
-func newCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serialNumber(t), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	dir := t.TempDir()
-	ca := &testCA{cert: cert, key: key, pool: pool, dir: dir, file: filepath.Join(dir, name+"-ca.pem")}
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-func serialNumber(t testing.TB) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func writePEM(t testing.TB, file, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// issue signs a certificate for cn: a server's (for 127.0.0.1) or a
-// client's. It returns it loaded and as certificate and key files.
-func (ca *testCA) issue(t testing.TB, cn string, server bool) (cert tls.Certificate, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serialNumber(t), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	certFile, keyFile = filepath.Join(ca.dir, cn+".pem"), filepath.Join(ca.dir, cn+"-key.pem")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "PRIVATE KEY", keyDER)
-	cert, err = tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, certFile, keyFile
-}
-
 // startTLS starts h over TLS with a certificate from ca, requiring a
 // client certificate from ca when mutual is set.
-func startTLS(t testing.TB, ca *testCA, h http.Handler, mutual bool) *httptest.Server {
+func startTLS(t testing.TB, ca *tlstest.CA, h http.Handler, mutual bool) *httptest.Server {
 	t.Helper()
-	cert, _, _ := ca.issue(t, "server", true)
+	cert, _, _ := ca.Issue(t, "server", true)
 	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if mutual {
-		srv.TLS.ClientAuth, srv.TLS.ClientCAs = tls.RequireAndVerifyClientCert, ca.pool
+		srv.TLS.ClientAuth, srv.TLS.ClientCAs = tls.RequireAndVerifyClientCert, ca.Pool
 	}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	srv.StartTLS()
@@ -265,8 +181,8 @@ func TestNewHTTPClient_Basic(t *testing.T) {
 
 func TestNewHTTPClient_MTLS(t *testing.T) {
 	t.Parallel()
-	ca := newCA(t, "ca")
-	other := newCA(t, "other")
+	ca := tlstest.NewCA(t, "ca")
+	other := tlstest.NewCA(t, "other")
 	const token = "bearer-over-mtls"
 	srv := startTLS(t, ca, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.TLS.PeerCertificates) == 0 || r.TLS.PeerCertificates[0].Subject.CommonName != "priorflow-a" {
@@ -279,8 +195,8 @@ func TestNewHTTPClient_MTLS(t *testing.T) {
 		}
 		fmt.Fprint(w, "[]")
 	}), true)
-	_, certFile, keyFile := ca.issue(t, "priorflow-a", false)
-	_, otherCert, otherKey := other.issue(t, "priorflow-a", false)
+	_, certFile, keyFile := ca.Issue(t, "priorflow-a", false)
+	_, otherCert, otherKey := other.Issue(t, "priorflow-a", false)
 
 	for _, tc := range []struct {
 		name string
@@ -288,12 +204,12 @@ func TestNewHTTPClient_MTLS(t *testing.T) {
 		path string
 		ok   bool
 	}{
-		{"client certificate from the server's CA", search.Auth{MTLS: &search.MTLS{CertFile: certFile, KeyFile: keyFile, CAFile: ca.file}}, "/", true},
-		{"no client certificate", search.Auth{MTLS: &search.MTLS{CAFile: ca.file}}, "/", false},
-		{"client certificate from another CA", search.Auth{MTLS: &search.MTLS{CertFile: otherCert, KeyFile: otherKey, CAFile: ca.file}}, "/", false},
+		{"client certificate from the server's CA", search.Auth{MTLS: &search.MTLS{CertFile: certFile, KeyFile: keyFile, CAFile: ca.File}}, "/", true},
+		{"no client certificate", search.Auth{MTLS: &search.MTLS{CAFile: ca.File}}, "/", false},
+		{"client certificate from another CA", search.Auth{MTLS: &search.MTLS{CertFile: otherCert, KeyFile: otherKey, CAFile: ca.File}}, "/", false},
 		{"server CA not trusted", search.Auth{MTLS: &search.MTLS{CertFile: certFile, KeyFile: keyFile}}, "/", false},
 		{"mTLS with a bearer token", search.Auth{BearerTokenFile: writeFile(t, "tok", token),
-			MTLS: &search.MTLS{CertFile: certFile, KeyFile: keyFile, CAFile: ca.file}}, "/with-bearer", true},
+			MTLS: &search.MTLS{CertFile: certFile, KeyFile: keyFile, CAFile: ca.File}}, "/with-bearer", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClient(t, sourceConfig("b", srv.URL, tc.auth))
@@ -369,7 +285,7 @@ const (
 
 // newSmartServer registers pub (with its kid and alg) as the client's key
 // and starts the server, over TLS from ca if ca is not nil.
-func newSmartServer(t testing.TB, pub jwk.Key, ca *testCA, mutual bool) *smartServer {
+func newSmartServer(t testing.TB, pub jwk.Key, ca *tlstest.CA, mutual bool) *smartServer {
 	t.Helper()
 	set := jwk.NewSet()
 	if err := set.AddKey(pub); err != nil {
@@ -805,16 +721,16 @@ func TestNewHTTPClient_OAuth(t *testing.T) {
 
 	t.Run("OAuth over mutual TLS", func(t *testing.T) {
 		t.Parallel()
-		ca := newCA(t, "ca")
+		ca := tlstest.NewCA(t, "ca")
 		s := newSmartServer(t, rsaKey.public, ca, true)
-		_, certFile, keyFile := ca.issue(t, "priorflow-a", false)
+		_, certFile, keyFile := ca.Issue(t, "priorflow-a", false)
 		c := newClient(t, sourceConfig("hospital-b", s.srv.URL+"/fhir", search.Auth{OAuth: s.oauth(rsaJWK),
-			MTLS: &search.MTLS{CertFile: certFile, KeyFile: keyFile, CAFile: ca.file}}))
+			MTLS: &search.MTLS{CertFile: certFile, KeyFile: keyFile, CAFile: ca.File}}))
 		if err := get(c, s.srv.URL+"/fhir/ImagingStudy"); err != nil {
 			t.Errorf("Get with certificate: %v", err)
 		}
 		noCert := newClient(t, sourceConfig("hospital-b", s.srv.URL+"/fhir", search.Auth{OAuth: s.oauth(rsaJWK),
-			MTLS: &search.MTLS{CAFile: ca.file}}))
+			MTLS: &search.MTLS{CAFile: ca.File}}))
 		if err := get(noCert, s.srv.URL+"/fhir/ImagingStudy"); !errors.Is(err, search.ErrUnavailable) {
 			t.Errorf("Get without certificate = %v, want a TLS failure at the token endpoint", err)
 		}

@@ -2,15 +2,8 @@ package mllp
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -21,101 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/priorflow/priorflow/internal/tlstest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	pemFile string
-	dir     string
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	ca := &testCA{cert: cert, key: key, dir: dir, pemFile: filepath.Join(dir, name+"-ca.pem")}
-	writePEM(t, ca.pemFile, "CERTIFICATE", der)
-	return ca
-}
-
-func serial(t *testing.T) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func writePEM(t *testing.T, file, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// issue signs a certificate for cn, a server's for 127.0.0.1 and ::1 or a
-// client's, and returns its certificate and key files.
-func (ca *testCA) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"Priorflow test"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-		tmpl.DNSNames = []string{"localhost"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(ca.dir, cn+".pem"), filepath.Join(ca.dir, cn+"-key.pem")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "PRIVATE KEY", keyDER)
-	return certFile, keyFile
-}
-
 // serverTLS loads the server configuration the way cmd/api would.
-func serverTLS(t *testing.T, ca *testCA, clientCAFile string) *tls.Config {
+func serverTLS(t *testing.T, ca *tlstest.CA, clientCAFile string) *tls.Config {
 	t.Helper()
-	cert, key := ca.issue(t, "mllp-server", true)
+	_, cert, key := ca.Issue(t, "mllp-server", true)
 	cfg, err := LoadTLS(cert, key, clientCAFile)
 	if err != nil {
 		t.Fatal(err)
@@ -125,13 +31,13 @@ func serverTLS(t *testing.T, ca *testCA, clientCAFile string) *tls.Config {
 
 // clientTLS loads a client configuration trusting ca, with a certificate
 // issued by signer unless signer is nil.
-func clientTLS(t *testing.T, ca, signer *testCA, cn string) *tls.Config {
+func clientTLS(t *testing.T, ca, signer *tlstest.CA, cn string) *tls.Config {
 	t.Helper()
 	var cert, key string
 	if signer != nil {
-		cert, key = signer.issue(t, cn, false)
+		_, cert, key = signer.Issue(t, cn, false)
 	}
-	cfg, err := LoadClientTLS(cert, key, ca.pemFile)
+	cfg, err := LoadClientTLS(cert, key, ca.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,8 +176,8 @@ func TestParseAllowList(t *testing.T) {
 }
 
 func TestConfig_Validate_Security(t *testing.T) {
-	ca := newCA(t, "ca")
-	good := serverTLS(t, ca, ca.pemFile)
+	ca := tlstest.NewCA(t, "ca")
+	good := serverTLS(t, ca, ca.File)
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -299,12 +205,12 @@ func TestConfig_Validate_Security(t *testing.T) {
 }
 
 func TestLoadTLS_Errors(t *testing.T) {
-	ca := newCA(t, "ca")
-	cert, key := ca.issue(t, "srv", true)
+	ca := tlstest.NewCA(t, "ca")
+	_, cert, key := ca.Issue(t, "srv", true)
 	if _, err := LoadTLS("", key, ""); err == nil {
 		t.Error("LoadTLS without a certificate succeeded")
 	}
-	if _, err := LoadTLS(cert, key, filepath.Join(ca.dir, "missing.pem")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := LoadTLS(cert, key, filepath.Join(t.TempDir(), "missing.pem")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("LoadTLS with a missing CA file = %v, want ErrNotExist", err)
 	}
 	if _, err := LoadTLS(cert, key, key); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
@@ -386,7 +292,7 @@ func TestServer_AllowedSenders(t *testing.T) {
 }
 
 func TestServer_TLS(t *testing.T) {
-	ca := newCA(t, "ca")
+	ca := tlstest.NewCA(t, "ca")
 	t.Run("round trip with an acknowledgement", func(t *testing.T) {
 		ts := startServer(t, echoAck, Config{TLS: serverTLS(t, ca, "")})
 		c := dial(t, ts.addr, WithTLS(clientTLS(t, ca, nil, "")))
@@ -401,7 +307,7 @@ func TestServer_TLS(t *testing.T) {
 	})
 	t.Run("client that does not trust the server's CA fails", func(t *testing.T) {
 		ts := startServer(t, echoAck, Config{TLS: serverTLS(t, ca, "")})
-		other := newCA(t, "other")
+		other := tlstest.NewCA(t, "other")
 		sendFails(t, ts.addr, WithTLS(clientTLS(t, other, nil, "")))
 	})
 	t.Run("plain MLLP to a TLS port is refused without logging content", func(t *testing.T) {
@@ -456,11 +362,11 @@ func TestServer_TLS(t *testing.T) {
 }
 
 func TestServer_MutualTLS(t *testing.T) {
-	ca := newCA(t, "ca")
-	other := newCA(t, "other")
+	ca := tlstest.NewCA(t, "ca")
+	other := tlstest.NewCA(t, "other")
 	var calls atomic.Int32
 	reg := prometheus.NewRegistry()
-	ts := startServer(t, countingEcho(&calls), Config{TLS: serverTLS(t, ca, ca.pemFile), Registerer: reg})
+	ts := startServer(t, countingEcho(&calls), Config{TLS: serverTLS(t, ca, ca.File), Registerer: reg})
 
 	t.Run("client certificate from the CA is accepted", func(t *testing.T) {
 		c := dial(t, ts.addr, WithTLS(clientTLS(t, ca, ca, "ris-engine")))
