@@ -3,6 +3,7 @@ package dimse
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -166,7 +167,7 @@ func (a *Association) negotiate(contexts []PresentationContext) error {
 	rq := associateRQ{calledAE: a.cfg.CalledAE, callingAE: a.cfg.CallingAE, contexts: contexts,
 		maxLength: a.cfg.MaxPDULength, implementationUID: ImplementationClassUID, implementationName: ImplementationVersionName}
 	if err := a.writePDU(pduAssociateRQ, rq.marshal()); err != nil {
-		return fmt.Errorf("dimse: associate: %w", err)
+		return fmt.Errorf("dimse: associate: %w", a.alert(err))
 	}
 	p, err := a.readPDU()
 	if err != nil {
@@ -211,6 +212,23 @@ func (a *Association) negotiate(contexts []PresentationContext) error {
 		return fmt.Errorf("dimse: associate: %w", ErrNoContext)
 	}
 	return nil
+}
+
+// alert returns the TLS alert the peer sent before it closed the
+// connection, in place of err, the failed write that found it closed. In
+// TLS 1.3 the server checks the client's certificate after the client's
+// handshake has ended, so a refused certificate shows only at the first
+// write, as a reset, while the alert that says why waits to be read.
+func (a *Association) alert(err error) error {
+	if _, ok := a.conn.(*tls.Conn); !ok {
+		return err
+	}
+	_ = a.conn.SetReadDeadline(time.Now().Add(time.Second))
+	var b [1]byte
+	if _, rerr := a.conn.Read(b[:]); isTLSAlert(rerr) {
+		return rerr
+	}
+	return err
 }
 
 // context returns the accepted context of abstract syntax sop.

@@ -1,8 +1,10 @@
 package dimse
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 )
 
 // Status codes of the DIMSE-C services (PS3.7 C, PS3.4 C.4).
@@ -82,4 +84,26 @@ func commandName(field uint16) string {
 		return "C-ECHO"
 	}
 	return fmt.Sprintf("command 0x%04X", field)
+}
+
+// Permanent reports whether an operation's failure will recur unchanged
+// if it is retried: the peer rejected the association for good, accepted
+// none of the contexts, or ended the operation with a failure status other
+// than out of resources; or DICOM TLS failed on a certificate. Other
+// failures (unreachable, silent, aborted, out of resources, a broken
+// connection) may pass.
+func Permanent(err error) bool {
+	var rj *RejectedError
+	var se *StatusError
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &rj) && rj.Permanent || errors.Is(err, ErrNoContext) || errors.As(err, &se) && !se.Temporary() ||
+		errors.As(err, &verify) || isTLSAlert(err)
+}
+
+// isTLSAlert reports whether err is a TLS alert from the peer, which
+// crypto/tls returns as a *net.OpError of Op "remote error": the peer
+// refused the handshake (a certificate it does not accept).
+func isTLSAlert(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
 }

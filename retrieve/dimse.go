@@ -185,18 +185,15 @@ func uidOf(ds dicom.Dataset, t tag.Tag) string {
 	return strings.TrimRight(v[0], "\x00 ")
 }
 
-// dimseError maps a DIMSE failure to the retrieval's error kinds: a
-// permanent rejection of the association, no accepted context or a
-// failure status other than out of resources will not change on a retry;
-// anything else (unreachable, silent, aborted, out of resources, a
-// protocol error that may be a broken connection) may.
+// dimseError maps a DIMSE failure to the retrieval's error kinds: one that
+// will recur (dimse.Permanent) is rejected; anything else (unreachable,
+// silent, aborted, out of resources, a protocol error that may be a broken
+// connection) may pass on a retry.
 func dimseError(err error) error {
-	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrRejected) {
+	switch {
+	case err == nil, errors.Is(err, ErrUnavailable), errors.Is(err, ErrRejected):
 		return err
-	}
-	var rj *dimse.RejectedError
-	var se *dimse.StatusError
-	if errors.As(err, &rj) && rj.Permanent || errors.Is(err, dimse.ErrNoContext) || errors.As(err, &se) && !se.Temporary() {
+	case dimse.Permanent(err):
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)

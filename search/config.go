@@ -373,8 +373,8 @@ func (p *cfgParser) dimse(n *yaml.Node, s *SourceConfig, called bool, modeNode, 
 	if s.Mode == ModeRemoteView && modeNode != nil {
 		p.add(modeNode, "mode remote-view: a DIMSE source has no address a viewer can open; use import")
 	}
-	if authNode != nil {
-		p.add(authNode, "auth: a DIMSE source takes no HTTP credentials; the source knows Priorflow by callingAETitle and address")
+	if a := s.Auth; authNode != nil && (a.BearerTokenFile != "" || a.BearerTokenEnv != "" || a.Basic != nil || a.OAuth != nil) {
+		p.add(authNode, "auth: a DIMSE source takes only mTLS (DICOM TLS); the source knows Priorflow by callingAETitle, address and certificate")
 	}
 }
 

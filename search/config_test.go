@@ -119,6 +119,8 @@ func TestParseSources_DIMSE(t *testing.T) {
     calledAETitle: ARCHIVE
     callingAETitle: PF_NODE_2
     issuer: HOSP-B
+    auth:
+      mTLS: {certFile: /run/secrets/pf.crt, keyFile: /run/secrets/pf.key, caFile: /etc/priorflow/pacs-ca.pem}
 `))
 		if err != nil {
 			t.Fatal(err)
@@ -127,7 +129,8 @@ func TestParseSources_DIMSE(t *testing.T) {
 		if a.URL != "dicom://pacs.hospital-a.example:11112" || a.CalledAETitle != "PACS_A" || a.CallingAETitle != search.DefaultCallingAETitle {
 			t.Errorf("pacs = %+v", a)
 		}
-		if b.URL != "dicom://10.0.0.7:104" || b.CalledAETitle != "ARCHIVE" || b.CallingAETitle != "PF_NODE_2" || b.Mode != search.ModeImport {
+		if b.URL != "dicom://10.0.0.7:104" || b.CalledAETitle != "ARCHIVE" || b.CallingAETitle != "PF_NODE_2" || b.Mode != search.ModeImport ||
+			b.Auth.MTLS == nil || b.Auth.MTLS.CAFile != "/etc/priorflow/pacs-ca.pem" {
 			t.Errorf("pacs-b = %+v", b)
 		}
 	})
@@ -157,7 +160,7 @@ func TestParseSources_DIMSE(t *testing.T) {
 			msg = err.Error()
 		}
 		for _, want := range []string{"p.yaml:5:20: calledAETitle: AE title", "p.yaml:6:21: callingAETitle: AE title",
-			"p.yaml:8:11: mode remote-view: a DIMSE source", "p.yaml:9:11: auth: a DIMSE source takes no HTTP credentials",
+			"p.yaml:8:11: mode remote-view: a DIMSE source", "p.yaml:9:11: auth: a DIMSE source takes only mTLS",
 			"p.yaml:12:10: url: want dicom://host:port", "p.yaml:18:5: calledAETitle: only a source of kind dimse"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("missing %q in\n%s", want, msg)

@@ -35,28 +35,11 @@ func NewHTTPClient(c *SourceConfig) (*http.Client, error) {
 		// more tightly by the search's own deadline (Timeout, Searcher.call).
 		ResponseHeaderTimeout: max(c.RetrieveTimeout, c.Timeout),
 	}
-	if m := c.Auth.MTLS; m != nil {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if m.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("source %s: client certificate %s: %w", c.Name, m.CertFile, err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
-		}
-		if m.CAFile != "" {
-			pem, err := os.ReadFile(m.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("source %s: CA file: %w", c.Name, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("source %s: CA file %s holds no PEM certificate", c.Name, m.CAFile)
-			}
-			cfg.RootCAs = pool
-		}
-		tr.TLSClientConfig = cfg
+	tlsCfg, err := TLSConfig(c)
+	if err != nil {
+		return nil, err
 	}
+	tr.TLSClientConfig = tlsCfg
 	var rt http.RoundTripper = tr
 	a := c.Auth
 	bearer := a.BearerTokenFile != "" || a.BearerTokenEnv != ""
@@ -181,6 +164,36 @@ func (t *authTransport) String() string { return "authTransport{redacted}" }
 
 // MaxResponse bounds one response body a source may send.
 const MaxResponse = 64 << 20
+
+// TLSConfig returns the TLS client configuration of a source's auth.mTLS
+// (its client certificate, and the CA that signs the server's), or nil
+// when it has none: the system's roots then verify the server.
+func TLSConfig(c *SourceConfig) (*tls.Config, error) {
+	m := c.Auth.MTLS
+	if m == nil {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if m.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: client certificate %s: %w", c.Name, m.CertFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if m.CAFile != "" {
+		pem, err := os.ReadFile(m.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: CA file: %w", c.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("source %s: CA file %s holds no PEM certificate", c.Name, m.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
+}
 
 // Get fetches url with the given Accept header and returns the body of a
 // 200 answer (nil for 204). Errors wrap ErrUnavailable (network errors,

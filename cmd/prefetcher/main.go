@@ -36,7 +36,6 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomheader"
-	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/internal/database"
@@ -333,10 +332,10 @@ func buildSources(cfgs []*search.SourceConfig) ([]search.Entry, []retrieve.Sourc
 	var rs []retrieve.Source
 	for _, c := range cfgs {
 		if c.Kind == search.KindDIMSE {
-			// One client for both: the search's deadline bounds a query,
-			// the retriever sets its own idle timeout on its copy.
-			dc := &dimse.Client{Addr: strings.TrimPrefix(c.URL, "dicom://"),
-				Config: dimse.Config{CallingAE: c.CallingAETitle, CalledAE: c.CalledAETitle, IdleTimeout: c.Timeout}}
+			dc, err := dimsesource.NewClient(c)
+			if err != nil {
+				return nil, nil, err
+			}
 			src, err := dimsesource.New(c.Info(), dc)
 			if err != nil {
 				return nil, nil, err

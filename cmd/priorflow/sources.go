@@ -16,6 +16,7 @@ import (
 
 	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/search"
+	"github.com/priorflow/priorflow/search/dimsesource"
 )
 
 const sourcesUsage = `Usage: priorflow sources check [-config FILE] [-timeout D] [NAME...]
@@ -138,8 +139,11 @@ func checkDIMSE(ctx context.Context, c *search.SourceConfig) (string, error) {
 		{ID: 3, AbstractSyntax: dimse.StudyRootFind, TransferSyntaxes: ts},
 		{ID: 5, AbstractSyntax: dimse.StudyRootGet, TransferSyntaxes: ts},
 	}
-	cfg := dimse.Config{CallingAE: c.CallingAETitle, CalledAE: c.CalledAETitle}
-	a, err := dimse.Associate(ctx, strings.TrimPrefix(c.URL, "dicom://"), cfg, pcs)
+	client, err := dimsesource.NewClient(c)
+	if err != nil {
+		return "", err
+	}
+	a, err := dimse.Associate(ctx, client.Addr, client.Config, pcs)
 	if err != nil {
 		return "", err
 	}

@@ -72,10 +72,32 @@ func freePort(tb testing.TB) int {
 // waited for as long as the process lives.
 func Start(tb testing.TB, servers ...Server) *Orthanc {
 	tb.Helper()
+	return StartWith(tb, Options{Servers: servers})
+}
+
+// Options are the settings of StartWith.
+type Options struct {
+	// Servers are the DICOMweb servers Orthanc is told about.
+	Servers []Server
+	// DICOMTLS, when set, makes the DICOM port TLS only (PS3.15 B.1).
+	DICOMTLS *DICOMTLS
+}
+
+// DICOMTLS is Orthanc's DICOM TLS: its certificate and key (PEM files),
+// the certificates it trusts for clients, and whether a client must
+// present one.
+type DICOMTLS struct {
+	CertFile, KeyFile, TrustedFile string
+	RequireClientCertificate       bool
+}
+
+// StartWith is Start with more settings.
+func StartWith(tb testing.TB, opts Options) *Orthanc {
+	tb.Helper()
 	bin := Require(tb)
 	var last string
 	for attempt := 0; attempt < 4; attempt++ {
-		o, log, ok := start(tb, bin, servers)
+		o, log, ok := start(tb, bin, opts)
 		if ok {
 			return o
 		}
@@ -87,12 +109,12 @@ func Start(tb testing.TB, servers ...Server) *Orthanc {
 
 // start runs one Orthanc; ok is false with its log when it exited before
 // answering.
-func start(tb testing.TB, bin string, servers []Server) (o *Orthanc, log string, ok bool) {
+func start(tb testing.TB, bin string, opts Options) (o *Orthanc, log string, ok bool) {
 	tb.Helper()
 	dir := tb.TempDir()
 	httpPort, dicomPort := freePort(tb), freePort(tb)
 	dw := map[string]any{}
-	for _, s := range servers {
+	for _, s := range opts.Servers {
 		dw[s.Name] = map[string]any{"Url": s.URL, "HasDelete": true}
 	}
 	cfg := map[string]any{
@@ -123,6 +145,13 @@ func start(tb testing.TB, bin string, servers []Server) (o *Orthanc, log string,
 		"DeidentifyLogs": true,
 		"KeepAlive":      true,
 		"TcpNoDelay":     true,
+	}
+	if t := opts.DICOMTLS; t != nil {
+		cfg["DicomTlsEnabled"] = true
+		cfg["DicomTlsCertificate"] = t.CertFile
+		cfg["DicomTlsPrivateKey"] = t.KeyFile
+		cfg["DicomTlsTrustedCertificates"] = t.TrustedFile
+		cfg["DicomTlsRemoteCertificateRequired"] = t.RequireClientCertificate
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	cfgPath := filepath.Join(dir, "orthanc.json")

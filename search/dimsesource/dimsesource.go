@@ -8,6 +8,7 @@ package dimsesource
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,23 @@ func New(info search.SourceInfo, client *dimse.Client) (*Source, error) {
 		return nil, errors.New("dimse source: name, URL and client are required")
 	}
 	return &Source{info: info, client: client}, nil
+}
+
+// NewClient returns the DIMSE client of a source's config: its address,
+// AE titles, and DICOM TLS (PS3.15 B.1) when auth.mTLS is given. The
+// search and the retrieval share it; the query timeout is its idle
+// timeout, which the retrieval replaces with its own.
+func NewClient(c *search.SourceConfig) (*dimse.Client, error) {
+	tlsCfg, err := search.TLSConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	dc := &dimse.Client{Addr: strings.TrimPrefix(c.URL, "dicom://"),
+		Config: dimse.Config{CallingAE: c.CallingAETitle, CalledAE: c.CalledAETitle, IdleTimeout: c.Timeout}}
+	if tlsCfg != nil {
+		dc.Config.Dial = (&tls.Dialer{Config: tlsCfg}).DialContext
+	}
+	return dc, nil
 }
 
 // Describe implements search.Source.
@@ -218,18 +236,14 @@ func matchingValue(s string) string {
 	return b.String()
 }
 
-// classify maps a DIMSE failure to the search's error kinds: a peer that
-// could not answer now (unreachable, silent, aborted, out of resources,
-// a transient rejection) is unavailable; one that refused the request for
-// good (a permanent rejection, no accepted context, a failure status) has
-// rejected it; one that broke the protocol answered badly.
+// classify maps a DIMSE failure to the search's error kinds: one that will
+// recur (dimse.Permanent) has rejected the request, a peer that broke the
+// protocol answered badly, and any other could not answer now.
 func classify(err error) error {
-	var rj *dimse.RejectedError
-	var se *dimse.StatusError
 	switch {
 	case errors.Is(err, search.ErrBadResponse), errors.Is(err, search.ErrRejected):
 		return err
-	case errors.As(err, &rj) && rj.Permanent, errors.Is(err, dimse.ErrNoContext), errors.As(err, &se) && !se.Temporary():
+	case dimse.Permanent(err):
 		return fmt.Errorf("%w: %w", search.ErrRejected, err)
 	case errors.Is(err, dimse.ErrProtocol):
 		return fmt.Errorf("%w: %w", search.ErrBadResponse, err)

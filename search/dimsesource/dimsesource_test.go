@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"testing"
@@ -12,8 +13,10 @@ import (
 	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/internal/orthanctest"
+	"github.com/priorflow/priorflow/internal/tlstest"
 	"github.com/priorflow/priorflow/search"
 	"github.com/priorflow/priorflow/search/dimsesource"
+	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 func source(t *testing.T, addr, calledAE string) *dimsesource.Source {
@@ -120,5 +123,66 @@ func TestFindStudies_NothingToAskWith(t *testing.T) {
 	_, err := source(t, "127.0.0.1:1", "PACS").FindStudies(context.Background(), search.PatientQuery{})
 	if !errors.Is(err, search.ErrRejected) {
 		t.Errorf("err = %v, want ErrRejected", err)
+	}
+}
+
+// DICOM TLS (PS3.15 B.1) against Orthanc with its DICOM port TLS only and
+// a client certificate required.
+func TestFindStudies_DICOMTLS(t *testing.T) {
+	t.Parallel()
+	pacsCA, ourCA, otherCA := tlstest.NewCA(t, "pacs-ca"), tlstest.NewCA(t, "priorflow-ca"), tlstest.NewCA(t, "other-ca")
+	_, srvCert, srvKey := pacsCA.Issue(t, "orthanc", true)
+	_, cliCert, cliKey := ourCA.Issue(t, "priorflow", false)
+	_, strangerCert, strangerKey := otherCA.Issue(t, "priorflow", false)
+	o := orthanctest.StartWith(t, orthanctest.Options{DICOMTLS: &orthanctest.DICOMTLS{CertFile: srvCert, KeyFile: srvKey,
+		TrustedFile: ourCA.File, RequireClientCertificate: true}})
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("TLS1", "HOSP-B", "SECURE^SAM"))
+	for _, in := range st.Instances() {
+		o.Upload(t, in.Bytes)
+	}
+	var client *dimse.Client
+	find := func(mtls *search.MTLS) ([]search.RemoteStudy, error) {
+		cfg := &search.SourceConfig{Name: "pacs", Kind: search.KindDIMSE, URL: fmt.Sprintf("dicom://127.0.0.1:%d", o.Port),
+			CalledAETitle: o.AET, CallingAETitle: orthanctest.SCUAE, Timeout: 10 * time.Second, Issuer: "HOSP-B",
+			Match: search.MatchIdentifier, Mode: search.ModeImport, Auth: search.Auth{MTLS: mtls}}
+		c, err := dimsesource.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client = c
+		s, err := dimsesource.New(cfg.Info(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.FindStudies(context.Background(), search.PatientQuery{PatientID: "TLS1", Issuer: "HOSP-B"})
+	}
+	got, err := find(&search.MTLS{CertFile: cliCert, KeyFile: cliKey, CAFile: pacsCA.File})
+	if err != nil || len(got) != 1 || got[0].StudyInstanceUID != st.StudyInstanceUID {
+		t.Fatalf("over TLS: %d studies, %v; want the one", len(got), err)
+	}
+	// The retrieval's C-GET goes over the same client.
+	n := 0
+	q := dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: "STUDY"}, {Tag: tag.StudyInstanceUID, VR: "UI", Value: st.StudyInstanceUID}}
+	res, err := client.Get(context.Background(), dimse.StudyRootGet, q, func(r *dimse.StoreRequest) (uint16, error) {
+		n++
+		_, err := io.Copy(io.Discard, r.Object)
+		return dimse.StatusSuccess, err
+	})
+	if err != nil || n != 1 || res.Completed != 1 {
+		t.Fatalf("C-GET over TLS: %d objects, %+v, %v; want the one", n, res, err)
+	}
+	for _, c := range []struct {
+		name string
+		mtls *search.MTLS
+		want error
+	}{
+		{"no client certificate", &search.MTLS{CAFile: pacsCA.File}, search.ErrRejected},
+		{"a client certificate of a CA the PACS does not trust", &search.MTLS{CertFile: strangerCert, KeyFile: strangerKey, CAFile: pacsCA.File}, search.ErrRejected},
+		{"a PACS certificate of a CA Priorflow does not trust", &search.MTLS{CertFile: cliCert, KeyFile: cliKey, CAFile: otherCA.File}, search.ErrRejected},
+		{"no TLS", nil, search.ErrUnavailable},
+	} {
+		if _, err := find(c.mtls); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
 	}
 }
