@@ -34,6 +34,13 @@
 #                            for a quick run)
 #   BENCH_PULL_ARGS          extra arguments for pullbench (bin/pullbench -h)
 #   The default sizes (300 and 2) also update docs/performance.md.
+#
+# Then, as a fourth step, a C-GET of one study (200 CT instances of 1 MB)
+# from Orthanc by Priorflow's DIMSE client beside DCMTK's getscu
+# (BenchmarkGet in dimse; docs/performance.md, "C-GET beside DCMTK
+# getscu"), six runs of each, compared by benchstat when it is installed
+# (go install golang.org/x/perf/cmd/benchstat@latest).
+#   BENCH_DIMSE=0            skip it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -103,4 +110,20 @@ if [ "${BENCH_PULL:-1}" != 0 ]; then
   # shellcheck disable=SC2086 # BENCH_PULL_ARGS is a list of flags
   bin/pullbench -instances "$n" -large-gb "$gb" -prefetcher-bin bin/prefetcher -out "$pout" "${doc[@]}" ${BENCH_PULL_ARGS:-}
   echo "bench.sh: pull report in $pout"
+fi
+
+if [ "${BENCH_DIMSE:-1}" != 0 ]; then
+  scripts/install-deps.sh
+  raw=.cache/bench/dimse-get.txt
+  go test ./dimse -run '^$' -bench '^BenchmarkGet$' -benchtime 10x -count 6 | tee "$raw"
+  head=$(grep -E '^(goos|goarch|pkg|cpu):' "$raw")
+  for side in priorflow getscu; do
+    { echo "$head"; grep "^BenchmarkGet/$side-" "$raw" | sed "s#^BenchmarkGet/$side-#BenchmarkGet-#"; } >".cache/bench/dimse-get-$side.txt"
+  done
+  bs=$(command -v benchstat || echo "$(go env GOPATH)/bin/benchstat")
+  if [ -x "$bs" ]; then
+    "$bs" getscu=.cache/bench/dimse-get-getscu.txt priorflow=.cache/bench/dimse-get-priorflow.txt
+  else
+    echo "bench.sh: benchstat not installed; raw figures in $raw"
+  fi
 fi
