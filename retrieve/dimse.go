@@ -18,6 +18,15 @@ import (
 // as C-MOVE would. What the archive lacks is found as over WADO-RS: the
 // study's series, then each series' instances, by C-FIND.
 
+// cgetQueue is how many batches of a C-GET may wait for the storer. A
+// C-GET cannot wait in the connection as a WADO-RS answer does: the peer
+// waits for each C-STORE-RSP, and one that does not come within its DIMSE
+// timeout (Orthanc's DicomScpTimeout, 30 s by default) breaks the
+// association. So the objects are answered once spooled, and a store slowed
+// down (a busy database, a slow blob store) costs spool space rather than
+// the pull, up to this many batches (of MaxBatchBytes at most).
+const cgetQueue = 4
+
 // maxUIDsPerGet bounds the SOP Instance UIDs of one IMAGE-level C-GET, a
 // list the identifier carries (PS3.4 C.4.3.1.3.1).
 const maxUIDsPerGet = 100
@@ -99,7 +108,7 @@ func (r *Retriever) cget(ctx context.Context, src *source, st Study, level strin
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	q = append(dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: level}}, q...)
-	k := r.newSink(ctx, cancel, st, known, out, progress, nil, nil)
+	k := r.newSink(ctx, cancel, st, known, cgetQueue, out, progress, nil, nil)
 	res, err := src.DIMSE.Get(ctx, dimse.StudyRootGet, q, func(req *dimse.StoreRequest) (uint16, error) {
 		// A quarantined object is answered as taken: it is kept and
 		// reported here, and asking for it again would not change it.

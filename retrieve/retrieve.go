@@ -500,7 +500,9 @@ func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path strin
 	mr := multipart.NewReader(bufio.NewReaderSize(body, 256<<10), ct.Boundary, multipart.Limits{MaxPartSize: r.cfg.MaxPartSize})
 
 	// Waiting for the storer is not the source's silence.
-	k := r.newSink(ctx, cancel, st, known, out, progress, body.pause, body.resume)
+	// A WADO-RS answer waits in the connection while the storer is busy:
+	// no queue, the least spooled.
+	k := r.newSink(ctx, cancel, st, known, 0, out, progress, body.pause, body.resume)
 	recvErr := func() error {
 		for {
 			part, err := mr.NextPart()
@@ -539,10 +541,11 @@ func (r *Retriever) cause(ctx context.Context, src *source, err error) error {
 // to a storer goroutine.
 //
 // Receiving and storing overlap: the receiver spools and checks each
-// object while the storer stores the previous batch. The hand-off is
-// unbuffered, so at most two batches are spooled at once (one being
-// stored, one being filled). A failure on either side cancels the request
-// and ends both; every spooled file is removed whatever happens.
+// object while the storer stores the previous batch. Up to queue batches
+// wait between the two, so at most queue+2 batches are spooled at once
+// (one being stored, the queued, one being filled). A failure on either
+// side cancels the request and ends both; every spooled file is removed
+// whatever happens.
 type sink struct {
 	r        *Retriever
 	ctx      context.Context
@@ -567,11 +570,12 @@ type storeResult struct {
 
 // newSink starts the storer of a request whose context cancel ends. known
 // is how many instances of the study the archive held before the request;
-// it sizes the batches (batchLimit).
-func (r *Retriever) newSink(ctx context.Context, cancel context.CancelCauseFunc, st Study, known int, out *Outcome,
+// it sizes the batches (batchLimit). queue is how many batches may wait
+// for the storer.
+func (r *Retriever) newSink(ctx context.Context, cancel context.CancelCauseFunc, st Study, known, queue int, out *Outcome,
 	progress, pause, resume func()) *sink {
 	k := &sink{r: r, ctx: ctx, st: st, known: known, out: out, progress: progress, pause: pause, resume: resume,
-		batches: make(chan []*archive.Object), stored: make(chan storeResult, 1)}
+		batches: make(chan []*archive.Object, queue), stored: make(chan storeResult, 1)}
 	go func() {
 		so := &Outcome{}
 		var err error

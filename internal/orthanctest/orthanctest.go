@@ -81,6 +81,10 @@ type Options struct {
 	Servers []Server
 	// DICOMTLS, when set, makes the DICOM port TLS only (PS3.15 B.1).
 	DICOMTLS *DICOMTLS
+	// DICOMTimeout is how long Orthanc's DICOM side waits for a peer
+	// (DicomScpTimeout; 0 means the 30 s of Start), such as for the
+	// C-STORE-RSP of a C-GET's sub-operation.
+	DICOMTimeout time.Duration
 }
 
 // DICOMTLS is Orthanc's DICOM TLS: its certificate and key (PEM files),
@@ -145,6 +149,9 @@ func start(tb testing.TB, bin string, opts Options) (o *Orthanc, log string, ok 
 		"DeidentifyLogs": true,
 		"KeepAlive":      true,
 		"TcpNoDelay":     true,
+	}
+	if opts.DICOMTimeout > 0 {
+		cfg["DicomScpTimeout"] = max(1, int(opts.DICOMTimeout.Seconds()))
 	}
 	if t := opts.DICOMTLS; t != nil {
 		cfg["DicomTlsEnabled"] = true

@@ -15,6 +15,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/internal/orthanctest"
 	"github.com/priorflow/priorflow/retrieve"
 	"github.com/priorflow/priorflow/retrieve/worker"
@@ -659,4 +660,43 @@ func (w *stallingWriter) Write(p []byte) (int, error) {
 	}
 	<-w.done
 	return n, http.ErrAbortHandler
+}
+
+// A store slower than the PACS's DIMSE timeout must not break a C-GET: the
+// objects are answered once spooled and wait for the storer. The archive's
+// instance table is locked, as a busy database would hold it, for more than
+// twice the time Orthanc waits for a C-STORE-RSP; one attempt must do.
+func TestRetrieve_DIMSE_StoreStalledLongerThanThePeerWaits(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.StartWith(t, orthanctest.Options{DICOMTimeout: 2 * time.Second})
+	st := study(t, dicomtest.NewGenerator(t), person{"B950", "19800101"}, day(2025, 1, 1), 3, 4)
+	for _, in := range st.Instances() {
+		o.Upload(t, in.Bytes)
+	}
+	e := newEnvDIMSE(t, o, "A95", "B950")
+	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Sources: []retrieve.Source{*e.retrieval},
+		BatchSize: 4, Retry: retrieve.Backoff{Tries: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE dicom_instance IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	unlocked := make(chan struct{})
+	time.AfterFunc(5*time.Second, func() {
+		_ = tx.Rollback(ctx)
+		close(unlocked)
+	})
+	out, err := r.Retrieve(ctx, retrieve.Study{StudyInstanceUID: st.StudyInstanceUID, Source: "hospital-b", Base: e.retrieval.Name,
+		Patient: search.PatientIdentity{ID: "B950", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: 12}, nil)
+	<-unlocked
+	if err != nil || out.Attempts != 1 || out.Stored != 12 {
+		t.Fatalf("Retrieve = %+v, %v; want the 12 instances in one attempt", out, err)
+	}
+	e.checkSame(st)
 }
