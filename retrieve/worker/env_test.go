@@ -206,10 +206,15 @@ func (e *env) newSearcher(src search.Source) *search.Searcher {
 // studies are found by C-FIND and pulled by C-GET.
 func newEnvDIMSE(t *testing.T, o *orthanctest.Orthanc, mrn, remoteID string) *env {
 	t.Helper()
+	return newEnvDIMSEAt(t, fmt.Sprintf("127.0.0.1:%d", o.Port), o.AET, mrn, remoteID)
+}
+
+// newEnvDIMSEAt is newEnvDIMSE with the peer at addr, called aet.
+func newEnvDIMSEAt(t *testing.T, addr, aet, mrn, remoteID string) *env {
+	t.Helper()
 	e := newEnv(t, "http://unused.invalid/dicom-web", mrn, remoteID)
-	client := &dimse.Client{Addr: fmt.Sprintf("127.0.0.1:%d", o.Port),
-		Config: dimse.Config{CallingAE: orthanctest.SCUAE, CalledAE: o.AET}}
-	src, err := dimsesource.New(search.SourceInfo{Name: "hospital-b", Kind: search.KindDIMSE, URL: fmt.Sprintf("dicom://127.0.0.1:%d", o.Port),
+	client := &dimse.Client{Addr: addr, Config: dimse.Config{CallingAE: orthanctest.SCUAE, CalledAE: aet}}
+	src, err := dimsesource.New(search.SourceInfo{Name: "hospital-b", Kind: search.KindDIMSE, URL: "dicom://" + addr,
 		Issuer: "HOSP-B", Match: search.MatchIdentifier, Mode: search.ModeImport}, client)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
+	"github.com/priorflow/priorflow/internal/dcmtktest"
 	"github.com/priorflow/priorflow/internal/orthanctest"
 	"github.com/priorflow/priorflow/retrieve"
 	"github.com/priorflow/priorflow/retrieve/worker"
@@ -699,4 +700,32 @@ func TestRetrieve_DIMSE_StoreStalledLongerThanThePeerWaits(t *testing.T) {
 		t.Fatalf("Retrieve = %+v, %v; want the 12 instances in one attempt", out, err)
 	}
 	e.checkSame(st)
+}
+
+// Against DCMTK's dcmqrscp, which checks every C-FIND identifier and
+// reports no instance counts: the study partly present is completed by the
+// hierarchical listing (series, then each series' instances) and C-GETs of
+// what is missing only.
+func TestWorker_DIMSE_DCMQRSCP_PartlyPresent(t *testing.T) {
+	t.Parallel()
+	st := study(t, dicomtest.NewGenerator(t), person{"B960", "19800101"}, day(2025, 5, 1), 3, 2)
+	var files [][]byte
+	for _, in := range st.Instances() {
+		files = append(files, in.Bytes)
+	}
+	q := dcmtktest.StartQRSCP(t, files)
+	e := newEnvDIMSEAt(t, q.Addr, q.AET, "A96", "B960")
+	e.storeLocal(st.Series[0].Instances...)
+	e.storeLocal(st.Series[1].Instances[0])
+	var received atomic.Int32
+	e.observer = func(n int) { received.Add(int32(n)) }
+	e.startWorker()
+	e.publishBooking("ev-96", "A96")
+	if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+		t.Fatalf("job %+v, want completed", j)
+	}
+	e.checkSame(st)
+	if got := received.Load(); got != 3 {
+		t.Errorf("%d instances received, want the 3 missing", got)
+	}
 }

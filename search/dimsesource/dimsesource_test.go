@@ -12,6 +12,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/dimse"
+	"github.com/priorflow/priorflow/internal/dcmtktest"
 	"github.com/priorflow/priorflow/internal/orthanctest"
 	"github.com/priorflow/priorflow/internal/tlstest"
 	"github.com/priorflow/priorflow/search"
@@ -184,5 +185,53 @@ func TestFindStudies_DICOMTLS(t *testing.T) {
 		if _, err := find(c.mtls); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
+	}
+}
+
+// The same against DCMTK's dcmqrscp, which checks every identifier it is
+// sent (--check-find) and serves C-GET from its own index.
+func TestFindStudies_DCMQRSCP(t *testing.T) {
+	t.Parallel()
+	day := func(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 9, 30, 0, 0, time.UTC) }
+	ct := dicomtest.NewStudy(t, dicomtest.WithPatient("Q1", "HOSP-B", "MÜLLER^JÜRGEN"), dicomtest.WithModality("CT"),
+		dicomtest.WithTemplate(dicomtest.FileMR), dicomtest.WithSeries(2), dicomtest.WithInstancesPerSeries(2),
+		dicomtest.WithStudyDate(day(2025, 2, 3)), dicomtest.WithStudyDescription("CT CHEST"))
+	old := dicomtest.NewStudy(t, dicomtest.WithPatient("Q1", "HOSP-B", "MÜLLER^JÜRGEN"), dicomtest.WithStudyDate(day(2012, 1, 1)))
+	var files [][]byte
+	for _, st := range []*dicomtest.Study{ct, old} {
+		for _, in := range st.Instances() {
+			files = append(files, in.Bytes)
+		}
+	}
+	q := dcmtktest.StartQRSCP(t, files)
+	c := &dimse.Client{Addr: q.Addr, Config: dimse.Config{CallingAE: "PRIORFLOW", CalledAE: q.AET, IdleTimeout: 10 * time.Second}}
+	s, err := dimsesource.New(search.SourceInfo{Name: "qr", Kind: search.KindDIMSE, URL: "dicom://" + q.Addr, Issuer: "HOSP-B",
+		Match: search.MatchIdentifier, Mode: search.ModeImport}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.FindStudies(context.Background(), search.PatientQuery{PatientID: "Q1", Since: day(2020, 1, 1), WithSeries: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].StudyInstanceUID != ct.StudyInstanceUID {
+		t.Fatalf("studies %+v, want the CT of 2025 only", got)
+	}
+	st := got[0]
+	// dcmqrscp gives no NumberOf…RelatedInstances (optional keys): the
+	// count stays unknown (0), which makes the retrieval list the study's
+	// instances rather than trust a count.
+	if st.Patient.Family != "MÜLLER" || st.Description != "CT CHEST" || st.NumberOfSeries != 2 || len(st.Series) != 2 {
+		t.Errorf("study %+v", st)
+	}
+	n := 0
+	idq := dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: "STUDY"}, {Tag: tag.StudyInstanceUID, VR: "UI", Value: ct.StudyInstanceUID}}
+	res, err := c.Get(context.Background(), dimse.StudyRootGet, idq, func(r *dimse.StoreRequest) (uint16, error) {
+		n++
+		_, err := io.Copy(io.Discard, r.Object)
+		return dimse.StatusSuccess, err
+	})
+	if err != nil || n != 4 || res.Completed != 4 {
+		t.Fatalf("C-GET: %d objects, %+v, %v; want 4", n, res, err)
 	}
 }
