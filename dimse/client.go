@@ -24,7 +24,7 @@ func (c *Client) Echo(ctx context.Context) error {
 	return c.run(ctx, pcs, func(a *Association) error { return a.Echo() })
 }
 
-// Find runs a C-FIND of model (StudyRootFind, PatientRootFind); see
+// Find runs a C-FIND of the information model (StudyRootFind); see
 // Association.Find.
 func (c *Client) Find(ctx context.Context, model string, q Identifier, each func(dicom.Dataset) error) error {
 	return c.WithFind(ctx, model, func(a *Association) error { return a.Find(model, q, each) })
@@ -37,7 +37,7 @@ func (c *Client) WithFind(ctx context.Context, model string, op func(*Associatio
 	return c.run(ctx, pcs, op)
 }
 
-// Get runs a C-GET of model (StudyRootGet, PatientRootGet), proposing every
+// Get runs a C-GET of the information model (StudyRootGet), proposing every
 // class of StorageSOPClasses for the objects; see Association.Get.
 func (c *Client) Get(ctx context.Context, model string, q Identifier, store StoreFunc) (*GetResult, error) {
 	var res *GetResult

@@ -11,8 +11,6 @@ import (
 // SOP classes of the services this package uses (PS3.4 A.4, C.6).
 const (
 	Verification         = "1.2.840.10008.1.1"
-	PatientRootFind      = "1.2.840.10008.5.1.4.1.2.1.1"
-	PatientRootGet       = "1.2.840.10008.5.1.4.1.2.1.3"
 	StudyRootFind        = "1.2.840.10008.5.1.4.1.2.2.1"
 	StudyRootGet         = "1.2.840.10008.5.1.4.1.2.2.3"
 	priorityMedium       = 0x0000
@@ -37,11 +35,11 @@ func (a *Association) Echo() error {
 	return final(m.cmd)
 }
 
-// Find sends a C-FIND request of the information model (StudyRootFind,
-// PatientRootFind) and calls each with every matching identifier the peer
-// returns (PS3.7 9.1.2, PS3.4 C.4.1). An error from each ends the
-// operation with a C-CANCEL and is returned; the association should then
-// be aborted, as after any error other than a *StatusError.
+// Find sends a C-FIND request of the information model (StudyRootFind)
+// and calls each with every matching identifier the peer returns (PS3.7
+// 9.1.2, PS3.4 C.4.1). An error from each ends the operation with a
+// C-CANCEL and is returned; the association should then be aborted, as
+// after any error other than a *StatusError.
 func (a *Association) Find(model string, q Identifier, each func(dicom.Dataset) error) error {
 	pc, err := a.context(model)
 	if err != nil {
@@ -108,12 +106,12 @@ type GetResult struct {
 	Completed, Failed, Warning int
 }
 
-// Get sends a C-GET request of the information model (StudyRootGet,
-// PatientRootGet) and hands each object the peer sends on this
-// association to store (PS3.7 9.1.3, PS3.4 C.4.3). Only objects of a SOP
-// class with an accepted storage context (SCPRole) can come. It returns
-// the final response, which reports sub-operations that failed with
-// status StatusSubOperationsWarning; a failure status is a *StatusError.
+// Get sends a C-GET request of the information model (StudyRootGet) and
+// hands each object the peer sends on this association to store (PS3.7
+// 9.1.3, PS3.4 C.4.3). Only objects of a SOP class with an accepted
+// storage context (SCPRole) can come. It returns the final response, which
+// reports sub-operations that failed with status
+// StatusSubOperationsWarning; a failure status is a *StatusError.
 func (a *Association) Get(model string, q Identifier, store StoreFunc) (*GetResult, error) {
 	pc, err := a.context(model)
 	if err != nil {

@@ -48,19 +48,7 @@ func (r *Retriever) pullDIMSE(ctx context.Context, src *source, st Study, out *O
 	if err != nil {
 		return err
 	}
-	var order []string
-	missing := map[string][]string{}
-	present := map[string]int{}
-	for _, in := range remote {
-		if have[in.sop] {
-			present[in.series]++
-			continue
-		}
-		if _, ok := missing[in.series]; !ok {
-			order = append(order, in.series)
-		}
-		missing[in.series] = append(missing[in.series], in.sop)
-	}
+	order, missing, present := missingBySeries(remote, have)
 	known := len(have)
 	for _, se := range order {
 		seriesKey := dimse.Attribute{Tag: tag.SeriesInstanceUID, VR: "UI", Value: se}
@@ -112,7 +100,7 @@ func (r *Retriever) cget(ctx context.Context, src *source, st Study, level strin
 	res, err := src.DIMSE.Get(ctx, dimse.StudyRootGet, q, func(req *dimse.StoreRequest) (uint16, error) {
 		// A quarantined object is answered as taken: it is kept and
 		// reported here, and asking for it again would not change it.
-		if _, err := k.take(req.Object); err != nil {
+		if err := k.take(req.Object); err != nil {
 			return 0, err
 		}
 		return dimse.StatusSuccess, nil
@@ -122,10 +110,7 @@ func (r *Retriever) cget(ctx context.Context, src *source, st Study, level strin
 		// archive still lacks.
 		err = fmt.Errorf("%w: the source could not send %d of the objects (C-GET status 0x%04X)", ErrUnavailable, res.Failed, res.Status)
 	}
-	if err := k.finish(dimseError(err)); err != nil {
-		return err
-	}
-	return nil
+	return k.finish(dimseError(err))
 }
 
 // lastValue is the UID an identifier asks for, at its deepest level, or a

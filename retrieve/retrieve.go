@@ -308,20 +308,7 @@ func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcom
 	if err != nil {
 		return err
 	}
-	// Missing instances by series, in the source's order.
-	var order []string
-	missing := map[string][]string{}
-	present := map[string]int{}
-	for _, in := range remote {
-		if _, ok := have[in.sop]; ok {
-			present[in.series]++
-			continue
-		}
-		if _, ok := missing[in.series]; !ok {
-			order = append(order, in.series)
-		}
-		missing[in.series] = append(missing[in.series], in.sop)
-	}
+	order, missing, present := missingBySeries(remote, have)
 	known := len(have)
 	for _, se := range order {
 		seriesPath := studyPath + "/series/" + se
@@ -361,6 +348,23 @@ func (r *Retriever) local(ctx context.Context, study string) (map[string]bool, e
 }
 
 type remoteInstance struct{ series, sop string }
+
+// missingBySeries groups the instances of remote the archive does not
+// have by series, in the source's order, and counts those it has.
+func missingBySeries(remote []remoteInstance, have map[string]bool) (order []string, missing map[string][]string, present map[string]int) {
+	missing, present = map[string][]string{}, map[string]int{}
+	for _, in := range remote {
+		if have[in.sop] {
+			present[in.series]++
+			continue
+		}
+		if _, ok := missing[in.series]; !ok {
+			order = append(order, in.series)
+		}
+		missing[in.series] = append(missing[in.series], in.sop)
+	}
+	return order, missing, present
+}
 
 // remoteInstances lists a study's instances at the source (QIDO-RS
 // /studies/{uid}/instances, PS3.18 10.6.1), page by page.
@@ -512,7 +516,7 @@ func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path strin
 			if err != nil {
 				return fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
-			if _, err := k.take(part); err != nil {
+			if err := k.take(part); err != nil {
 				return err
 			}
 		}
@@ -594,13 +598,13 @@ func (r *Retriever) newSink(ctx context.Context, cancel context.CancelCauseFunc,
 }
 
 // take spools one object from obj, checks it and adds it to the batch,
-// handing the batch off when full. It reports whether the object was
-// quarantined; an error ends the request.
-func (k *sink) take(obj io.Reader) (quarantined bool, err error) {
+// handing the batch off when full; one refused is quarantined. An error
+// ends the request.
+func (k *sink) take(obj io.Reader) error {
 	r := k.r
 	o, err := r.cfg.Archive.Spool(obj)
 	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	k.out.Bytes += o.Size
 	if r.cfg.Observer != nil {
@@ -610,14 +614,14 @@ func (k *sink) take(obj io.Reader) (quarantined bool, err error) {
 	if why := check(o, k.st); why != "" {
 		r.quarantine(k.ctx, k.st, o, why, k.out)
 		o.Remove()
-		return true, nil
+		return nil
 	}
 	k.batch = append(k.batch, o)
 	k.batchBytes += o.Size
 	if len(k.batch) >= r.batchLimit(k.known) || k.batchBytes >= r.cfg.MaxBatchBytes {
-		return false, k.handOff()
+		return k.handOff()
 	}
-	return false, nil
+	return nil
 }
 
 func (k *sink) handOff() error {
