@@ -253,36 +253,10 @@ func TestClient_Get_RealFiles(t *testing.T) {
 		if ts := h.TransferSyntaxUID; ts != in.TransferSyntaxUID && ts != dimse.ExplicitVRLittleEndian {
 			t.Errorf("instance %s arrived in %s, was stored in %s", sop, ts, in.TransferSyntaxUID)
 		}
-		if g, w := pixelData(t, got.raw[sop]), pixelData(t, in.Bytes); !bytes.Equal(g, w) {
+		if g, w := dicomtest.PixelData(t, got.raw[sop]), dicomtest.PixelData(t, in.Bytes); !bytes.Equal(g, w) {
 			t.Errorf("instance %s: pixel data of %d bytes differs from the %d stored", sop, len(g), len(w))
 		}
 	}
-}
-
-// pixelData returns the raw value of the Pixel Data of a Part 10 object
-// (nil when it has none).
-func pixelData(t *testing.T, b []byte) []byte {
-	t.Helper()
-	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil, dicom.SkipProcessingPixelDataValue())
-	if err != nil {
-		t.Fatalf("parse: %v", err)
-	}
-	e, err := ds.FindElementByTag(tag.PixelData)
-	if err != nil {
-		return nil
-	}
-	pi, ok := e.Value.GetValue().(dicom.PixelDataInfo)
-	if !ok {
-		t.Fatalf("pixel data of type %T", e.Value.GetValue())
-	}
-	if !pi.IsEncapsulated {
-		return pi.UnprocessedValueData
-	}
-	var out []byte
-	for _, f := range pi.Frames {
-		out = append(out, f.EncapsulatedData.Data...)
-	}
-	return out
 }
 
 // A compressed object comes back in its own syntax, its encapsulated
@@ -323,7 +297,7 @@ func TestClient_Get_KeepsJPEGLossless(t *testing.T) {
 	if h.TransferSyntaxUID != jpegLossless {
 		t.Errorf("arrived in %s, want %s as stored", h.TransferSyntaxUID, jpegLossless)
 	}
-	if g, w := pixelData(t, got.raw[sop]), pixelData(t, jpeg); len(w) == 0 || !bytes.Equal(g, w) {
+	if g, w := dicomtest.PixelData(t, got.raw[sop]), dicomtest.PixelData(t, jpeg); len(w) == 0 || !bytes.Equal(g, w) {
 		t.Errorf("encapsulated pixel data of %d bytes differs from the %d stored", len(g), len(w))
 	}
 }

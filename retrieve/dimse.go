@@ -31,41 +31,41 @@ const cgetQueue = 4
 // list the identifier carries (PS3.4 C.4.3.1.3.1).
 const maxUIDsPerGet = 100
 
-// pullDIMSE is pull for a DIMSE source.
-func (r *Retriever) pullDIMSE(ctx context.Context, src *source, st Study, out *Outcome, progress func()) error {
-	have, err := r.local(ctx, st.StudyInstanceUID)
-	if err != nil {
-		return err
-	}
-	studyKey := dimse.Attribute{Tag: tag.StudyInstanceUID, VR: "UI", Value: st.StudyInstanceUID}
-	if len(have) == 0 {
-		return r.cget(ctx, src, st, "STUDY", dimse.Identifier{studyKey}, 0, out, progress)
-	}
-	if st.NumberOfInstances > 0 && len(have) >= st.NumberOfInstances {
-		return nil
-	}
-	remote, err := r.remoteInstancesDIMSE(ctx, src, st)
-	if err != nil {
-		return err
-	}
-	order, missing, present := missingBySeries(remote, have)
-	known := len(have)
-	for _, se := range order {
-		seriesKey := dimse.Attribute{Tag: tag.SeriesInstanceUID, VR: "UI", Value: se}
-		if present[se] == 0 {
-			if err := r.cget(ctx, src, st, "SERIES", dimse.Identifier{studyKey, seriesKey}, known, out, progress); err != nil {
-				return err
-			}
-			known += len(missing[se])
-			continue
+// cgetPuller pulls by C-GET: the study, a series, or up to maxUIDsPerGet
+// instances of a series per request.
+type cgetPuller struct {
+	r        *Retriever
+	src      *source
+	st       Study
+	out      *Outcome
+	progress func()
+}
+
+func (p *cgetPuller) studyKey() dimse.Attribute {
+	return dimse.Attribute{Tag: tag.StudyInstanceUID, VR: "UI", Value: p.st.StudyInstanceUID}
+}
+
+func (p *cgetPuller) study(ctx context.Context) error {
+	return p.r.cget(ctx, p.src, p.st, "STUDY", dimse.Identifier{p.studyKey()}, 0, p.out, p.progress)
+}
+
+func (p *cgetPuller) list(ctx context.Context) ([]remoteInstance, error) {
+	return p.r.remoteInstancesDIMSE(ctx, p.src, p.st)
+}
+
+func (p *cgetPuller) series(ctx context.Context, se string, known int) error {
+	q := dimse.Identifier{p.studyKey(), {Tag: tag.SeriesInstanceUID, VR: "UI", Value: se}}
+	return p.r.cget(ctx, p.src, p.st, "SERIES", q, known, p.out, p.progress)
+}
+
+func (p *cgetPuller) instances(ctx context.Context, se string, sops []string, known int) error {
+	for part := range chunks(sops, maxUIDsPerGet) {
+		q := dimse.Identifier{p.studyKey(), {Tag: tag.SeriesInstanceUID, VR: "UI", Value: se},
+			{Tag: tag.SOPInstanceUID, VR: "UI", Value: strings.Join(part, `\`)}}
+		if err := p.r.cget(ctx, p.src, p.st, "IMAGE", q, known, p.out, p.progress); err != nil {
+			return err
 		}
-		for sops := range chunks(missing[se], maxUIDsPerGet) {
-			q := dimse.Identifier{studyKey, seriesKey, {Tag: tag.SOPInstanceUID, VR: "UI", Value: strings.Join(sops, `\`)}}
-			if err := r.cget(ctx, src, st, "IMAGE", q, known, out, progress); err != nil {
-				return err
-			}
-			known += len(sops)
-		}
+		known += len(part)
 	}
 	return nil
 }

@@ -288,42 +288,83 @@ func sleep(ctx context.Context, d time.Duration, progress func()) error {
 	}
 }
 
-// pull is one attempt: it asks only for what the index lacks.
+// pull is one attempt: it asks only for what the index lacks, the study
+// when nothing of it is here, otherwise each series it lacks whole and each
+// instance of the others.
 func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcome, progress func()) error {
+	var p puller = &wadoPuller{r: r, src: src, st: st, out: out, progress: progress}
 	if src.DIMSE != nil {
-		return r.pullDIMSE(ctx, src, st, out, progress)
+		p = &cgetPuller{r: r, src: src, st: st, out: out, progress: progress}
 	}
 	have, err := r.local(ctx, st.StudyInstanceUID)
 	if err != nil {
 		return err
 	}
-	studyPath := "/studies/" + st.StudyInstanceUID
 	if len(have) == 0 {
-		return r.fetch(ctx, src, st, studyPath, 0, out, progress)
+		return p.study(ctx)
 	}
 	if st.NumberOfInstances > 0 && len(have) >= st.NumberOfInstances {
 		return nil
 	}
-	remote, err := r.remoteInstances(ctx, src, st)
+	remote, err := p.list(ctx)
 	if err != nil {
 		return err
 	}
 	order, missing, present := missingBySeries(remote, have)
 	known := len(have)
 	for _, se := range order {
-		seriesPath := studyPath + "/series/" + se
 		if present[se] == 0 {
-			if err := r.fetch(ctx, src, st, seriesPath, known, out, progress); err != nil {
-				return err
-			}
-			known += len(missing[se])
-			continue
+			err = p.series(ctx, se, known)
+		} else {
+			err = p.instances(ctx, se, missing[se], known)
 		}
-		for _, sop := range missing[se] {
-			if err := r.fetch(ctx, src, st, seriesPath+"/instances/"+sop, known, out, progress); err != nil {
-				return err
-			}
-			known++
+		if err != nil {
+			return err
+		}
+		known += len(missing[se])
+	}
+	return nil
+}
+
+// puller is what a pull asks a source for, in its protocol (WADO-RS,
+// C-GET). known is how many instances of the study the archive held
+// before the request; it sizes the batches.
+type puller interface {
+	study(ctx context.Context) error
+	// list returns the study's instances at the source.
+	list(ctx context.Context) ([]remoteInstance, error)
+	series(ctx context.Context, series string, known int) error
+	instances(ctx context.Context, series string, sops []string, known int) error
+}
+
+// wadoPuller pulls over WADO-RS: the study, a series or an instance per
+// request.
+type wadoPuller struct {
+	r        *Retriever
+	src      *source
+	st       Study
+	out      *Outcome
+	progress func()
+}
+
+func (p *wadoPuller) path() string { return "/studies/" + p.st.StudyInstanceUID }
+
+func (p *wadoPuller) study(ctx context.Context) error {
+	return p.r.fetch(ctx, p.src, p.st, p.path(), 0, p.out, p.progress)
+}
+
+func (p *wadoPuller) list(ctx context.Context) ([]remoteInstance, error) {
+	return p.r.remoteInstances(ctx, p.src, p.st)
+}
+
+func (p *wadoPuller) series(ctx context.Context, se string, known int) error {
+	return p.r.fetch(ctx, p.src, p.st, p.path()+"/series/"+se, known, p.out, p.progress)
+}
+
+func (p *wadoPuller) instances(ctx context.Context, se string, sops []string, known int) error {
+	for i, sop := range sops {
+		if err := p.r.fetch(ctx, p.src, p.st, p.path()+"/series/"+se+"/instances/"+sop, known+i, p.out, p.progress); err != nil {
+			return err
 		}
 	}
 	return nil

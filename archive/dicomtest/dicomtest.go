@@ -131,6 +131,17 @@ type Instance struct {
 	Bytes             []byte // the DICOM Part 10 file
 }
 
+// Instance returns the study's instance of SOP Instance UID sop, nil when
+// it has none.
+func (s *Study) Instance(sop string) *Instance {
+	for _, in := range s.Instances() {
+		if in.SOPInstanceUID == sop {
+			return in
+		}
+	}
+	return nil
+}
+
 // Instances returns every instance of the study, series by series.
 func (s *Study) Instances() []*Instance {
 	var out []*Instance
@@ -460,4 +471,32 @@ func Encode(ds dicom.Dataset) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// PixelData returns the raw value of the Pixel Data of a Part 10 object,
+// its fragments joined when encapsulated; nil when it has none. Two
+// objects whose pixel data are the same give the same bytes whatever else
+// differs in their encoding.
+func PixelData(tb testing.TB, b []byte) []byte {
+	tb.Helper()
+	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil, dicom.SkipProcessingPixelDataValue())
+	if err != nil {
+		tb.Fatalf("dicomtest.PixelData: %v", err)
+	}
+	e, err := ds.FindElementByTag(tag.PixelData)
+	if err != nil {
+		return nil
+	}
+	pi, ok := e.Value.GetValue().(dicom.PixelDataInfo)
+	if !ok {
+		tb.Fatalf("dicomtest.PixelData: a value of type %T", e.Value.GetValue())
+	}
+	if !pi.IsEncapsulated {
+		return pi.UnprocessedValueData
+	}
+	var out []byte
+	for _, f := range pi.Frames {
+		out = append(out, f.EncapsulatedData.Data...)
+	}
+	return out
 }

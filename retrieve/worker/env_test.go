@@ -15,7 +15,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	njs "github.com/nats-io/nats.go/jetstream"
-	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
@@ -462,34 +461,13 @@ func (e *env) storeLocal(ins ...*dicomtest.Instance) {
 // instances, byte for byte.
 func (e *env) checkIdentical(st *dicomtest.Study) {
 	e.t.Helper()
-	ctx := context.Background()
-	stored, err := e.archive.Instances(ctx, st.StudyInstanceUID, "", "")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if got, want := len(stored), len(st.Instances()); got != want {
-		e.t.Errorf("study %s: %d instances stored, want %d", st.StudyInstanceUID, got, want)
-	}
-	want := map[string][]byte{}
-	for _, in := range st.Instances() {
-		want[in.SOPInstanceUID] = in.Bytes
-	}
-	for _, s := range stored {
-		r, err := e.archive.Open(ctx, s.BlobKey)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		b, err := io.ReadAll(r)
-		r.Close()
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if !bytes.Equal(b, want[s.SOPInstanceUID]) {
-			e.t.Errorf("instance %s: stored bytes differ from the source's (%d vs %d bytes)", s.SOPInstanceUID, len(b), len(want[s.SOPInstanceUID]))
+	for sop, b := range e.checkStored(st) {
+		if w := st.Instance(sop).Bytes; !bytes.Equal(b, w) {
+			e.t.Errorf("instance %s: stored bytes differ from the source's (%d vs %d bytes)", sop, len(b), len(w))
 		}
 	}
 	var dup int
-	if err := e.pool.QueryRow(ctx, `SELECT count(*) - count(DISTINCT sop_uid) FROM dicom_instance`).Scan(&dup); err != nil || dup != 0 {
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) - count(DISTINCT sop_uid) FROM dicom_instance`).Scan(&dup); err != nil || dup != 0 {
 		e.t.Errorf("duplicate instance rows: %d (%v)", dup, err)
 	}
 }
@@ -500,6 +478,17 @@ func (e *env) checkIdentical(st *dicomtest.Study) {
 // Information), so not the same bytes.
 func (e *env) checkSame(st *dicomtest.Study) {
 	e.t.Helper()
+	for sop, b := range e.checkStored(st) {
+		if g, w := dicomtest.PixelData(e.t, b), dicomtest.PixelData(e.t, st.Instance(sop).Bytes); len(w) == 0 || !bytes.Equal(g, w) {
+			e.t.Errorf("instance %s: pixel data differs from the source's (%d vs %d bytes)", sop, len(g), len(w))
+		}
+	}
+}
+
+// checkStored checks that the archive holds as many instances of the study
+// as it has, all of it, and returns their stored bytes by SOP Instance UID.
+func (e *env) checkStored(st *dicomtest.Study) map[string][]byte {
+	e.t.Helper()
 	ctx := context.Background()
 	stored, err := e.archive.Instances(ctx, st.StudyInstanceUID, "", "")
 	if err != nil {
@@ -508,11 +497,12 @@ func (e *env) checkSame(st *dicomtest.Study) {
 	if got, want := len(stored), len(st.Instances()); got != want {
 		e.t.Errorf("study %s: %d instances stored, want %d", st.StudyInstanceUID, got, want)
 	}
-	want := map[string][]byte{}
-	for _, in := range st.Instances() {
-		want[in.SOPInstanceUID] = in.Bytes
-	}
+	out := map[string][]byte{}
 	for _, s := range stored {
+		if st.Instance(s.SOPInstanceUID) == nil {
+			e.t.Errorf("instance %s is not of the study", s.SOPInstanceUID)
+			continue
+		}
 		r, err := e.archive.Open(ctx, s.BlobKey)
 		if err != nil {
 			e.t.Fatal(err)
@@ -522,29 +512,9 @@ func (e *env) checkSame(st *dicomtest.Study) {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		w, ok := want[s.SOPInstanceUID]
-		if !ok {
-			e.t.Errorf("instance %s is not of the study", s.SOPInstanceUID)
-			continue
-		}
-		if g, w := pixelData(e.t, b), pixelData(e.t, w); len(w) == 0 || !bytes.Equal(g, w) {
-			e.t.Errorf("instance %s: pixel data differs from the source's (%d vs %d bytes)", s.SOPInstanceUID, len(g), len(w))
-		}
+		out[s.SOPInstanceUID] = b
 	}
-}
-
-func pixelData(t *testing.T, b []byte) []byte {
-	t.Helper()
-	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil, dicom.SkipProcessingPixelDataValue())
-	if err != nil {
-		t.Fatalf("parse: %v", err)
-	}
-	e, err := ds.FindElementByTag(tag.PixelData)
-	if err != nil {
-		return nil
-	}
-	pi, _ := e.Value.GetValue().(dicom.PixelDataInfo)
-	return pi.UnprocessedValueData
+	return out
 }
 
 // person is a patient as the remote archive files them.
