@@ -38,8 +38,10 @@
 # Then, as a fourth step, a C-GET of one study (200 CT instances of 1 MB)
 # from Orthanc by Priorflow's DIMSE client beside DCMTK's getscu
 # (BenchmarkGet in dimse; docs/performance.md, "C-GET beside DCMTK
-# getscu"), six runs of each, compared by benchstat when it is installed
-# (go install golang.org/x/perf/cmd/benchstat@latest).
+# getscu"), and the retriever's pull of the same study over WADO-RS beside
+# C-GET (BenchmarkRetrieve in retrieve/worker, "C-GET beside WADO-RS"), six
+# runs of each, compared by benchstat when it is installed (go install
+# golang.org/x/perf/cmd/benchstat@latest).
 #   BENCH_DIMSE=0            skip it
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,16 +116,22 @@ fi
 
 if [ "${BENCH_DIMSE:-1}" != 0 ]; then
   scripts/install-deps.sh
-  raw=.cache/bench/dimse-get.txt
-  go test ./dimse -run '^$' -bench '^BenchmarkGet$' -benchtime 10x -count 6 | tee "$raw"
-  head=$(grep -E '^(goos|goarch|pkg|cpu):' "$raw")
-  for side in priorflow getscu; do
-    { echo "$head"; grep "^BenchmarkGet/$side-" "$raw" | sed "s#^BenchmarkGet/$side-#BenchmarkGet-#"; } >".cache/bench/dimse-get-$side.txt"
-  done
   bs=$(command -v benchstat || echo "$(go env GOPATH)/bin/benchstat")
-  if [ -x "$bs" ]; then
-    "$bs" getscu=.cache/bench/dimse-get-getscu.txt priorflow=.cache/bench/dimse-get-priorflow.txt
-  else
-    echo "bench.sh: benchstat not installed; raw figures in $raw"
-  fi
+  # side_by_side PKG BENCH BENCHTIME BASE OTHER: runs BENCH six times and
+  # compares its sub-benchmarks OTHER against BASE.
+  side_by_side() {
+    local raw=.cache/bench/$2.txt head
+    go test "$1" -run '^$' -bench "^$2\$" -benchtime "$3" -count 6 -timeout 30m | tee "$raw"
+    head=$(grep -E '^(goos|goarch|pkg|cpu):' "$raw")
+    for side in "$4" "$5"; do
+      { echo "$head"; grep "^$2/$side-" "$raw" | sed "s#^$2/$side-#$2-#"; } >".cache/bench/$2-$side.txt"
+    done
+    if [ -x "$bs" ]; then
+      "$bs" "$4=.cache/bench/$2-$4.txt" "$5=.cache/bench/$2-$5.txt"
+    else
+      echo "bench.sh: benchstat not installed; raw figures in $raw"
+    fi
+  }
+  side_by_side ./dimse BenchmarkGet 10x getscu priorflow
+  side_by_side ./retrieve/worker BenchmarkRetrieve 3x wado-rs c-get
 fi

@@ -117,32 +117,40 @@ func (r *recorder) wado() []string {
 	return out
 }
 
+// newArchive is a local archive of its own: a database cloned from the
+// migrated template, a file blob store and a spool directory.
+func newArchive(tb testing.TB) (*pgxpool.Pool, *postgres.Store, *archive.Archive, *blob.Bucket) {
+	tb.Helper()
+	pool := dbtest.NewPool(tb)
+	reg, err := fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint(), fhir.Task(), fhir.AuditEvent(), fhir.Provenance())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	codec, err := fhir.NewCodec()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store, err := postgres.New(pool, reg, codec, dbtest.Logger())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bucket, err := fileblob.OpenBucket(tb.TempDir(), &fileblob.Options{Metadata: fileblob.MetadataDontWrite})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { bucket.Close() })
+	a, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://priorflow.test/dicomweb", SpoolDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pool, store, a, bucket
+}
+
 // newEnv's Patient carries mrn and, unless it is "", remoteID of HOSP-B.
 func newEnv(t *testing.T, sourceURL, mrn, remoteID string) *env {
 	t.Helper()
 	ctx := context.Background()
-	pool := dbtest.NewPool(t)
-	reg, err := fhir.NewRegistry(fhir.ImagingStudy(), fhir.Patient(), fhir.Endpoint(), fhir.Task(), fhir.AuditEvent(), fhir.Provenance())
-	if err != nil {
-		t.Fatal(err)
-	}
-	codec, err := fhir.NewCodec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := postgres.New(pool, reg, codec, dbtest.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bucket, err := fileblob.OpenBucket(t.TempDir(), &fileblob.Options{Metadata: fileblob.MetadataDontWrite})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bucket.Close() })
-	a, err := archive.New(store, bucket, dbtest.Logger(), archive.Config{DICOMwebURL: "http://priorflow.test/dicomweb", SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, store, a, bucket := newArchive(t)
 	srv := natstest.Start(t, "")
 	_, js := srv.Connect(t)
 	if err := cejs.EnsureStream(ctx, js, cejs.StreamConfig{}); err != nil {
