@@ -2,6 +2,7 @@ package search_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -282,4 +283,29 @@ func TestParseSources_OAuth(t *testing.T) {
 			t.Errorf("err = %v", err)
 		}
 	})
+}
+
+// The sources the shipped config shows, commented out, are valid as they
+// stand once uncommented.
+func TestParseSources_ShippedExample(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../config/priorflow.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, example, ok := strings.Cut(string(b), "\n# sources:\n")
+	if !ok {
+		t.Fatal("config/priorflow.yaml shows no sources")
+	}
+	yaml := "sources:\n"
+	for _, line := range strings.Split(strings.TrimRight(example, "\n"), "\n") {
+		yaml += strings.TrimPrefix(line, "# ") + "\n"
+	}
+	srcs, err := search.ParseSources("priorflow.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(srcs) != 2 || srcs[1].Kind != search.KindDIMSE {
+		t.Errorf("sources %+v, want the DICOMweb and the DIMSE example", srcs)
+	}
 }
