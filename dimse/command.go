@@ -65,6 +65,9 @@ type Command struct {
 	MoveDestination        string
 	// Sub-operation counts of C-GET and C-MOVE responses, -1 when absent.
 	Remaining, Completed, Failed, Warning int
+	// Extra holds elements of other groups that followed the command's
+	// (Implicit VR Little Endian), which a command set should not have.
+	Extra []byte
 }
 
 // isResponse reports whether the command field is a response's.
@@ -131,7 +134,11 @@ func parseCommand(b []byte) (*Command, error) {
 		group, elem := binary.LittleEndian.Uint16(b), binary.LittleEndian.Uint16(b[2:])
 		n := binary.LittleEndian.Uint32(b[4:])
 		if group != 0x0000 {
-			return nil, fmt.Errorf("%w: element (%04X,%04X) in a command set", ErrProtocol, group, elem)
+			// Orthanc 1.10 (DCMTK 3.6.7) writes the identifier of a
+			// C-GET-RSP with failures, the Failed SOP Instance UID List,
+			// into the command set itself: kept for the caller.
+			c.Extra = b
+			break
 		}
 		if uint64(n) > uint64(len(b)-8) {
 			return nil, fmt.Errorf("%w: command element (0000,%04X) of %d bytes overruns the command set", ErrProtocol, elem, n)

@@ -301,3 +301,52 @@ func TestClient_Get_KeepsJPEGLossless(t *testing.T) {
 		t.Errorf("encapsulated pixel data of %d bytes differs from the %d stored", len(g), len(w))
 	}
 }
+
+// An object of a SOP class the C-GET did not propose cannot be sent: the
+// peer counts it as a failed sub-operation and names it. (Orthanc stops
+// the C-GET there; retrieve asks for the others without it.)
+func TestClient_Get_ClassNotProposed(t *testing.T) {
+	t.Parallel()
+	o, c := peer(t)
+	const privateClass = "1.2.826.0.1.3680043.9.7147.1.1" // no storage class of the standard
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-PRIV", "HOSP-A", "PRIV^ATE"), dicomtest.WithInstancesPerSeries(3))
+	odd := st.Instances()[2]
+	for _, in := range st.Instances() {
+		b := in.Bytes
+		if in == odd {
+			b = reclass(t, b, privateClass)
+		}
+		o.Upload(t, b)
+	}
+	got := &received{objs: map[string]*dicomheader.Header{}, raw: map[string][]byte{}}
+	q := dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: "STUDY"}, {Tag: tag.StudyInstanceUID, VR: "UI", Value: st.StudyInstanceUID}}
+	res, err := c.Get(context.Background(), dimse.StudyRootGet, q, got.store)
+	// Orthanc ends the C-GET with status 0xC000 (unable to process) where
+	// PS3.4 has 0xB000 (sub-operations complete, one or more failures),
+	// and writes the failed UIDs into the command set (dimse.Command.Extra).
+	var se *dimse.StatusError
+	if err != nil && !errors.As(err, &se) || res == nil {
+		t.Fatalf("Get: %+v, %v", res, err)
+	}
+	if res.Failed != 1 || got.objs[odd.SOPInstanceUID] != nil {
+		t.Errorf("result %+v, received %d objects; want 1 failed, the odd one not received", res, len(got.objs))
+	}
+	if !slices.Equal(res.FailedSOPInstanceUIDs, []string{odd.SOPInstanceUID}) {
+		t.Errorf("failed UIDs %v, want %s", res.FailedSOPInstanceUIDs, odd.SOPInstanceUID)
+	}
+}
+
+// reclass returns a Part 10 object with another SOP class.
+func reclass(t *testing.T, b []byte, sopClass string) []byte {
+	t.Helper()
+	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds = dicomtest.Edit(ds, dicomtest.Set(tag.SOPClassUID, sopClass), dicomtest.Set(tag.MediaStorageSOPClassUID, sopClass))
+	out, err := dicomtest.Encode(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

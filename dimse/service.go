@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 // SOP classes of the services this package uses (PS3.4 A.4, C.6).
@@ -104,6 +106,9 @@ type GetResult struct {
 	Status uint16
 	// Sub-operation counts as the peer reports them (0 when absent).
 	Completed, Failed, Warning int
+	// FailedSOPInstanceUIDs are the instances the peer could not send,
+	// when it names them.
+	FailedSOPInstanceUIDs []string
 }
 
 // Get sends a C-GET request of the information model (StudyRootGet) and
@@ -146,8 +151,40 @@ func (a *Association) Get(model string, q Identifier, store StoreFunc) (*GetResu
 		}
 		res := &GetResult{Status: m.cmd.Status, Completed: max(m.cmd.Completed, 0), Failed: max(m.cmd.Failed, 0),
 			Warning: max(m.cmd.Warning, 0)}
+		// The identifier of a final response with failures lists them
+		// (PS3.4 C.4.3.1.3.2); one that cannot be read names none.
+		var ident []byte
+		ts := m.context.TransferSyntax
+		switch {
+		case m.data != nil:
+			ident, _ = m.data.readAll(maxIdentifierDataSet)
+		case len(m.cmd.Extra) > 0:
+			ident, ts = m.cmd.Extra, ImplicitVRLittleEndian
+		}
+		if len(ident) > 0 {
+			if ds, err := parseDataSet(ts, ident); err == nil {
+				res.FailedSOPInstanceUIDs = failedUIDs(ds)
+			}
+		}
 		return res, final(m.cmd)
 	}
+}
+
+// failedUIDs returns the Failed SOP Instance UID List (0008,0058) of a
+// C-GET's final response identifier.
+func failedUIDs(ds dicom.Dataset) []string {
+	e, err := ds.FindElementByTag(tag.FailedSOPInstanceUIDList)
+	if err != nil {
+		return nil
+	}
+	v, _ := e.Value.GetValue().([]string)
+	var out []string
+	for _, u := range v {
+		if u = strings.TrimRight(u, "\x00 "); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // storeSubOperation hands a C-STORE-RQ to store and answers it.

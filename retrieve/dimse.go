@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/suyashkumar/dicom"
@@ -105,9 +106,16 @@ func (r *Retriever) cget(ctx context.Context, src *source, st Study, level strin
 		}
 		return dimse.StatusSuccess, nil
 	})
-	if err == nil && res.Failed > 0 {
-		// Asked for again by the next attempt, which asks for what the
-		// archive still lacks.
+	var se *dimse.StatusError
+	if res != nil && res.Failed > 0 && (err == nil || errors.As(err, &se)) {
+		// Sub-operations failed (Orthanc then ends with a failure status,
+		// and stops at the first). The next attempt asks for what the
+		// archive still lacks, but for the instances the source named.
+		for _, sop := range res.FailedSOPInstanceUIDs {
+			if !slices.Contains(out.Unsent, sop) {
+				out.Unsent = append(out.Unsent, sop)
+			}
+		}
 		err = fmt.Errorf("%w: the source could not send %d of the objects (C-GET status 0x%04X)", ErrUnavailable, res.Failed, res.Status)
 	}
 	return k.finish(dimseError(err))

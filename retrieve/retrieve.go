@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -217,8 +218,12 @@ type Outcome struct {
 	Quarantined     []Quarantined
 	// Attempts is how many pulls it took.
 	Attempts int
-	// Requests lists the WADO-RS paths asked for, relative to the base.
+	// Requests lists what was asked for: WADO-RS paths relative to the
+	// base, or C-GETs by level and UID.
 	Requests []string
+	// Unsent are the instances the source said it could not send (a
+	// C-GET's failed sub-operations); they are not asked for again.
+	Unsent []string
 }
 
 // Quarantined is an instance refused for safety.
@@ -250,6 +255,11 @@ func (r *Retriever) Retrieve(ctx context.Context, st Study, progress func()) (*O
 	for {
 		out.Attempts++
 		err := r.pull(ctx, src, st, out, progress)
+		if err == nil && len(out.Unsent) > 0 {
+			// Everything else is here; asking again would not help.
+			return out, fmt.Errorf("retrieve %s: %w: the source could not send %d instances (%s)", st.StudyInstanceUID, ErrRejected,
+				len(out.Unsent), listed(out.Unsent, 5))
+		}
 		if err == nil {
 			return out, nil
 		}
@@ -300,7 +310,7 @@ func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcom
 	if err != nil {
 		return err
 	}
-	if len(have) == 0 {
+	if len(have) == 0 && len(out.Unsent) == 0 {
 		return p.study(ctx)
 	}
 	if st.NumberOfInstances > 0 && len(have) >= st.NumberOfInstances {
@@ -310,7 +320,13 @@ func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcom
 	if err != nil {
 		return err
 	}
-	order, missing, present := missingBySeries(remote, have)
+	// What the source could not send is not asked for again: a peer that
+	// stops a C-GET at its first failure (Orthanc) would stop there again.
+	skip := maps.Clone(have)
+	for _, sop := range out.Unsent {
+		skip[sop] = true
+	}
+	order, missing, present := missingBySeries(remote, skip)
 	known := len(have)
 	for _, se := range order {
 		if present[se] == 0 {
@@ -389,6 +405,14 @@ func (r *Retriever) local(ctx context.Context, study string) (map[string]bool, e
 }
 
 type remoteInstance struct{ series, sop string }
+
+// listed names up to n of uids, and how many more there are.
+func listed(uids []string, n int) string {
+	if len(uids) <= n {
+		return strings.Join(uids, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(uids[:n], ", "), len(uids)-n)
+}
 
 // missingBySeries groups the instances of remote the archive does not
 // have by series, in the source's order, and counts those it has.

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +26,7 @@ import (
 	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
 	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/planner"
+	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 // TestWorker runs prefetch jobs end to end against a real Orthanc holding
@@ -728,4 +730,39 @@ func TestWorker_DIMSE_DCMQRSCP_PartlyPresent(t *testing.T) {
 	if got := received.Load(); got != 3 {
 		t.Errorf("%d instances received, want the 3 missing", got)
 	}
+}
+
+// An instance of a SOP class the C-GET does not propose cannot be sent.
+// Orthanc then stops the C-GET at it, whatever else the study holds; the
+// next attempt asks for the rest without it, and the study ends with the
+// others stored and the one the source could not send named.
+func TestRetrieve_DIMSE_ClassNotProposed(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.Start(t)
+	g := dicomtest.NewGenerator(t)
+	const privateClass = "1.2.826.0.1.3680043.9.7147.1.1" // no storage class of the standard
+	st := study(t, g, person{"B970", "19800101"}, day(2025, 1, 1), 1, 2)
+	odd := study(t, g, person{"B970", "19800101"}, day(2025, 1, 1), 1, 1, dicomtest.WithStudyInstanceUID(st.StudyInstanceUID),
+		dicomtest.WithEdits(dicomtest.Set(tag.SOPClassUID, privateClass), dicomtest.Set(tag.MediaStorageSOPClassUID, privateClass)))
+	// The odd one first, so that a C-GET of the whole study stops before
+	// anything is sent.
+	for _, in := range append(odd.Instances(), st.Instances()...) {
+		o.Upload(t, in.Bytes)
+	}
+	e := newEnvDIMSE(t, o, "A97", "B970")
+	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Sources: []retrieve.Source{*e.retrieval},
+		Retry: retrieve.Backoff{Tries: 4, Initial: 10 * time.Millisecond, Multiplier: 2, Max: 100 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oddUID := odd.Instances()[0].SOPInstanceUID
+	out, err := r.Retrieve(context.Background(), retrieve.Study{StudyInstanceUID: st.StudyInstanceUID, Source: "hospital-b",
+		Base: e.retrieval.Name, Patient: search.PatientIdentity{ID: "B970", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: 3}, nil)
+	if !errors.Is(err, retrieve.ErrRejected) || !strings.Contains(err.Error(), oddUID) {
+		t.Errorf("Retrieve = %v, want ErrRejected naming %s", err, oddUID)
+	}
+	if out == nil || out.Stored != 2 || !slices.Equal(out.Unsent, []string{oddUID}) || out.Attempts > 2 {
+		t.Fatalf("outcome %+v, want the 2 others stored within 2 attempts and the odd one unsent", out)
+	}
+	e.checkSame(st)
 }
