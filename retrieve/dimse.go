@@ -98,7 +98,9 @@ func (r *Retriever) cget(ctx context.Context, src *source, st Study, level strin
 	defer cancel(nil)
 	q = append(dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: level}}, q...)
 	k := r.newSink(ctx, cancel, st, known, cgetQueue, out, progress, nil, nil)
+	got := map[string]bool{}
 	res, err := src.DIMSE.Get(ctx, dimse.StudyRootGet, q, func(req *dimse.StoreRequest) (uint16, error) {
+		got[req.SOPInstanceUID] = true
 		// A quarantined object is answered as taken: it is kept and
 		// reported here, and asking for it again would not change it.
 		if err := k.take(req.Object); err != nil {
@@ -112,7 +114,9 @@ func (r *Retriever) cget(ctx context.Context, src *source, st Study, level strin
 		// and stops at the first). The next attempt asks for what the
 		// archive still lacks, but for the instances the source named.
 		for _, sop := range res.FailedSOPInstanceUIDs {
-			if !slices.Contains(out.Unsent, sop) {
+			// One received but answered too late for the source counts
+			// as failed there, yet is here.
+			if !got[sop] && !slices.Contains(out.Unsent, sop) {
 				out.Unsent = append(out.Unsent, sop)
 			}
 		}
