@@ -33,7 +33,6 @@ const (
 	elemCommandField         = 0x0100
 	elemMessageID            = 0x0110
 	elemMessageIDRespondedTo = 0x0120
-	elemMoveDestination      = 0x0600
 	elemPriority             = 0x0700
 	elemDataSetType          = 0x0800
 	elemStatus               = 0x0900
@@ -62,7 +61,6 @@ type Command struct {
 	Status                 uint16
 	ErrorComment           string
 	AffectedSOPInstanceUID string
-	MoveDestination        string
 	// Sub-operation counts of C-GET and C-MOVE responses, -1 when absent.
 	Remaining, Completed, Failed, Warning int
 	// Extra holds elements of other groups that followed the command's
@@ -97,7 +95,6 @@ func (c *Command) marshal() []byte {
 	} else {
 		us(elemMessageIDRespondedTo, c.MessageIDBeingRespondedTo)
 	}
-	str(elemMoveDestination, c.MoveDestination, ' ')
 	if !c.isResponse() && c.Field != CCancelRQ {
 		us(elemPriority, c.Priority)
 	}
@@ -122,8 +119,9 @@ func appendElement(b []byte, elem uint16, value []byte) []byte {
 }
 
 // parseCommand decodes a command set. Elements it does not use are
-// skipped; one outside group 0000, a length that overruns the set, or a
-// missing Command Field or Command Data Set Type is an error.
+// skipped, and elements of other groups after the command's are kept in
+// Extra; a length that overruns the set, or a missing Command Field or
+// Command Data Set Type is an error.
 func parseCommand(b []byte) (*Command, error) {
 	c := &Command{Remaining: -1, Completed: -1, Failed: -1, Warning: -1}
 	var haveField, haveType bool
@@ -174,8 +172,6 @@ func parseCommand(b []byte) (*Command, error) {
 			c.ErrorComment = strings.TrimRight(string(v), " \x00")
 		case elemAffectedSOPInstance:
 			c.AffectedSOPInstanceUID = uid(v)
-		case elemMoveDestination:
-			c.MoveDestination = strings.TrimSpace(string(v))
 		case elemRemaining, elemCompleted, elemFailed, elemWarning:
 			x, err = us()
 			*c.count(elem) = int(x)
