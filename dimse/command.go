@@ -76,19 +76,19 @@ func (c *Command) isResponse() bool { return c.Field&0x8000 != 0 }
 // group length.
 func (c *Command) marshal() []byte {
 	var body []byte
-	str := func(elem uint16, s string, pad byte) {
+	ui := func(elem uint16, s string) {
 		if s == "" {
 			return
 		}
 		if len(s)%2 == 1 {
-			s += string(pad)
+			s += "\x00" // UI values are padded with NUL (PS3.5 6.2)
 		}
 		body = appendElement(body, elem, []byte(s))
 	}
 	us := func(elem uint16, v uint16) {
 		body = appendElement(body, elem, binary.LittleEndian.AppendUint16(nil, v))
 	}
-	str(elemAffectedSOPClass, c.AffectedSOPClassUID, 0)
+	ui(elemAffectedSOPClass, c.AffectedSOPClassUID)
 	us(elemCommandField, c.Field)
 	if !c.isResponse() && c.Field != CCancelRQ {
 		us(elemMessageID, c.MessageID)
@@ -106,7 +106,7 @@ func (c *Command) marshal() []byte {
 	if c.isResponse() {
 		us(elemStatus, c.Status)
 	}
-	str(elemAffectedSOPInstance, c.AffectedSOPInstanceUID, 0)
+	ui(elemAffectedSOPInstance, c.AffectedSOPInstanceUID)
 	out := appendElement(nil, elemGroupLength, binary.LittleEndian.AppendUint32(nil, uint32(len(body))))
 	return append(out, body...)
 }
