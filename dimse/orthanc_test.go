@@ -308,16 +308,11 @@ func TestClient_Get_KeepsJPEGLossless(t *testing.T) {
 func TestClient_Get_ClassNotProposed(t *testing.T) {
 	t.Parallel()
 	o, c := peer(t)
-	const privateClass = "1.2.826.0.1.3680043.9.7147.1.1" // no storage class of the standard
-	st := dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-PRIV", "HOSP-A", "PRIV^ATE"), dicomtest.WithInstancesPerSeries(3))
-	odd := st.Instances()[2]
-	for _, in := range st.Instances() {
-		b := in.Bytes
-		if in == odd {
-			b = reclass(t, b, privateClass)
-		}
-		o.Upload(t, b)
-	}
+	st := dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-PRIV", "HOSP-A", "PRIV^ATE"), dicomtest.WithInstancesPerSeries(2))
+	odd := dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-PRIV", "HOSP-A", "PRIV^ATE"), dicomtest.WithStudyInstanceUID(st.StudyInstanceUID),
+		dicomtest.WithSOPClass(dicomtest.PrivateSOPClassUID)).Instances()[0]
+	upload(t, o, st)
+	o.Upload(t, odd.Bytes)
 	got := &received{objs: map[string]*dicomheader.Header{}, raw: map[string][]byte{}}
 	q := dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: "STUDY"}, {Tag: tag.StudyInstanceUID, VR: "UI", Value: st.StudyInstanceUID}}
 	res, err := c.Get(context.Background(), dimse.StudyRootGet, q, got.store)
@@ -334,19 +329,4 @@ func TestClient_Get_ClassNotProposed(t *testing.T) {
 	if !slices.Equal(res.FailedSOPInstanceUIDs, []string{odd.SOPInstanceUID}) {
 		t.Errorf("failed UIDs %v, want %s", res.FailedSOPInstanceUIDs, odd.SOPInstanceUID)
 	}
-}
-
-// reclass returns a Part 10 object with another SOP class.
-func reclass(t *testing.T, b []byte, sopClass string) []byte {
-	t.Helper()
-	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds = dicomtest.Edit(ds, dicomtest.Set(tag.SOPClassUID, sopClass), dicomtest.Set(tag.MediaStorageSOPClassUID, sopClass))
-	out, err := dicomtest.Encode(ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

@@ -15,6 +15,7 @@ package dicomtest
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"math/big"
@@ -178,6 +179,7 @@ type config struct {
 	template                       string
 	series, instances              int
 	studyUID                       string
+	sopClass                       string
 	studyDescription               string
 	extra                          []Edition
 }
@@ -215,6 +217,14 @@ func WithStudyInstanceUID(uid string) Option { return func(c *config) { c.studyU
 
 // WithStudyDescription sets Study Description.
 func WithStudyDescription(d string) Option { return func(c *config) { c.studyDescription = d } }
+
+// PrivateSOPClassUID is a SOP class no part of the standard defines, as a
+// vendor's private objects have: no storage SOP class a peer proposes.
+const PrivateSOPClassUID = "1.2.826.0.1.3680043.9.7147.1.1"
+
+// WithSOPClass gives every instance another SOP Class UID (and Media
+// Storage SOP Class UID), the template's data kept.
+func WithSOPClass(uid string) Option { return func(c *config) { c.sopClass = uid } }
 
 // WithEdits applies further editions to every instance, after the
 // generated attributes: PatientBirthDate, PatientSex, BodyPartExamined …
@@ -308,7 +318,7 @@ func (g *Generator) Study(opts ...Option) (*Study, error) {
 		frameOfReference := NewUID()
 		for i := 1; i <= c.instances; i++ {
 			in := &Instance{
-				SOPClassUID:       stringValue(tmpl, tag.SOPClassUID),
+				SOPClassUID:       cmp.Or(c.sopClass, stringValue(tmpl, tag.SOPClassUID)),
 				SOPInstanceUID:    NewUID(),
 				StudyInstanceUID:  st.StudyInstanceUID,
 				SeriesInstanceUID: se.SeriesInstanceUID,
@@ -330,6 +340,8 @@ func (g *Generator) Study(opts ...Option) (*Study, error) {
 func studyEdits(c config, se *Series, in *Instance, frameOfReference string) []Edition {
 	d, t := c.studyDate.Format("20060102"), c.studyDate.Format("150405.000000")
 	eds := []Edition{
+		Set(tag.MediaStorageSOPClassUID, in.SOPClassUID),
+		Set(tag.SOPClassUID, in.SOPClassUID),
 		Set(tag.MediaStorageSOPInstanceUID, in.SOPInstanceUID),
 		Set(tag.SOPInstanceUID, in.SOPInstanceUID),
 		Set(tag.StudyInstanceUID, in.StudyInstanceUID),

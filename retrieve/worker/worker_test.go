@@ -26,7 +26,6 @@ import (
 	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
 	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/planner"
-	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 // TestWorker runs prefetch jobs end to end against a real Orthanc holding
@@ -740,10 +739,9 @@ func TestRetrieve_DIMSE_ClassNotProposed(t *testing.T) {
 	t.Parallel()
 	o := orthanctest.Start(t)
 	g := dicomtest.NewGenerator(t)
-	const privateClass = "1.2.826.0.1.3680043.9.7147.1.1" // no storage class of the standard
 	st := study(t, g, person{"B970", "19800101"}, day(2025, 1, 1), 1, 2)
 	odd := study(t, g, person{"B970", "19800101"}, day(2025, 1, 1), 1, 1, dicomtest.WithStudyInstanceUID(st.StudyInstanceUID),
-		dicomtest.WithEdits(dicomtest.Set(tag.SOPClassUID, privateClass), dicomtest.Set(tag.MediaStorageSOPClassUID, privateClass)))
+		dicomtest.WithSOPClass(dicomtest.PrivateSOPClassUID))
 	// The odd one first, so that a C-GET of the whole study stops before
 	// anything is sent.
 	for _, in := range append(odd.Instances(), st.Instances()...) {
