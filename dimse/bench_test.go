@@ -31,11 +31,7 @@ func BenchmarkGet(b *testing.B) {
 	// 200 CT instances of 1 MB (the library's two-frame CT).
 	st := dicomtest.NewStudy(b, dicomtest.WithTemplate(dicomtest.FileCTMulti), dicomtest.WithPatient("BENCH-GET", "HOSP-B", "BENCH^GET"),
 		dicomtest.WithSeries(2), dicomtest.WithInstancesPerSeries(100))
-	var total int64
-	for _, in := range st.Instances() {
-		o.Upload(b, in.Bytes)
-		total += int64(len(in.Bytes))
-	}
+	total := o.UploadStudy(b, st)
 	n := len(st.Instances())
 	c := &dimse.Client{Addr: fmt.Sprintf("127.0.0.1:%d", o.Port), Config: dimse.Config{CallingAE: orthanctest.SCUAE, CalledAE: o.AET}}
 	q := dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: "STUDY"}, {Tag: tag.StudyInstanceUID, VR: "UI", Value: st.StudyInstanceUID}}

@@ -32,13 +32,6 @@ func peer(t *testing.T) (*orthanctest.Orthanc, *dimse.Client) {
 	return o, c
 }
 
-func upload(t *testing.T, o *orthanctest.Orthanc, st *dicomtest.Study) {
-	t.Helper()
-	for _, in := range st.Instances() {
-		o.Upload(t, in.Bytes)
-	}
-}
-
 func str(ds dicom.Dataset, t tag.Tag) string {
 	e, err := ds.FindElementByTag(t)
 	if err != nil {
@@ -90,7 +83,7 @@ func TestClient_Find_StudyAndSeriesLevels(t *testing.T) {
 		dicomtest.WithStudyDate(time.Date(2019, 1, 7, 9, 0, 0, 0, time.UTC)))
 	other := dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-2", "HOSP-A", "OTHER^ONE"), dicomtest.WithModality("MR"))
 	for _, st := range []*dicomtest.Study{mine, older, other} {
-		upload(t, o, st)
+		o.UploadStudy(t, st)
 	}
 	ctx := context.Background()
 
@@ -155,7 +148,7 @@ func TestClient_Find_StoppedByCaller(t *testing.T) {
 	t.Parallel()
 	o, c := peer(t)
 	for range 3 {
-		upload(t, o, dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-STOP", "HOSP-A", "STOP^ME")))
+		o.UploadStudy(t, dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-STOP", "HOSP-A", "STOP^ME")))
 	}
 	stop := errors.New("enough")
 	n := 0
@@ -217,7 +210,7 @@ func TestClient_Get_RealFiles(t *testing.T) {
 	var studies []*dicomtest.Study
 	for _, f := range dicomtest.Files {
 		st := dicomtest.NewStudy(t, dicomtest.WithTemplate(f), dicomtest.WithPatient("DIMSE-GET", "HOSP-A", "GET^ME"))
-		upload(t, o, st)
+		o.UploadStudy(t, st)
 		studies = append(studies, st)
 		for _, in := range st.Instances() {
 			want[in.SOPInstanceUID] = in
@@ -311,7 +304,7 @@ func TestClient_Get_ClassNotProposed(t *testing.T) {
 	st := dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-PRIV", "HOSP-A", "PRIV^ATE"), dicomtest.WithInstancesPerSeries(2))
 	odd := dicomtest.NewStudy(t, dicomtest.WithPatient("DIMSE-PRIV", "HOSP-A", "PRIV^ATE"), dicomtest.WithStudyInstanceUID(st.StudyInstanceUID),
 		dicomtest.WithSOPClass(dicomtest.PrivateSOPClassUID)).Instances()[0]
-	upload(t, o, st)
+	o.UploadStudy(t, st)
 	o.Upload(t, odd.Bytes)
 	got := &received{objs: map[string]*dicomheader.Header{}, raw: map[string][]byte{}}
 	q := dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: "STUDY"}, {Tag: tag.StudyInstanceUID, VR: "UI", Value: st.StudyInstanceUID}}

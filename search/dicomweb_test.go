@@ -44,9 +44,7 @@ func startRemote(t *testing.T) *remote {
 	r := &remote{url: o.URL + "/dicom-web", studies: map[string]*dicomtest.Study{}}
 	add := func(key string, st *dicomtest.Study) {
 		r.studies[key] = st
-		for _, in := range st.Instances() {
-			o.Upload(t, in.Bytes)
-		}
+		o.UploadStudy(t, st)
 	}
 	add("ct-chest-2025", study(t, g, jane, day(2025, 6, 1), "CT", "CHEST", dicomtest.WithSeries(2), dicomtest.WithStudyDescription("CT CHEST")))
 	add("ct-head-2024", study(t, g, jane, day(2024, 1, 10), "CT", "HEAD"))
@@ -378,9 +376,7 @@ func TestSearcher_DICOMweb_ControlCharacters(t *testing.T) {
 		"inner": study(t, g, jane, day(2025, 3, 1), "C  T", "CHEST", dicomtest.WithStudyDescription("INNER SPACES")),
 	}
 	for _, st := range studies {
-		for _, in := range st.Instances() {
-			o.Upload(t, in.Bytes)
-		}
+		o.UploadStudy(t, st)
 	}
 	l := newLocal(t)
 	ref := localPatient(t, l, "Doe", []string{"Jane"}, "1980-01-01", "female", map[string]any{"system": "urn:priorflow:issuer:HOSP-B", "value": "B100"})
@@ -453,9 +449,7 @@ func TestSearcher_DICOMweb_ValuesOrthancDoesNotDecode(t *testing.T) {
 		"space-dec":  study(t, g, person{"B-900", "HOSP-B", "SPACE^IN ID", "19500101", "M"}, day(2025, 6, 6), "CT", "CHEST"),
 	}
 	for _, st := range studies {
-		for _, in := range st.Instances() {
-			o.Upload(t, in.Bytes)
-		}
+		o.UploadStudy(t, st)
 	}
 	url := o.URL + "/dicom-web"
 	for _, tc := range []struct {

@@ -106,9 +106,7 @@ func TestOrthanc_PushesToPriorflow(t *testing.T) {
 	env, o, _ := interop(t)
 	st := dicomtest.NewStudy(t, dicomtest.WithPatient("OP1", "", "PUSH^PAT"), dicomtest.WithInstancesPerSeries(3))
 	var study string
-	for _, in := range st.Instances() {
-		o.Upload(t, in.Bytes)
-	}
+	o.UploadStudy(t, st)
 	code, body := o.Do(t, "POST", "/tools/lookup", []byte(st.StudyInstanceUID))
 	var hits []struct{ ID string }
 	if code != 200 || json.Unmarshal(body, &hits) != nil || len(hits) != 1 {

@@ -71,9 +71,7 @@ func killedMidPull(t *testing.T, source func(*orthanctest.Orthanc) string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, in := range st.Instances() {
-		o.Upload(t, in.Bytes)
-	}
+	o.UploadStudy(t, st)
 	total := len(st.Instances())
 
 	dir := t.TempDir()

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/priorflow/priorflow/archive/dicomtest"
 )
 
 // Plugin is where Debian installs the DICOMweb plugin.
@@ -260,4 +262,18 @@ func (o *Orthanc) Upload(tb testing.TB, dcm []byte) string {
 		tb.Fatal(err)
 	}
 	return r.ID
+}
+
+// UploadStudy stores every instance of the studies in Orthanc, study after
+// study, and returns how many bytes they hold.
+func (o *Orthanc) UploadStudy(tb testing.TB, sts ...*dicomtest.Study) int64 {
+	tb.Helper()
+	var n int64
+	for _, st := range sts {
+		for _, in := range st.Instances() {
+			o.Upload(tb, in.Bytes)
+			n += int64(len(in.Bytes))
+		}
+	}
+	return n
 }

@@ -24,11 +24,7 @@ func BenchmarkRetrieve(b *testing.B) {
 	o := orthanctest.Start(b)
 	st := dicomtest.NewStudy(b, dicomtest.WithTemplate(dicomtest.FileCTMulti), dicomtest.WithPatient("BENCH-R", "HOSP-B", "BENCH^RETRIEVE"),
 		dicomtest.WithSeries(2), dicomtest.WithInstancesPerSeries(100))
-	var total int64
-	for _, in := range st.Instances() {
-		o.Upload(b, in.Bytes)
-		total += int64(len(in.Bytes))
-	}
+	total := o.UploadStudy(b, st)
 	n := len(st.Instances())
 	sources := map[string]retrieve.Source{
 		"wado-rs": {Name: "hospital-b", Client: &http.Client{Transport: &http.Transport{DisableCompression: true}}},

@@ -36,13 +36,6 @@ func TestWorker(t *testing.T) {
 	o := orthanctest.Start(t)
 	remote := o.URL + "/dicom-web"
 	g := dicomtest.NewGenerator(t)
-	upload := func(sts ...*dicomtest.Study) {
-		for _, st := range sts {
-			for _, in := range st.Instances() {
-				o.Upload(t, in.Bytes)
-			}
-		}
-	}
 	jane := person{"B100", "19800101"}
 	ct2025 := study(t, g, jane, day(2025, 6, 1), 2, 3)
 	ct2024 := study(t, g, jane, day(2024, 3, 1), 1, 2)
@@ -58,7 +51,7 @@ func TestWorker(t *testing.T) {
 	// The intruder goes first: Orthanc reports the patient attributes of
 	// the last instance it received, so the search accepts the study and
 	// the intruder reaches the retrieval's own per-instance check.
-	upload(ct2025, ct2024, partial, intruder, mixed, flaky, big, badUID, goodUID)
+	o.UploadStudy(t, ct2025, ct2024, partial, intruder, mixed, flaky, big, badUID, goodUID)
 
 	t.Run("care event to local prior with the local Endpoint", func(t *testing.T) {
 		t.Parallel()
@@ -177,7 +170,7 @@ func TestWorker(t *testing.T) {
 		// the intruder reaches the retrieval's own check.
 		mixed := study(t, g, person{"B310", "19800101"}, day(2025, 4, 1), 1, 2)
 		intruder := study(t, g, person{"B310", "19551111"}, day(2025, 4, 1), 1, 1, dicomtest.WithStudyInstanceUID(mixed.StudyInstanceUID))
-		upload(mixed, intruder)
+		o.UploadStudy(t, mixed, intruder)
 		e := newEnvDIMSE(t, o, "A13", "B310")
 		e.startWorker()
 		e.publishBooking("ev-13", "A13")
@@ -672,9 +665,7 @@ func TestRetrieve_DIMSE_StoreStalledLongerThanThePeerWaits(t *testing.T) {
 	t.Parallel()
 	o := orthanctest.StartWith(t, orthanctest.Options{DICOMTimeout: 2 * time.Second})
 	st := study(t, dicomtest.NewGenerator(t), person{"B950", "19800101"}, day(2025, 1, 1), 3, 4)
-	for _, in := range st.Instances() {
-		o.Upload(t, in.Bytes)
-	}
+	o.UploadStudy(t, st)
 	e := newEnvDIMSE(t, o, "A95", "B950")
 	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Sources: []retrieve.Source{*e.retrieval},
 		BatchSize: 4, Retry: retrieve.Backoff{Tries: 1}})
@@ -744,9 +735,7 @@ func TestRetrieve_DIMSE_ClassNotProposed(t *testing.T) {
 		dicomtest.WithSOPClass(dicomtest.PrivateSOPClassUID))
 	// The odd one first, so that a C-GET of the whole study stops before
 	// anything is sent.
-	for _, in := range append(odd.Instances(), st.Instances()...) {
-		o.Upload(t, in.Bytes)
-	}
+	o.UploadStudy(t, odd, st)
 	e := newEnvDIMSE(t, o, "A97", "B970")
 	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Sources: []retrieve.Source{*e.retrieval},
 		Retry: retrieve.Backoff{Tries: 4, Initial: 10 * time.Millisecond, Multiplier: 2, Max: 100 * time.Millisecond}})

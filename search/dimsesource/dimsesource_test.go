@@ -34,11 +34,6 @@ func source(t *testing.T, addr, calledAE string) *dimsesource.Source {
 func TestFindStudies_Orthanc(t *testing.T) {
 	t.Parallel()
 	o := orthanctest.Start(t)
-	upload := func(st *dicomtest.Study) {
-		for _, in := range st.Instances() {
-			o.Upload(t, in.Bytes)
-		}
-	}
 	day := func(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 9, 30, 0, 0, time.UTC) }
 	ct := dicomtest.NewStudy(t, dicomtest.WithPatient("B1", "HOSP-B", "MÜLLER^JÜRGEN HANS"), dicomtest.WithModality("CT"),
 		dicomtest.WithTemplate(dicomtest.FileMR), dicomtest.WithSeries(2), dicomtest.WithInstancesPerSeries(2),
@@ -46,9 +41,7 @@ func TestFindStudies_Orthanc(t *testing.T) {
 	old := dicomtest.NewStudy(t, dicomtest.WithPatient("B1", "HOSP-B", "MÜLLER^JÜRGEN HANS"), dicomtest.WithModality("MR"),
 		dicomtest.WithStudyDate(day(2012, 1, 1)))
 	otherDomain := dicomtest.NewStudy(t, dicomtest.WithPatient("B1", "HOSP-Z", "SOMEONE^ELSE"), dicomtest.WithModality("CT"))
-	for _, st := range []*dicomtest.Study{ct, old, otherDomain} {
-		upload(st)
-	}
+	o.UploadStudy(t, ct, old, otherDomain)
 	s := source(t, fmt.Sprintf("127.0.0.1:%d", o.Port), o.AET)
 	ctx := context.Background()
 
@@ -138,9 +131,7 @@ func TestFindStudies_DICOMTLS(t *testing.T) {
 	o := orthanctest.StartWith(t, orthanctest.Options{DICOMTLS: &orthanctest.DICOMTLS{CertFile: srvCert, KeyFile: srvKey,
 		TrustedFile: ourCA.File, RequireClientCertificate: true}})
 	st := dicomtest.NewStudy(t, dicomtest.WithPatient("TLS1", "HOSP-B", "SECURE^SAM"))
-	for _, in := range st.Instances() {
-		o.Upload(t, in.Bytes)
-	}
+	o.UploadStudy(t, st)
 	var client *dimse.Client
 	find := func(mtls *search.MTLS) ([]search.RemoteStudy, error) {
 		cfg := &search.SourceConfig{Name: "pacs", Kind: search.KindDIMSE, URL: fmt.Sprintf("dicom://127.0.0.1:%d", o.Port),
