@@ -190,9 +190,11 @@ func parseDataset(r io.Reader, size int64) (ds dicom.Dataset, err error) {
 		return ds, err
 	}
 	var japaneseSets []string
-	if cs != nil && ownJapanese(charsetNames(cs.raw)) {
-		japaneseSets = charsetNames(cs.raw)
-		in = hideCharset(in, cs.off, len(cs.raw))
+	if cs != nil {
+		if names := charsetNames(cs.raw); ownJapanese(names) {
+			japaneseSets = names
+			in = hideCharset(in, cs.off, len(cs.raw))
+		}
 	}
 
 	limit := size
