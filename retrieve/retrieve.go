@@ -568,9 +568,9 @@ func (r *Retriever) fetch(ctx context.Context, src *source, st Study, path strin
 	// front of the connection makes each of its reads from the socket big.
 	mr := multipart.NewReader(bufio.NewReaderSize(body, 256<<10), ct.Boundary, multipart.Limits{MaxPartSize: r.cfg.MaxPartSize})
 
-	// Waiting for the storer is not the source's silence.
 	// A WADO-RS answer waits in the connection while the storer is busy:
-	// no queue, the least spooled.
+	// no queue, the least spooled; and that wait is not the source's
+	// silence, so the watchdog pauses for it.
 	k := r.newSink(ctx, cancel, st, known, 0, out, progress, body.pause, body.resume)
 	recvErr := func() error {
 		for {
