@@ -49,6 +49,10 @@ const minPeerMaxLength = 256
 // ErrTimeout: the peer sent nothing for the idle timeout.
 var ErrTimeout = errors.New("DICOM peer silent")
 
+// errReleaseRQ: the peer asked to release the association where a
+// message was expected; a protocol error but between a server's messages.
+var errReleaseRQ = fmt.Errorf("%w: A-RELEASE-RQ where a message was expected", ErrProtocol)
+
 // ErrNoContext: the peer accepted none of the presentation contexts an
 // operation needs.
 var ErrNoContext = errors.New("no presentation context accepted")
@@ -331,6 +335,29 @@ func (a *Association) ioError(err error) error {
 	return err
 }
 
+// await waits for the peer's next PDU, through silences longer than the
+// idle timeout for as long as busy (when not nil) reports the peer at
+// work elsewhere. It only peeks: a wait that ends in the middle of a PDU
+// would lose the bytes read.
+func (a *Association) await(busy func() bool) error {
+	if a.next < len(a.pdvs) || a.data != nil || busy == nil {
+		return nil
+	}
+	for {
+		_ = a.conn.SetReadDeadline(time.Now().Add(a.cfg.IdleTimeout))
+		if a.ctx.Err() != nil {
+			return context.Cause(a.ctx)
+		}
+		_, err := a.br.Peek(1)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !busy() {
+			return a.ioError(err)
+		}
+	}
+}
+
 // nextPDV returns the next PDV of the P-DATA-TF stream. Its data is valid
 // until the next call.
 func (a *Association) nextPDV() (pdv, error) {
@@ -347,6 +374,8 @@ func (a *Association) nextPDV() (pdv, error) {
 			a.next = 0
 		case pduAbort:
 			return pdv{}, &AbortedError{Source: p.body[2], Reason: p.body[3]}
+		case pduReleaseRQ:
+			return pdv{}, errReleaseRQ
 		default:
 			return pdv{}, fmt.Errorf("%w: PDU type 0x%02X during an operation", ErrProtocol, p.typ)
 		}

@@ -39,11 +39,24 @@ func (c *Client) WithFind(ctx context.Context, model string, op func(*Associatio
 
 // Get runs a C-GET of the information model (StudyRootGet), proposing every
 // class of StorageSOPClasses for the objects; see Association.Get.
-func (c *Client) Get(ctx context.Context, model string, q Identifier, store StoreFunc) (*GetResult, error) {
-	var res *GetResult
+func (c *Client) Get(ctx context.Context, model string, q Identifier, store StoreFunc) (*RetrieveResult, error) {
+	var res *RetrieveResult
 	err := c.run(ctx, getContexts(model), func(a *Association) error {
 		var err error
 		res, err = a.Get(model, q, store)
+		return err
+	})
+	return res, err
+}
+
+// Move runs a C-MOVE of the information model (StudyRootMove) to dest;
+// see Association.Move.
+func (c *Client) Move(ctx context.Context, model string, q Identifier, dest string, id uint16, busy func() bool) (*RetrieveResult, error) {
+	var res *RetrieveResult
+	pcs := []PresentationContext{{ID: 1, AbstractSyntax: model, TransferSyntaxes: uncompressedSyntaxes}}
+	err := c.run(ctx, pcs, func(a *Association) error {
+		var err error
+		res, err = a.Move(model, q, dest, id, busy)
 		return err
 	})
 	return res, err

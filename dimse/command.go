@@ -33,6 +33,7 @@ const (
 	elemCommandField         = 0x0100
 	elemMessageID            = 0x0110
 	elemMessageIDRespondedTo = 0x0120
+	elemMoveDestination      = 0x0600
 	elemPriority             = 0x0700
 	elemDataSetType          = 0x0800
 	elemStatus               = 0x0900
@@ -42,6 +43,8 @@ const (
 	elemCompleted            = 0x1021
 	elemFailed               = 0x1022
 	elemWarning              = 0x1023
+	elemMoveOriginatorAE     = 0x1030
+	elemMoveOriginatorID     = 0x1031
 )
 
 // maxCommandSet bounds a command set read (a few hundred bytes in
@@ -63,6 +66,14 @@ type Command struct {
 	AffectedSOPInstanceUID string
 	// Sub-operation counts of C-GET and C-MOVE responses, -1 when absent.
 	Remaining, Completed, Failed, Warning int
+	// MoveDestination is the AE title a C-MOVE-RQ sends the objects to.
+	MoveDestination string
+	// MoveOriginatorAE and MoveOriginatorMessageID name the C-MOVE a
+	// C-STORE-RQ is a sub-operation of (PS3.7 9.1.1.1): the AE title that
+	// asked for it and its Message ID. The AE title is "" when the
+	// peer did not say.
+	MoveOriginatorAE        string
+	MoveOriginatorMessageID uint16
 	// Extra holds elements of other groups that followed the command's
 	// (Implicit VR Little Endian), which a command set should not have.
 	Extra []byte
@@ -88,6 +99,16 @@ func (c *Command) marshal() []byte {
 	us := func(elem uint16, v uint16) {
 		body = appendElement(body, elem, binary.LittleEndian.AppendUint16(nil, v))
 	}
+	// Text (AE, LO) is padded with a space (PS3.5 6.2).
+	text := func(elem uint16, s string) {
+		if s == "" {
+			return
+		}
+		if len(s)%2 == 1 {
+			s += " "
+		}
+		body = appendElement(body, elem, []byte(s))
+	}
 	ui(elemAffectedSOPClass, c.AffectedSOPClassUID)
 	us(elemCommandField, c.Field)
 	if !c.isResponse() && c.Field != CCancelRQ {
@@ -95,6 +116,7 @@ func (c *Command) marshal() []byte {
 	} else {
 		us(elemMessageIDRespondedTo, c.MessageIDBeingRespondedTo)
 	}
+	text(elemMoveDestination, c.MoveDestination)
 	if !c.isResponse() && c.Field != CCancelRQ {
 		us(elemPriority, c.Priority)
 	}
@@ -105,8 +127,13 @@ func (c *Command) marshal() []byte {
 	}
 	if c.isResponse() {
 		us(elemStatus, c.Status)
+		text(elemErrorComment, c.ErrorComment)
 	}
 	ui(elemAffectedSOPInstance, c.AffectedSOPInstanceUID)
+	if c.MoveOriginatorAE != "" {
+		text(elemMoveOriginatorAE, c.MoveOriginatorAE)
+		us(elemMoveOriginatorID, c.MoveOriginatorMessageID)
+	}
 	out := appendElement(nil, elemGroupLength, binary.LittleEndian.AppendUint32(nil, uint32(len(body))))
 	return append(out, body...)
 }
@@ -175,6 +202,12 @@ func parseCommand(b []byte) (*Command, error) {
 		case elemRemaining, elemCompleted, elemFailed, elemWarning:
 			x, err = us()
 			*c.count(elem) = int(x)
+		case elemMoveDestination:
+			c.MoveDestination = strings.TrimSpace(string(v))
+		case elemMoveOriginatorAE:
+			c.MoveOriginatorAE = strings.TrimSpace(string(v))
+		case elemMoveOriginatorID:
+			c.MoveOriginatorMessageID, err = us()
 		}
 		if err != nil {
 			return nil, err

@@ -97,10 +97,14 @@ func pduBytes(typ byte, body []byte) []byte {
 // message is a DIMSE message as P-DATA-TF PDUs on context 1: its command,
 // then its data set when not nil.
 func messagePDUs(cmd *Command, data []byte) []byte {
+	return messagePDUsOn(1, cmd, data)
+}
+
+func messagePDUsOn(pc byte, cmd *Command, data []byte) []byte {
 	cmd.HasDataSet = data != nil
-	out := pduBytes(pduPData, pdvBytes(1, 3, cmd.marshal()))
+	out := pduBytes(pduPData, pdvBytes(pc, 3, cmd.marshal()))
 	if data != nil {
-		out = append(out, pduBytes(pduPData, pdvBytes(1, 2, data))...)
+		out = append(out, pduBytes(pduPData, pdvBytes(pc, 2, data))...)
 	}
 	return out
 }
@@ -370,11 +374,19 @@ func FuzzParseCommand(f *testing.F) {
 }
 
 // scriptConn is a connection to a peer that sends a script and takes
-// whatever it is sent.
-type scriptConn struct{ r *bytes.Reader }
+// whatever it is sent, kept in w when set.
+type scriptConn struct {
+	r *bytes.Reader
+	w *bytes.Buffer
+}
 
-func (c *scriptConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
-func (c *scriptConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *scriptConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *scriptConn) Write(p []byte) (int, error) {
+	if c.w != nil {
+		c.w.Write(p)
+	}
+	return len(p), nil
+}
 func (c *scriptConn) Close() error                     { return nil }
 func (c *scriptConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
 func (c *scriptConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }

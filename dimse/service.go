@@ -14,6 +14,7 @@ import (
 const (
 	Verification         = "1.2.840.10008.1.1"
 	StudyRootFind        = "1.2.840.10008.5.1.4.1.2.2.1"
+	StudyRootMove        = "1.2.840.10008.5.1.4.1.2.2.2"
 	StudyRootGet         = "1.2.840.10008.5.1.4.1.2.2.3"
 	priorityMedium       = 0x0000
 	maxIdentifierDataSet = 1 << 20
@@ -87,22 +88,33 @@ func (a *Association) cancel(pc *PresentationContext, id uint16) {
 	_ = a.send(pc, &Command{Field: CCancelRQ, MessageIDBeingRespondedTo: id}, nil)
 }
 
-// StoreRequest is one C-STORE sub-operation of a C-GET (PS3.4 C.4.3.3).
+// StoreRequest is one object a peer sends with C-STORE: a sub-operation
+// of a C-GET on its association (PS3.4 C.4.3.3), or one sent to a Server,
+// as a C-MOVE's sub-operations are (PS3.4 C.4.2.3).
 type StoreRequest struct {
 	SOPClassUID, SOPInstanceUID, TransferSyntax string
+	// CallingAE is the AE title of the peer that sent the object.
+	CallingAE string
+	// MoveOriginatorAE and MoveOriginatorMessageID name the C-MOVE the
+	// object answers, when the peer says (PS3.7 9.1.1.1); the AE title is
+	// "" otherwise.
+	MoveOriginatorAE        string
+	MoveOriginatorMessageID uint16
 	// Object is the instance as a Part 10 stream: File Meta Information
 	// written by this side (the peer's AE title as Source Application
 	// Entity Title), then the data set as the peer sent it.
 	Object io.Reader
 }
 
-// StoreFunc takes one object of a C-GET. The status it returns answers
-// the C-STORE: StatusSuccess once the object is safe, StatusOutOfResources
-// or StatusCannotUnderstand when it is refused. An error ends the C-GET.
+// StoreFunc takes one object. The status it returns answers the C-STORE:
+// StatusSuccess once the object is safe, a failure status (such as
+// StatusOutOfResources, StatusCannotUnderstand, StatusNotAuthorized) when
+// it is refused. An error ends the operation (a C-GET) or aborts the
+// association (a Server's).
 type StoreFunc func(*StoreRequest) (uint16, error)
 
-// GetResult is the final response of a C-GET.
-type GetResult struct {
+// RetrieveResult is the final response of a C-GET or C-MOVE.
+type RetrieveResult struct {
 	Status uint16
 	// Sub-operation counts as the peer reports them (0 when absent).
 	Completed, Failed, Warning int
@@ -117,7 +129,7 @@ type GetResult struct {
 // storage context (SCPRole) can come. It returns the final response, which
 // reports sub-operations that failed with status
 // StatusSubOperationsWarning; a failure status is a *StatusError.
-func (a *Association) Get(model string, q Identifier, store StoreFunc) (*GetResult, error) {
+func (a *Association) Get(model string, q Identifier, store StoreFunc) (*RetrieveResult, error) {
 	pc, err := a.context(model)
 	if err != nil {
 		return nil, err
@@ -146,32 +158,79 @@ func (a *Association) Get(model string, q Identifier, store StoreFunc) (*GetResu
 		if err := checkResponse(m, CGetRSP, id); err != nil {
 			return nil, fmt.Errorf("dimse: C-GET: %w", err)
 		}
-		if isPending(m.cmd.Status) {
-			continue
+		if !isPending(m.cmd.Status) {
+			return retrieveResult(m), final(m.cmd)
 		}
-		res := &GetResult{Status: m.cmd.Status, Completed: max(m.cmd.Completed, 0), Failed: max(m.cmd.Failed, 0),
-			Warning: max(m.cmd.Warning, 0)}
-		// The identifier of a final response with failures lists them
-		// (PS3.4 C.4.3.1.3.2); one that cannot be read names none.
-		var ident []byte
-		ts := m.context.TransferSyntax
-		switch {
-		case m.data != nil:
-			ident, _ = m.data.readAll(maxIdentifierDataSet)
-		case len(m.cmd.Extra) > 0:
-			ident, ts = m.cmd.Extra, ImplicitVRLittleEndian
-		}
-		if len(ident) > 0 {
-			if ds, err := parseDataSet(ts, ident); err == nil {
-				res.FailedSOPInstanceUIDs = failedUIDs(ds)
-			}
-		}
-		return res, final(m.cmd)
 	}
 }
 
+// Move sends a C-MOVE request of the information model (StudyRootMove)
+// asking the peer to send what q names to the AE title dest (PS3.7 9.1.4,
+// PS3.4 C.4.2), and waits for its final response, which it returns as Get
+// does. The objects travel on associations the peer opens to dest, each
+// C-STORE naming this side's AE title and id as its Move Originator: id
+// is the request's Message ID, chosen by the caller so that a Server can
+// tell which of several C-MOVEs an object answers.
+//
+// The peer may say nothing on this association while it sends; busy
+// reports whether it is still sending (an object of this C-MOVE arrived
+// within the idle timeout, or is being taken), and while it is, silence
+// is waited through.
+func (a *Association) Move(model string, q Identifier, dest string, id uint16, busy func() bool) (*RetrieveResult, error) {
+	if err := CheckAETitle(dest); err != nil {
+		return nil, fmt.Errorf("dimse: C-MOVE destination %w", err)
+	}
+	pc, err := a.context(model)
+	if err != nil {
+		return nil, err
+	}
+	data, err := q.encode(pc.TransferSyntax)
+	if err != nil {
+		return nil, err
+	}
+	cmd := &Command{Field: CMoveRQ, AffectedSOPClassUID: model, MessageID: id, Priority: priorityMedium, MoveDestination: dest}
+	if err := a.send(pc, cmd, data); err != nil {
+		return nil, fmt.Errorf("dimse: C-MOVE: %w", err)
+	}
+	for {
+		if err := a.await(busy); err != nil {
+			return nil, fmt.Errorf("dimse: C-MOVE: %w", err)
+		}
+		m, err := a.response(CMoveRSP, id)
+		if err != nil {
+			return nil, fmt.Errorf("dimse: C-MOVE: %w", err)
+		}
+		if !isPending(m.cmd.Status) {
+			return retrieveResult(m), final(m.cmd)
+		}
+	}
+}
+
+// retrieveResult reads the final response of a C-GET or C-MOVE.
+func retrieveResult(m *message) *RetrieveResult {
+	res := &RetrieveResult{Status: m.cmd.Status, Completed: max(m.cmd.Completed, 0), Failed: max(m.cmd.Failed, 0),
+		Warning: max(m.cmd.Warning, 0)}
+	// The identifier of a final response with failures lists them
+	// (PS3.4 C.4.2.1.3.2, C.4.3.1.3.2); one that cannot be read names
+	// none.
+	var ident []byte
+	ts := m.context.TransferSyntax
+	switch {
+	case m.data != nil:
+		ident, _ = m.data.readAll(maxIdentifierDataSet)
+	case len(m.cmd.Extra) > 0:
+		ident, ts = m.cmd.Extra, ImplicitVRLittleEndian
+	}
+	if len(ident) > 0 {
+		if ds, err := parseDataSet(ts, ident); err == nil {
+			res.FailedSOPInstanceUIDs = failedUIDs(ds)
+		}
+	}
+	return res
+}
+
 // failedUIDs returns the Failed SOP Instance UID List (0008,0058) of a
-// C-GET's final response identifier.
+// C-GET's or C-MOVE's final response identifier.
 func failedUIDs(ds dicom.Dataset) []string {
 	e, err := ds.FindElementByTag(tag.FailedSOPInstanceUIDList)
 	if err != nil {
@@ -195,7 +254,8 @@ func (a *Association) storeSubOperation(m *message, store StoreFunc) error {
 	}
 	head := part10Header(c.AffectedSOPClassUID, c.AffectedSOPInstanceUID, m.context.TransferSyntax, a.cfg.CalledAE)
 	req := &StoreRequest{SOPClassUID: c.AffectedSOPClassUID, SOPInstanceUID: c.AffectedSOPInstanceUID,
-		TransferSyntax: m.context.TransferSyntax, Object: io.MultiReader(bytes.NewReader(head), m.data)}
+		TransferSyntax: m.context.TransferSyntax, CallingAE: a.cfg.CalledAE, MoveOriginatorAE: c.MoveOriginatorAE,
+		MoveOriginatorMessageID: c.MoveOriginatorMessageID, Object: io.MultiReader(bytes.NewReader(head), m.data)}
 	status, err := store(req)
 	if err != nil {
 		return err

@@ -9,13 +9,16 @@ import (
 
 // Status codes of the DIMSE-C services (PS3.7 C, PS3.4 C.4).
 const (
-	StatusSuccess              uint16 = 0x0000
-	StatusPending              uint16 = 0xFF00
-	StatusPendingWarning       uint16 = 0xFF01
-	StatusCancel               uint16 = 0xFE00
-	StatusSubOperationsWarning uint16 = 0xB000
-	StatusOutOfResources       uint16 = 0xA700
-	StatusCannotUnderstand     uint16 = 0xC000
+	StatusSuccess                uint16 = 0x0000
+	StatusPending                uint16 = 0xFF00
+	StatusPendingWarning         uint16 = 0xFF01
+	StatusCancel                 uint16 = 0xFE00
+	StatusSubOperationsWarning   uint16 = 0xB000
+	StatusOutOfResources         uint16 = 0xA700
+	StatusCannotUnderstand       uint16 = 0xC000
+	StatusNotAuthorized          uint16 = 0x0124
+	StatusUnrecognized           uint16 = 0x0211
+	StatusMoveDestinationUnknown uint16 = 0xA801
 )
 
 func isPending(s uint16) bool { return s == StatusPending || s == StatusPendingWarning }

@@ -31,7 +31,7 @@ type Orthanc struct {
 }
 
 // SCUAE is the AE title Orthanc knows as a modality allowed to query and
-// retrieve (C-FIND, C-GET) from 127.0.0.1; other calling AE titles may only
+// retrieve (C-FIND, C-GET; C-MOVE after MoveTo) from 127.0.0.1; other calling AE titles may only
 // echo and store, and a called AE title other than Orthanc's own is
 // rejected, as a PACS configured for its peers does.
 const SCUAE = "PRIORFLOW"
@@ -248,6 +248,17 @@ func (o *Orthanc) Do(tb testing.TB, method, path string, body any) (int, []byte)
 		tb.Fatal(err)
 	}
 	return resp.StatusCode, out
+}
+
+// MoveTo lets SCUAE ask for C-MOVEs to itself and points it at a Storage
+// SCP listening on 127.0.0.1:port, as a PACS is told where its peers are.
+func (o *Orthanc) MoveTo(tb testing.TB, port int) {
+	tb.Helper()
+	code, body := o.Do(tb, "PUT", "/modalities/priorflow", map[string]any{"AET": SCUAE, "Host": "127.0.0.1", "Port": port,
+		"AllowEcho": true, "AllowFind": true, "AllowGet": true, "AllowMove": true, "AllowStore": true})
+	if code != 200 {
+		tb.Fatalf("Orthanc modality priorflow: %d %s", code, body)
+	}
 }
 
 // Upload stores a Part 10 file in Orthanc and returns its instance id.
