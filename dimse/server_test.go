@@ -249,7 +249,7 @@ func moveFixture(t *testing.T, got *storage, idle time.Duration) (*dimse.Client,
 	c.Config.IdleTimeout = idle
 	b := &busyWhile{idle: idle}
 	port := serve(t, &dimse.Server{AETitle: orthanctest.SCUAE, Store: b.wrap(got.store)})
-	o.MoveTo(t, port)
+	o.MoveTo(t, orthanctest.SCUAE, port)
 	st := dicomtest.NewStudy(t, dicomtest.WithTemplate(dicomtest.FileMR), dicomtest.WithSeries(2), dicomtest.WithInstancesPerSeries(2),
 		dicomtest.WithPatient("DIMSE-MOVE", "HOSP-A", "MOVE^ME"))
 	o.UploadStudy(t, st)

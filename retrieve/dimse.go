@@ -13,27 +13,28 @@ import (
 	"github.com/priorflow/priorflow/dimse"
 )
 
-// A DIMSE source is pulled from with C-GET (PS3.4 C.4.3): the objects come
-// back as C-STORE sub-operations on the association that asked for them,
-// so Priorflow needs no port of its own that the PACS must be told about,
-// as C-MOVE would. What the archive lacks is found as over WADO-RS: the
-// study's series, then each series' instances, by C-FIND.
+// A DIMSE source is pulled from with C-GET (PS3.4 C.4.3), where the
+// objects come back as C-STORE sub-operations on the association that
+// asked for them, so Priorflow needs no port of its own that the PACS must
+// be told about; or, from a source that serves no C-GET, with C-MOVE
+// (PS3.4 C.4.2; see move.go). What the archive lacks is found as over
+// WADO-RS: the study's series, then each series' instances, by C-FIND.
 
-// cgetQueue is how many batches of a C-GET may wait for the storer. A
-// C-GET cannot wait in the connection as a WADO-RS answer does: the peer
-// waits for each C-STORE-RSP, and one that does not come within its DIMSE
-// timeout (Orthanc's DicomScpTimeout, 30 s by default) breaks the
-// association. So the objects are answered once spooled, and a store slowed
+// cgetQueue is how many batches of a C-GET or C-MOVE may wait for the
+// storer. Such a pull cannot wait in the connection as a WADO-RS answer
+// does: the peer waits for each C-STORE-RSP, and one that does not come
+// within its DIMSE timeout (Orthanc's DicomScpTimeout, 30 s by default)
+// breaks the association. So the objects are answered once spooled, and a store slowed
 // down (a busy database, a slow blob store) costs spool space rather than
 // the pull, up to this many batches (of MaxBatchBytes at most).
 const cgetQueue = 4
 
-// maxUIDsPerGet bounds the SOP Instance UIDs of one IMAGE-level C-GET, a
-// list the identifier carries (PS3.4 C.4.3.1.3.1).
+// maxUIDsPerGet bounds the SOP Instance UIDs of one IMAGE-level C-GET or
+// C-MOVE, a list the identifier carries (PS3.4 C.4.3.1.3.1).
 const maxUIDsPerGet = 100
 
-// cgetPuller pulls by C-GET: the study, a series, or up to maxUIDsPerGet
-// instances of a series per request.
+// cgetPuller pulls by C-GET or C-MOVE (src.Move): the study, a series, or
+// up to maxUIDsPerGet instances of a series per request.
 type cgetPuller struct {
 	r        *Retriever
 	src      *source
@@ -84,11 +85,15 @@ func chunks(s []string, n int) func(func([]string) bool) {
 }
 
 // cget retrieves what the identifier names at level into the archive
-// through a sink; known is how many instances of the study the archive
-// held before.
+// through a sink, by C-GET or C-MOVE; known is how many instances of the
+// study the archive held before.
 func (r *Retriever) cget(ctx context.Context, src *source, st Study, level string, q dimse.Identifier, known int,
 	out *Outcome, progress func()) error {
-	out.Requests = append(out.Requests, "C-GET "+level+" "+lastValue(q))
+	op := "C-GET"
+	if src.Move {
+		op = "C-MOVE"
+	}
+	out.Requests = append(out.Requests, op+" "+level+" "+lastValue(q))
 	release, err := acquire(ctx, src)
 	if err != nil {
 		return err
@@ -98,29 +103,43 @@ func (r *Retriever) cget(ctx context.Context, src *source, st Study, level strin
 	defer cancel(nil)
 	q = append(dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: level}}, q...)
 	k := r.newSink(ctx, cancel, st, known, cgetQueue, out, progress, nil, nil)
-	got := map[string]bool{}
-	res, err := src.DIMSE.Get(ctx, dimse.StudyRootGet, q, func(req *dimse.StoreRequest) (uint16, error) {
-		got[req.SOPInstanceUID] = true
-		// A quarantined object is answered as taken: it is kept and
-		// reported here, and asking for it again would not change it.
-		if err := k.take(req.Object); err != nil {
-			return 0, err
-		}
-		return dimse.StatusSuccess, nil
-	})
+	var res *dimse.RetrieveResult
+	var t *taker
+	if src.Move {
+		// The objects come on the PACS's associations, to Receive: one
+		// that cannot be taken ends the C-MOVE.
+		t = newTaker(k, func(err error) { cancel(err) }, src.IdleTimeout)
+		m := r.moves.add(src, st.StudyInstanceUID, t)
+		res, err = src.DIMSE.Move(ctx, dimse.StudyRootMove, q, r.cfg.MoveDestination, m.id, t.busy)
+		r.moves.remove(m)
+	} else {
+		t = newTaker(k, nil, src.IdleTimeout)
+		res, err = src.DIMSE.Get(ctx, dimse.StudyRootGet, q, func(req *dimse.StoreRequest) (uint16, error) {
+			return t.take(req, nil)
+		})
+	}
 	var se *dimse.StatusError
-	if res != nil && res.Failed > 0 && (err == nil || errors.As(err, &se)) {
+	failed := res != nil && res.Failed > 0 && (err == nil || errors.As(err, &se))
+	if src.Move && !t.receivedAny() && (failed || errors.As(err, &se) && se.Status&0xF000 == 0xC000) {
+		// Nothing reached the Storage SCP, and the source says it failed
+		// to send (or could not at all: Orthanc answers 0xC000 when it
+		// cannot connect): the path from the source to the SCP is at
+		// fault, not the objects, and the study is asked for again later.
+		return k.finish(fmt.Errorf("%w: no object reached %s (C-MOVE status 0x%04X): does the source know that AE title's address, "+
+			"and can it reach Priorflow's Storage SCP there?", ErrUnavailable, r.cfg.MoveDestination, res.Status))
+	}
+	if failed {
 		// Sub-operations failed (Orthanc then ends with a failure status,
 		// and stops at the first). The next attempt asks for what the
 		// archive still lacks, but for the instances the source named.
 		for _, sop := range res.FailedSOPInstanceUIDs {
 			// One received but answered too late for the source counts
 			// as failed there, yet is here.
-			if !got[sop] && !slices.Contains(out.Unsent, sop) {
+			if !t.received(sop) && !slices.Contains(out.Unsent, sop) {
 				out.Unsent = append(out.Unsent, sop)
 			}
 		}
-		err = fmt.Errorf("%w: the source could not send %d of the objects (C-GET status 0x%04X)", ErrUnavailable, res.Failed, res.Status)
+		err = fmt.Errorf("%w: the source could not send %d of the objects (%s status 0x%04X)", ErrUnavailable, res.Failed, op, res.Status)
 	}
 	return k.finish(dimseError(err))
 }

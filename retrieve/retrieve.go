@@ -66,6 +66,9 @@ type Source struct {
 	// DIMSE talks to a DIMSE source instead (C-FIND and C-GET); its
 	// IdleTimeout is set from IdleTimeout.
 	DIMSE *dimse.Client
+	// Move pulls from the DIMSE source with C-MOVE to
+	// Config.MoveDestination rather than C-GET.
+	Move bool
 	// Concurrency bounds the requests (or associations) in flight to the
 	// source (default 2).
 	Concurrency int
@@ -129,6 +132,10 @@ type Config struct {
 	// MaxPartSize bounds one instance (default 4 GiB).
 	MaxPartSize int64
 	Observer    Observer
+	// MoveDestination is the AE title of Priorflow's Storage SCP, where
+	// the C-MOVEs of sources with Move send their objects; the SCP hands
+	// them to Receive. Required when a source has Move.
+	MoveDestination string
 }
 
 // QuarantinePrefix is where quarantined objects are kept in the blob store.
@@ -139,6 +146,7 @@ type Retriever struct {
 	cfg     Config
 	log     *slog.Logger
 	sources map[string]*source
+	moves   moves
 }
 
 type source struct {
@@ -179,6 +187,9 @@ func New(cfg Config) (*Retriever, error) {
 		}
 		if s.IdleTimeout <= 0 {
 			s.IdleTimeout = search.DefaultRetrieveTimeout
+		}
+		if s.Move && (s.DIMSE == nil || dimse.CheckAETitle(cfg.MoveDestination) != nil) {
+			return nil, fmt.Errorf("retrieve: source %s pulls by C-MOVE: it needs a DIMSE client and a move destination AE title", s.Name)
 		}
 		if s.DIMSE != nil {
 			c := *s.DIMSE
@@ -604,8 +615,8 @@ func (r *Retriever) cause(ctx context.Context, src *source, err error) error {
 	return err
 }
 
-// sink takes the objects of one answer, a WADO-RS response's parts or a
-// C-GET's C-STORE sub-operations: it spools and checks each, quarantines
+// sink takes the objects of one answer, a WADO-RS response's parts or the
+// C-STORE sub-operations of a C-GET or C-MOVE: it spools and checks each, quarantines
 // the refused before any could be indexed, and hands batches of the others
 // to a storer goroutine.
 //
@@ -666,11 +677,16 @@ func (r *Retriever) newSink(ctx context.Context, cancel context.CancelCauseFunc,
 // handing the batch off when full; one refused is quarantined. An error
 // ends the request.
 func (k *sink) take(obj io.Reader) error {
-	r := k.r
-	o, err := r.cfg.Archive.Spool(obj)
+	o, err := k.r.cfg.Archive.Spool(obj)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	return k.add(o)
+}
+
+// add is take of an object spooled already.
+func (k *sink) add(o *archive.Object) error {
+	r := k.r
 	k.out.Bytes += o.Size
 	if r.cfg.Observer != nil {
 		r.cfg.Observer.Received(k.st.Source, 1, o.Size)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -23,10 +24,17 @@ type QRSCP struct {
 	AET  string
 }
 
+// Destination is a Storage SCP dcmqrscp may send a C-MOVE's objects to.
+type Destination struct {
+	AET  string
+	Port int // on 127.0.0.1
+}
+
 // StartQRSCP indexes files (Part 10, written to the test's folder) into a
-// fresh dcmqrscp storage area and runs dcmqrscp on it until the test ends.
-// It fails the test when DCMTK is not installed: make test installs it.
-func StartQRSCP(tb testing.TB, files [][]byte) *QRSCP {
+// fresh dcmqrscp storage area and runs dcmqrscp on it until the test ends;
+// its C-MOVEs may go to dests. It fails the test when DCMTK is not
+// installed: make test installs it.
+func StartQRSCP(tb testing.TB, files [][]byte, dests ...Destination) *QRSCP {
 	tb.Helper()
 	bin, err := exec.LookPath("dcmqrscp")
 	if err != nil {
@@ -55,9 +63,13 @@ func StartQRSCP(tb testing.TB, files [][]byte) *QRSCP {
 		cfg := filepath.Join(dir, "dcmqrscp.cfg")
 		// Any calling AE title from any host; the storage area is
 		// read-write so that dcmqrscp accepts what it is sent, too.
+		var hosts strings.Builder
+		for i, d := range dests {
+			fmt.Fprintf(&hosts, "dest%d = (%s, 127.0.0.1, %d)\n", i, d.AET, d.Port)
+		}
 		conf := fmt.Sprintf("NetworkTCPPort = %d\nMaxPDUSize = 16384\nMaxAssociations = 16\n"+
-			"HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"+
-			"AETable BEGIN\n%s %s RW (200, 1024mb) ANY\nAETable END\n", port, AET, db)
+			"HostTable BEGIN\n%sHostTable END\nVendorTable BEGIN\nVendorTable END\n"+
+			"AETable BEGIN\n%s %s RW (200, 1024mb) ANY\nAETable END\n", port, hosts.String(), AET, db)
 		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 			tb.Fatal(err)
 		}

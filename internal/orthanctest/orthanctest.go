@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,14 +251,25 @@ func (o *Orthanc) Do(tb testing.TB, method, path string, body any) (int, []byte)
 	return resp.StatusCode, out
 }
 
-// MoveTo lets SCUAE ask for C-MOVEs to itself and points it at a Storage
-// SCP listening on 127.0.0.1:port, as a PACS is told where its peers are.
-func (o *Orthanc) MoveTo(tb testing.TB, port int) {
+// MoveTo lets SCUAE ask for C-MOVEs and tells Orthanc where the Storage
+// SCP called aet listens (127.0.0.1:port), as a PACS is told where its
+// peers are. Several destinations may be added, one per AE title.
+func (o *Orthanc) MoveTo(tb testing.TB, aet string, port int) {
 	tb.Helper()
-	code, body := o.Do(tb, "PUT", "/modalities/priorflow", map[string]any{"AET": SCUAE, "Host": "127.0.0.1", "Port": port,
-		"AllowEcho": true, "AllowFind": true, "AllowGet": true, "AllowMove": true, "AllowStore": true})
-	if code != 200 {
-		tb.Fatalf("Orthanc modality priorflow: %d %s", code, body)
+	scuPort := 104
+	if aet == SCUAE {
+		scuPort = port
+	}
+	put := func(name, aet string, port int, query bool) {
+		code, body := o.Do(tb, "PUT", "/modalities/"+name, map[string]any{"AET": aet, "Host": "127.0.0.1", "Port": port,
+			"AllowEcho": true, "AllowFind": query, "AllowGet": query, "AllowMove": query, "AllowStore": true})
+		if code != 200 {
+			tb.Fatalf("Orthanc modality %s: %d %s", name, code, body)
+		}
+	}
+	put("priorflow", SCUAE, scuPort, true)
+	if aet != SCUAE {
+		put("dest-"+strings.ToLower(aet), aet, port, false)
 	}
 }
 

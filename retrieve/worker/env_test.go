@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,6 +83,11 @@ type env struct {
 	retrieval *retrieve.Source
 	// planner runs (consuming care events) until the test ends.
 	planner *planner.Planner
+	// receiver takes the objects of the Storage SCP (serveMoves), whose
+	// AE title is moveAE.
+	receiver atomic.Pointer[retrieve.Retriever]
+	moveAE   string
+	movePort int
 }
 
 // recorder notes the paths a client asked for.
@@ -220,15 +227,77 @@ func newEnvDIMSE(t *testing.T, o *orthanctest.Orthanc, mrn, remoteID string) *en
 func newEnvDIMSEAt(t *testing.T, addr, aet, mrn, remoteID string) *env {
 	t.Helper()
 	e := newEnv(t, "http://unused.invalid/dicom-web", mrn, remoteID)
+	e.useDIMSE(addr, aet, false)
+	return e
+}
+
+// useDIMSE makes the remote source the DIMSE peer at addr, called aet,
+// pulled from by C-MOVE (to the Storage SCP of serveMoves) or C-GET.
+func (e *env) useDIMSE(addr, aet string, move bool) {
+	e.t.Helper()
 	client := &dimse.Client{Addr: addr, Config: dimse.Config{CallingAE: orthanctest.SCUAE, CalledAE: aet}}
 	src, err := dimsesource.New(search.SourceInfo{Name: "hospital-b", Kind: search.KindDIMSE, URL: "dicom://" + addr,
 		Issuer: "HOSP-B", Match: search.MatchIdentifier, Mode: search.ModeImport}, client)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	e.searcher = e.newSearcher(src)
-	e.retrieval = &retrieve.Source{Name: "hospital-b", DIMSE: client, Concurrency: 2}
+	e.retrieval = &retrieve.Source{Name: "hospital-b", DIMSE: client, Concurrency: 2, Move: move}
+}
+
+// serveMoves runs this node's Storage SCP, AE title aet, on a loopback
+// port it returns: the objects of C-MOVEs go to the retriever last made by
+// newWorker or newRetriever.
+func (e *env) serveMoves(aet string) int {
+	e.t.Helper()
+	e.moveAE = aet
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	srv := &dimse.Server{AETitle: aet, Logger: dbtest.Logger(), Store: func(req *dimse.StoreRequest) (uint16, error) {
+		if r := e.receiver.Load(); r != nil {
+			return r.Receive(req)
+		}
+		return dimse.StatusNotAuthorized, nil
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("Storage SCP: %v", err)
+		}
+	})
+	e.movePort = ln.Addr().(*net.TCPAddr).Port
+	return e.movePort
+}
+
+// newEnvMove is newEnv whose remote source is Orthanc, pulled from by
+// C-MOVE to this node's Storage SCP, called aet.
+func newEnvMove(t *testing.T, o *orthanctest.Orthanc, aet, mrn, remoteID string) *env {
+	t.Helper()
+	e := newEnv(t, "http://unused.invalid/dicom-web", mrn, remoteID)
+	o.MoveTo(t, aet, e.serveMoves(aet))
+	e.useDIMSE(fmt.Sprintf("127.0.0.1:%d", o.Port), o.AET, true)
 	return e
+}
+
+// newRetriever is a retriever of this env's archive and remote source,
+// which the Storage SCP of serveMoves hands its objects to.
+func (e *env) newRetriever(cfg retrieve.Config) *retrieve.Retriever {
+	e.t.Helper()
+	cfg.Archive, cfg.Logger, cfg.MoveDestination = e.archive, dbtest.Logger(), e.moveAE
+	if cfg.Sources == nil {
+		cfg.Sources = []retrieve.Source{*e.retrieval}
+	}
+	r, err := retrieve.New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.receiver.Store(r)
+	return r
 }
 
 func (e *env) put(v map[string]any) string {
@@ -271,13 +340,9 @@ func (e *env) newWorker() *worker.Worker {
 	if e.retrieval != nil {
 		src = *e.retrieval
 	}
-	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Quarantine: e.bucket,
-		Sources:  []retrieve.Source{src},
+	r := e.newRetriever(retrieve.Config{Quarantine: e.bucket, Sources: []retrieve.Source{src},
 		Retry:    retrieve.Backoff{Tries: 5, Initial: 50 * time.Millisecond, Multiplier: 2, Max: time.Second},
 		Observer: observer{e}, BatchSize: 4})
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	pub, err := subjs.NewPublisher(e.js)
 	if err != nil {
 		e.t.Fatal(err)

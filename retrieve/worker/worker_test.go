@@ -1,13 +1,16 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomtest"
+	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/internal/dcmtktest"
 	"github.com/priorflow/priorflow/internal/orthanctest"
@@ -153,6 +157,36 @@ func TestWorker(t *testing.T) {
 		e.observer = func(n int) { received.Add(int32(n)) }
 		e.startWorker()
 		e.publishBooking("ev-12", "A12")
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkSame(partial)
+		if got := received.Load(); got != 3 {
+			t.Errorf("%d instances received, want the 3 missing (one of series 2, series 3)", got)
+		}
+	})
+
+	t.Run("over DIMSE: priors pulled by C-MOVE to this node's Storage SCP", func(t *testing.T) {
+		t.Parallel()
+		e := newEnvMove(t, o, "PF-A14", "A14", "B100")
+		e.startWorker()
+		e.publishBooking("ev-14", "A14")
+		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+			t.Fatalf("job %+v, want completed", j)
+		}
+		e.checkSame(ct2025)
+		e.checkSame(ct2024)
+	})
+
+	t.Run("over DIMSE: a study partly present, only what is missing is moved", func(t *testing.T) {
+		t.Parallel()
+		e := newEnvMove(t, o, "PF-A15", "A15", "B200")
+		e.storeLocal(partial.Series[0].Instances...)
+		e.storeLocal(partial.Series[1].Instances[0])
+		var received atomic.Int32
+		e.observer = func(n int) { received.Add(int32(n)) }
+		e.startWorker()
+		e.publishBooking("ev-15", "A15")
 		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
 			t.Fatalf("job %+v, want completed", j)
 		}
@@ -657,41 +691,48 @@ func (w *stallingWriter) Write(p []byte) (int, error) {
 	return n, http.ErrAbortHandler
 }
 
-// A store slower than the PACS's DIMSE timeout must not break a C-GET: the
-// objects are answered once spooled and wait for the storer. The archive's
-// instance table is locked, as a busy database would hold it, for more than
-// twice the time Orthanc waits for a C-STORE-RSP; one attempt must do.
+// A store slower than the PACS's DIMSE timeout must not break a C-GET or
+// C-MOVE: the objects are answered once spooled and wait for the storer.
+// The archive's instance table is locked, as a busy database would hold
+// it, for more than twice the time Orthanc waits for a C-STORE-RSP; one
+// attempt must do.
 func TestRetrieve_DIMSE_StoreStalledLongerThanThePeerWaits(t *testing.T) {
 	t.Parallel()
-	o := orthanctest.StartWith(t, orthanctest.Options{DICOMTimeout: 2 * time.Second})
-	st := study(t, dicomtest.NewGenerator(t), person{"B950", "19800101"}, day(2025, 1, 1), 3, 4)
-	o.UploadStudy(t, st)
-	e := newEnvDIMSE(t, o, "A95", "B950")
-	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Sources: []retrieve.Source{*e.retrieval},
-		BatchSize: 4, Retry: retrieve.Backoff{Tries: 1}})
-	if err != nil {
-		t.Fatal(err)
+	for _, move := range []bool{false, true} {
+		t.Run(map[bool]string{false: "C-GET", true: "C-MOVE"}[move], func(t *testing.T) {
+			t.Parallel()
+			o := orthanctest.StartWith(t, orthanctest.Options{DICOMTimeout: 2 * time.Second})
+			st := study(t, dicomtest.NewGenerator(t), person{"B950", "19800101"}, day(2025, 1, 1), 3, 4)
+			o.UploadStudy(t, st)
+			var e *env
+			if move {
+				e = newEnvMove(t, o, "PF-A95", "A95", "B950")
+			} else {
+				e = newEnvDIMSE(t, o, "A95", "B950")
+			}
+			r := e.newRetriever(retrieve.Config{BatchSize: 4, Retry: retrieve.Backoff{Tries: 1}})
+			ctx := context.Background()
+			tx, err := e.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `LOCK TABLE dicom_instance IN EXCLUSIVE MODE`); err != nil {
+				t.Fatal(err)
+			}
+			unlocked := make(chan struct{})
+			time.AfterFunc(5*time.Second, func() {
+				_ = tx.Rollback(ctx)
+				close(unlocked)
+			})
+			out, err := r.Retrieve(ctx, retrieve.Study{StudyInstanceUID: st.StudyInstanceUID, Source: "hospital-b",
+				Patient: search.PatientIdentity{ID: "B950", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: 12}, nil)
+			<-unlocked
+			if err != nil || out.Attempts != 1 || out.Stored != 12 {
+				t.Fatalf("Retrieve = %+v, %v; want the 12 instances in one attempt", out, err)
+			}
+			e.checkSame(st)
+		})
 	}
-	ctx := context.Background()
-	tx, err := e.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE dicom_instance IN EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	unlocked := make(chan struct{})
-	time.AfterFunc(5*time.Second, func() {
-		_ = tx.Rollback(ctx)
-		close(unlocked)
-	})
-	out, err := r.Retrieve(ctx, retrieve.Study{StudyInstanceUID: st.StudyInstanceUID, Source: "hospital-b", Base: e.retrieval.Name,
-		Patient: search.PatientIdentity{ID: "B950", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: 12}, nil)
-	<-unlocked
-	if err != nil || out.Attempts != 1 || out.Stored != 12 {
-		t.Fatalf("Retrieve = %+v, %v; want the 12 instances in one attempt", out, err)
-	}
-	e.checkSame(st)
 }
 
 // Against DCMTK's dcmqrscp, which checks every C-FIND identifier and
@@ -752,4 +793,115 @@ func TestRetrieve_DIMSE_ClassNotProposed(t *testing.T) {
 		t.Fatalf("outcome %+v, want the 2 others stored within 2 attempts and the odd one unsent", out)
 	}
 	e.checkSame(st)
+}
+
+// Against dcmqrscp, C-MOVE at every level: the study partly present is
+// completed with the missing series whole and the missing instance alone.
+func TestWorker_DIMSE_Move_DCMQRSCP_PartlyPresent(t *testing.T) {
+	t.Parallel()
+	st := study(t, dicomtest.NewGenerator(t), person{"B980", "19800101"}, day(2025, 5, 1), 3, 2)
+	var files [][]byte
+	for _, in := range st.Instances() {
+		files = append(files, in.Bytes)
+	}
+	e := newEnv(t, "http://unused.invalid/dicom-web", "A98", "B980")
+	port := e.serveMoves("PF-A98")
+	q := dcmtktest.StartQRSCP(t, files, dcmtktest.Destination{AET: "PF-A98", Port: port})
+	e.useDIMSE(q.Addr, q.AET, true)
+	e.storeLocal(st.Series[0].Instances...)
+	e.storeLocal(st.Series[1].Instances[0])
+	var received atomic.Int32
+	e.observer = func(n int) { received.Add(int32(n)) }
+	e.startWorker()
+	e.publishBooking("ev-98", "A98")
+	if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+		t.Fatalf("job %+v, want completed", j)
+	}
+	e.checkSame(st)
+	if got := received.Load(); got != 3 {
+		t.Errorf("%d instances received, want the 3 missing", got)
+	}
+}
+
+// An instance of a class a C-GET does not propose (TestRetrieve_DIMSE_
+// ClassNotProposed) comes by C-MOVE: the Storage SCP takes private
+// classes too.
+func TestRetrieve_DIMSE_Move_PrivateClass(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.Start(t)
+	g := dicomtest.NewGenerator(t)
+	st := study(t, g, person{"B990", "19800101"}, day(2025, 1, 1), 1, 2)
+	odd := study(t, g, person{"B990", "19800101"}, day(2025, 1, 1), 1, 1, dicomtest.WithStudyInstanceUID(st.StudyInstanceUID),
+		dicomtest.WithSOPClass(dicomtest.PrivateSOPClassUID))
+	o.UploadStudy(t, odd, st)
+	e := newEnvMove(t, o, "PF-A99", "A99", "B990")
+	r := e.newRetriever(retrieve.Config{Retry: retrieve.Backoff{Tries: 1}})
+	out, err := r.Retrieve(context.Background(), retrieve.Study{StudyInstanceUID: st.StudyInstanceUID, Source: "hospital-b",
+		Patient: search.PatientIdentity{ID: "B990", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: 3}, nil)
+	if err != nil || out.Stored != 3 || len(out.Unsent) != 0 || !slices.Equal(out.Requests, []string{"C-MOVE STUDY " + st.StudyInstanceUID}) {
+		t.Fatalf("Retrieve = %+v, %v; want the 3 instances by one C-MOVE", out, err)
+	}
+	is := e.search("ImagingStudy", "identifier=urn:dicom:uid|urn:oid:"+st.StudyInstanceUID)
+	if len(is) != 1 || is[0]["numberOfInstances"] != float64(3) {
+		t.Errorf("ImagingStudy %v, want one of 3 instances", is)
+	}
+}
+
+// Objects nobody asked for are refused: sent by a peer with no C-MOVE in
+// progress, or naming a C-MOVE that is not this node's.
+func TestRetrieve_DIMSE_Move_Unsolicited(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.Start(t)
+	st := study(t, dicomtest.NewGenerator(t), person{"B991", "19800101"}, day(2025, 1, 1), 1, 1)
+	e := newEnvMove(t, o, "PF-A91", "A91", "B991")
+	r := e.newRetriever(retrieve.Config{})
+	in := st.Instances()[0]
+	for _, req := range []dimse.StoreRequest{
+		{CallingAE: o.AET},
+		{CallingAE: o.AET, MoveOriginatorAE: orthanctest.SCUAE, MoveOriginatorMessageID: 1},
+		{CallingAE: "MODALITY", MoveOriginatorAE: "VIEWER", MoveOriginatorMessageID: 7},
+	} {
+		req.SOPClassUID, req.SOPInstanceUID, req.Object = in.SOPClassUID, in.SOPInstanceUID, bytes.NewReader(in.Bytes)
+		if status, err := r.Receive(&req); status != dimse.StatusNotAuthorized || err != nil {
+			t.Errorf("Receive from %s for %s/%d = 0x%04X, %v; want refused", req.CallingAE, req.MoveOriginatorAE,
+				req.MoveOriginatorMessageID, status, err)
+		}
+	}
+	// And through the Storage SCP, from DCMTK's storescu.
+	files := st.WriteFiles(t)
+	out, err := exec.Command("storescu", "-v", "-aet", o.AET, "-aec", "PF-A91", "127.0.0.1", fmt.Sprint(e.movePort), files[0]).CombinedOutput()
+	// storescu knows the status (PS3.7 C.5) by its number only, and fails.
+	if err == nil || !bytes.Contains(out, []byte("Status: 0x124")) {
+		t.Errorf("storescu: %v\n%s\nwant the object refused with status 0x0124", err, out)
+	}
+	if n := len(e.search("ImagingStudy", "identifier=urn:dicom:uid|urn:oid:"+st.StudyInstanceUID)); n != 0 {
+		t.Errorf("%d ImagingStudy of the unsolicited study", n)
+	}
+}
+
+// A PACS that cannot reach the Storage SCP fails every sub-operation of
+// the C-MOVE and names each object: the study is not given up as unsent
+// but retried, with a reason that points at the path to the SCP.
+func TestRetrieve_DIMSE_Move_DestinationUnreachable(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.Start(t)
+	st := study(t, dicomtest.NewGenerator(t), person{"B992", "19800101"}, day(2025, 1, 1), 1, 2)
+	o.UploadStudy(t, st)
+	e := newEnvMove(t, o, "PF-A92", "A92", "B992")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	o.MoveTo(t, "PF-A92", closed) // where nothing listens
+	r := e.newRetriever(retrieve.Config{Retry: retrieve.Backoff{Tries: 2, Initial: 10 * time.Millisecond, Multiplier: 2, Max: 10 * time.Millisecond}})
+	out, err := r.Retrieve(context.Background(), retrieve.Study{StudyInstanceUID: st.StudyInstanceUID, Source: "hospital-b",
+		Patient: search.PatientIdentity{ID: "B992", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: 2}, nil)
+	if !errors.Is(err, retrieve.ErrUnavailable) || !strings.Contains(err.Error(), "Storage SCP") {
+		t.Errorf("Retrieve = %v, want ErrUnavailable pointing at the Storage SCP", err)
+	}
+	if out == nil || out.Attempts != 2 || len(out.Unsent) != 0 || out.Stored != 0 {
+		t.Errorf("outcome %+v, want 2 attempts, nothing unsent or stored", out)
+	}
 }
