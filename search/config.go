@@ -41,7 +41,10 @@ type SourceConfig struct {
 	// CalledAETitle is the AE title of a DIMSE source, CallingAETitle
 	// Priorflow's own towards it (default DefaultCallingAETitle).
 	CalledAETitle, CallingAETitle string
-	Line                          int
+	// RetrieveMethod is how a DIMSE source is pulled from: RetrieveCGet
+	// (the default) or RetrieveCMove.
+	RetrieveMethod string
+	Line           int
 }
 
 // Info returns the SourceInfo of the configuration.
@@ -98,6 +101,16 @@ const (
 	// DefaultCallingAETitle is the AE title Priorflow calls a DIMSE
 	// source with; the PACS must know it (and its address) to answer.
 	DefaultCallingAETitle = "PRIORFLOW"
+)
+
+// Retrieve methods of a DIMSE source.
+const (
+	// RetrieveCGet: the objects come back on the association that asked
+	// (C-GET); the PACS needs to know nothing more of Priorflow.
+	RetrieveCGet = "c-get"
+	// RetrieveCMove: the PACS sends the objects to the prefetcher's
+	// Storage SCP (C-MOVE); it must know the SCP's AE title and address.
+	RetrieveCMove = "c-move"
 )
 
 // ConfigProblem is one error in the file.
@@ -216,7 +229,7 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 	keys := map[string]bool{}
 	// Nodes checked once the kind is known, which may come after them.
 	var urlNode, modeNode, authNode *yaml.Node
-	var aeNodes []*yaml.Node
+	var dimseNodes []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if keys[k.Value] {
@@ -253,7 +266,15 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 					s.CallingAETitle = x
 				}
 			}
-			aeNodes = append(aeNodes, k)
+			dimseNodes = append(dimseNodes, k)
+		case "retrieveMethod":
+			if x, ok := p.scalar(v, k.Value); ok {
+				if x != RetrieveCGet && x != RetrieveCMove {
+					p.add(v, "retrieveMethod %q: want c-get or c-move", x)
+				}
+				s.RetrieveMethod = x
+			}
+			dimseNodes = append(dimseNodes, k)
 		case "issuer":
 			if x, ok := p.scalar(v, "issuer"); ok {
 				s.Issuer = x
@@ -301,7 +322,7 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 			authNode = v
 			s.Auth = p.auth(v)
 		default:
-			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, retrieveTimeout, concurrency, retries, auth, calledAETitle, callingAETitle)", k.Value)
+			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, retrieveTimeout, concurrency, retries, auth, calledAETitle, callingAETitle, retrieveMethod)", k.Value)
 		}
 	}
 	if s.Name == "" {
@@ -322,8 +343,8 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 	if s.Kind == KindDIMSE {
 		p.dimse(n, s, keys["calledAETitle"], modeNode, authNode)
 	} else {
-		for _, k := range aeNodes {
-			p.add(k, "%s: only a source of kind dimse has AE titles", k.Value)
+		for _, k := range dimseNodes {
+			p.add(k, "%s: only a source of kind dimse has it", k.Value)
 		}
 	}
 	if s.Match == MatchIdentifier && s.Issuer == "" && keys["kind"] {
@@ -369,6 +390,9 @@ func (p *cfgParser) dimse(n *yaml.Node, s *SourceConfig, called bool, modeNode, 
 	}
 	if s.CallingAETitle == "" {
 		s.CallingAETitle = DefaultCallingAETitle
+	}
+	if s.RetrieveMethod == "" {
+		s.RetrieveMethod = RetrieveCGet
 	}
 	if s.Mode == ModeRemoteView && modeNode != nil {
 		p.add(modeNode, "mode remote-view: a DIMSE source has no address a viewer can open; use import")

@@ -119,6 +119,7 @@ func TestParseSources_DIMSE(t *testing.T) {
     url: dicom://10.0.0.7:104/
     calledAETitle: ARCHIVE
     callingAETitle: PF_NODE_2
+    retrieveMethod: c-move
     issuer: HOSP-B
     auth:
       mTLS: {certFile: /run/secrets/pf.crt, keyFile: /run/secrets/pf.key, caFile: /etc/priorflow/pacs-ca.pem}
@@ -127,10 +128,12 @@ func TestParseSources_DIMSE(t *testing.T) {
 			t.Fatal(err)
 		}
 		a, b := srcs[0], srcs[1]
-		if a.URL != "dicom://pacs.hospital-a.example:11112" || a.CalledAETitle != "PACS_A" || a.CallingAETitle != search.DefaultCallingAETitle {
+		if a.URL != "dicom://pacs.hospital-a.example:11112" || a.CalledAETitle != "PACS_A" || a.CallingAETitle != search.DefaultCallingAETitle ||
+			a.RetrieveMethod != search.RetrieveCGet {
 			t.Errorf("pacs = %+v", a)
 		}
 		if b.URL != "dicom://10.0.0.7:104" || b.CalledAETitle != "ARCHIVE" || b.CallingAETitle != "PF_NODE_2" || b.Mode != search.ModeImport ||
+			b.RetrieveMethod != search.RetrieveCMove ||
 			b.Auth.MTLS == nil || b.Auth.MTLS.CAFile != "/etc/priorflow/pacs-ca.pem" {
 			t.Errorf("pacs-b = %+v", b)
 		}
@@ -150,11 +153,13 @@ func TestParseSources_DIMSE(t *testing.T) {
     url: dicom://pacs
     calledAETitle: PACS
     issuer: B
+    retrieveMethod: c-store
   - name: c
     kind: dicomweb
     url: http://x/dicom-web
     calledAETitle: PACS
     issuer: C
+    retrieveMethod: c-move
 `))
 		msg := ""
 		if err != nil {
@@ -162,7 +167,8 @@ func TestParseSources_DIMSE(t *testing.T) {
 		}
 		for _, want := range []string{"p.yaml:5:20: calledAETitle: AE title", "p.yaml:6:21: callingAETitle: AE title",
 			"p.yaml:8:11: mode remote-view: a DIMSE source", "p.yaml:9:11: auth: a DIMSE source takes only mTLS",
-			"p.yaml:12:10: url: want dicom://host:port", "p.yaml:18:5: calledAETitle: only a source of kind dimse"} {
+			"p.yaml:12:10: url: want dicom://host:port", "p.yaml:15:21: retrieveMethod \"c-store\": want c-get or c-move",
+			"p.yaml:19:5: calledAETitle: only a source of kind dimse", "p.yaml:21:5: retrieveMethod: only a source of kind dimse"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("missing %q in\n%s", want, msg)
 			}
@@ -305,7 +311,7 @@ func TestParseSources_ShippedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(srcs) != 2 || srcs[1].Kind != search.KindDIMSE {
+	if len(srcs) != 2 || srcs[1].Kind != search.KindDIMSE || srcs[1].RetrieveMethod != search.RetrieveCMove {
 		t.Errorf("sources %+v, want the DICOMweb and the DIMSE example", srcs)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,32 +31,72 @@ import (
 // completes it with the exact instance count and no duplicates.
 func TestPrefetcher_KilledMidPull_RestartCompletes(t *testing.T) {
 	t.Parallel()
-	killedMidPull(t, func(o *orthanctest.Orthanc) string {
+	killedMidPull(t, func(o *orthanctest.Orthanc) (string, []string) {
 		return fmt.Sprintf(`
   - name: hospital-b
     kind: dicomweb
     url: %s/dicom-web
-    issuer: HOSP-B`, o.URL)
-	})
+    issuer: HOSP-B`, o.URL), nil
+	}, syscall.SIGKILL)
 }
 
 // The same over DIMSE: the C-GET broken off by the kill, the restarted
 // prefetcher's C-FIND finds what the archive lacks and C-GETs only that.
 func TestPrefetcher_KilledMidPull_RestartCompletes_DIMSE(t *testing.T) {
 	t.Parallel()
-	killedMidPull(t, func(o *orthanctest.Orthanc) string {
+	killedMidPull(t, func(o *orthanctest.Orthanc) (string, []string) {
 		return fmt.Sprintf(`
   - name: hospital-b
     kind: dimse
     url: dicom://127.0.0.1:%d
     calledAETitle: %s
     callingAETitle: %s
-    issuer: HOSP-B`, o.Port, o.AET, orthanctest.SCUAE)
-	})
+    issuer: HOSP-B`, o.Port, o.AET, orthanctest.SCUAE), nil
+	}, syscall.SIGKILL)
 }
 
-// killedMidPull runs the kill and restart with the source source returns.
-func killedMidPull(t *testing.T, source func(*orthanctest.Orthanc) string) {
+// And by C-MOVE: the objects on their way to the killed prefetcher's
+// Storage SCP are lost with it; the restarted one, on the same address,
+// moves what the archive lacks.
+func TestPrefetcher_KilledMidPull_RestartCompletes_CMove(t *testing.T) {
+	t.Parallel()
+	killedMidPull(t, cmoveSource(t), syscall.SIGKILL)
+}
+
+// Stopped with SIGTERM mid C-MOVE, the prefetcher lets the job finish
+// within its grace: its Storage SCP takes the objects until the worker has
+// stopped.
+func TestPrefetcher_StoppedMidPull_FinishesTheMove(t *testing.T) {
+	t.Parallel()
+	killedMidPull(t, cmoveSource(t), syscall.SIGTERM)
+}
+
+func cmoveSource(t *testing.T) func(o *orthanctest.Orthanc) (string, []string) {
+	return func(o *orthanctest.Orthanc) (string, []string) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		o.MoveTo(t, "PF-KILL", port)
+		return fmt.Sprintf(`
+  - name: hospital-b
+    kind: dimse
+    url: dicom://127.0.0.1:%d
+    calledAETitle: %s
+    callingAETitle: %s
+    retrieveMethod: c-move
+    issuer: HOSP-B`, o.Port, o.AET, orthanctest.SCUAE),
+			[]string{"-dicom-addr", fmt.Sprintf("127.0.0.1:%d", port), "-dicom-ae-title", "PF-KILL"}
+	}
+}
+
+// killedMidPull runs the kill and restart with the source source returns,
+// and the prefetcher's extra arguments. With SIGTERM, the prefetcher stops
+// gracefully instead: the job must end completed before it exits, and no
+// restart is needed.
+func killedMidPull(t *testing.T, source func(*orthanctest.Orthanc) (string, []string), sig syscall.Signal) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs Orthanc")
 	}
@@ -76,6 +117,7 @@ func killedMidPull(t *testing.T, source func(*orthanctest.Orthanc) string) {
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "priorflow.yaml")
+	sourceYAML, extra := source(o)
 	cfg := fmt.Sprintf(`
 sources:%s
 rules:
@@ -86,7 +128,7 @@ rules:
     maxPriors: 2
     modalities: same
     bodyRegion: any
-`, source(o))
+`, sourceYAML)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +148,8 @@ rules:
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { logf.Close() })
-		cmd := exec.Command(bin, "-config", cfgPath, "-database-url", dbURL, "-nats-url", srv.URL(), "-http-addr", "127.0.0.1:0",
-			"-data-dir", filepath.Join(dir, "data"), "-ack-wait", "2s", "-retrieve-backoff", "100ms", "-retrieve-backoff-max", "1s")
+		cmd := exec.Command(bin, append([]string{"-config", cfgPath, "-database-url", dbURL, "-nats-url", srv.URL(), "-http-addr", "127.0.0.1:0",
+			"-data-dir", filepath.Join(dir, "data"), "-ack-wait", "2s", "-retrieve-backoff", "100ms", "-retrieve-backoff-max", "1s"}, extra...)...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -143,27 +185,32 @@ rules:
 		_ = pool.QueryRow(ctx, `SELECT count(*) FROM dicom_instance`).Scan(&atKill)
 		return atKill > 0
 	})
-	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := first.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = first.Process.Wait()
-	_ = pool.QueryRow(ctx, `SELECT count(*) FROM dicom_instance`).Scan(&atKill)
-	if atKill >= total {
-		t.Fatalf("the pull finished (%d instances) before the kill; make the study larger", atKill)
-	}
+	exit := first.Wait()
 	var state string
 	_ = pool.QueryRow(ctx, `SELECT state FROM prefetch_job`).Scan(&state)
-	if state != "in-progress" {
-		t.Fatalf("job %s after the kill, want in-progress", state)
-	}
-
-	start("second")
-	waitFor(t, 90*time.Second, "the job to end", func() bool {
-		_ = pool.QueryRow(ctx, `SELECT state FROM prefetch_job`).Scan(&state)
-		return state == "completed" || state == "failed"
-	})
-	if state != "completed" {
-		t.Fatalf("job %s, want completed", state)
+	if sig == syscall.SIGTERM {
+		if exit != nil || state != "completed" {
+			t.Fatalf("stopped with SIGTERM: exit %v, job %s; want a clean exit after the job completed", exit, state)
+		}
+	} else {
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM dicom_instance`).Scan(&atKill)
+		if atKill >= total {
+			t.Fatalf("the pull finished (%d instances) before the kill; make the study larger", atKill)
+		}
+		if state != "in-progress" {
+			t.Fatalf("job %s after the kill, want in-progress", state)
+		}
+		start("second")
+		waitFor(t, 90*time.Second, "the job to end", func() bool {
+			_ = pool.QueryRow(ctx, `SELECT state FROM prefetch_job`).Scan(&state)
+			return state == "completed" || state == "failed"
+		})
+		if state != "completed" {
+			t.Fatalf("job %s, want completed", state)
+		}
 	}
 	var n, distinct, isN int
 	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT sop_uid) FROM dicom_instance WHERE study_uid = $1`, st.StudyInstanceUID).Scan(&n, &distinct); err != nil {
@@ -181,7 +228,7 @@ rules:
 	if isN = is.NumberOfInstances; isN != total {
 		t.Errorf("ImagingStudy numberOfInstances %d, want %d", isN, total)
 	}
-	t.Logf("killed with %d of %d instances stored", atKill, total)
+	t.Logf("%s with %d of %d instances stored", sig, atKill, total)
 }
 
 func createPatient(t *testing.T, pool *pgxpool.Pool) {

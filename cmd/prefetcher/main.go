@@ -3,9 +3,11 @@
 // prefetch rules of PRIORFLOW_CONFIG, and records prefetch jobs (PostgreSQL,
 // visible as FHIR Task) on the PREFETCH_JOBS stream; and the prefetch worker
 // (retrieve/worker), which runs those jobs, stat lane before routine: the
-// network search over the sources of PRIORFLOW_CONFIG, then WADO-RS pulls
-// into the local archive (the same blob store and database as the api).
-// Any number of replicas share the work through durable consumers.
+// network search over the sources of PRIORFLOW_CONFIG, then pulls into the
+// local archive (the same blob store and database as the api) by WADO-RS,
+// C-GET, or C-MOVE to its own Storage SCP. Any number of replicas share
+// the work through durable consumers; each that pulls by C-MOVE needs an
+// AE title and address of its own, known to the PACS.
 package main
 
 import (
@@ -36,6 +38,7 @@ import (
 
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomheader"
+	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/fhir"
 	"github.com/priorflow/priorflow/fhir/postgres"
 	"github.com/priorflow/priorflow/internal/database"
@@ -90,6 +93,11 @@ type config struct {
 	RetryTries   int
 	RetryInitial time.Duration
 	RetryMax     time.Duration
+
+	// The Storage SCP that C-MOVEs send to (sources of retrieveMethod
+	// c-move).
+	DICOMAddr    string
+	DICOMAETitle string
 }
 
 func loadConfig(args []string) (*config, error) {
@@ -111,6 +119,8 @@ func loadConfig(args []string) (*config, error) {
 	fs.IntVar(&c.RetryTries, "retrieve-tries", envInt("PRIORFLOW_RETRIEVE_TRIES", 10), "attempts per study and per job before it fails (PRIORFLOW_RETRIEVE_TRIES)")
 	fs.DurationVar(&c.RetryInitial, "retrieve-backoff", envDuration("PRIORFLOW_RETRIEVE_BACKOFF", 30*time.Second), "first retry delay, doubled each time (PRIORFLOW_RETRIEVE_BACKOFF)")
 	fs.DurationVar(&c.RetryMax, "retrieve-backoff-max", envDuration("PRIORFLOW_RETRIEVE_BACKOFF_MAX", 10*time.Minute), "longest retry delay (PRIORFLOW_RETRIEVE_BACKOFF_MAX)")
+	fs.StringVar(&c.DICOMAddr, "dicom-addr", env("PRIORFLOW_DICOM_ADDR", ":11112"), "address of the Storage SCP C-MOVEs send to; it listens only when a source has retrieveMethod c-move (PRIORFLOW_DICOM_ADDR)")
+	fs.StringVar(&c.DICOMAETitle, "dicom-ae-title", env("PRIORFLOW_DICOM_AE_TITLE", search.DefaultCallingAETitle), "AE title of that Storage SCP, the C-MOVE destination; one per replica (PRIORFLOW_DICOM_AE_TITLE)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -146,6 +156,12 @@ func loadConfig(args []string) (*config, error) {
 	}
 	if c.NATSURL == "" {
 		errs = append(errs, errors.New("NATS_URL is empty"))
+	}
+	if _, _, err := net.SplitHostPort(c.DICOMAddr); err != nil {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_DICOM_ADDR %q: %w", c.DICOMAddr, err))
+	}
+	if err := dimse.CheckAETitle(c.DICOMAETitle); err != nil {
+		errs = append(errs, fmt.Errorf("PRIORFLOW_DICOM_AE_TITLE: %w", err))
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("PRIORFLOW_PREFETCHER_HTTP_ADDR %q: %w", c.HTTPAddr, err))
@@ -280,9 +296,21 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		return err
 	}
 	backoff := retrieve.Backoff{Tries: cfg.RetryTries, Initial: cfg.RetryInitial, Multiplier: 2, Max: cfg.RetryMax}
-	retriever, err := retrieve.New(retrieve.Config{Archive: arch, Sources: rsources, Logger: log, Quarantine: bucket, Retry: backoff, Observer: metrics})
+	retriever, err := retrieve.New(retrieve.Config{Archive: arch, Sources: rsources, Logger: log, Quarantine: bucket, Retry: backoff,
+		Observer: metrics, MoveDestination: cfg.DICOMAETitle})
 	if err != nil {
 		return err
+	}
+	// The Storage SCP listens only when a source is pulled by C-MOVE: a
+	// DICOM port nobody needs is one more thing to firewall.
+	var scpLn net.Listener
+	for _, s := range rsources {
+		if s.Move && scpLn == nil {
+			if scpLn, err = net.Listen("tcp", cfg.DICOMAddr); err != nil {
+				return fmt.Errorf("listen %s (Storage SCP): %w", cfg.DICOMAddr, err)
+			}
+			defer scpLn.Close()
+		}
 	}
 	if err := ensureEventStream(ctx, js, cfg.StreamReplicas); err != nil {
 		return err
@@ -310,12 +338,27 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	n := 3
+	errc := make(chan error, 4)
 	go func() { errc <- httpserver.Serve(ctx, ln, mux, cfg.Grace, log) }()
 	go func() { errc <- pl.Run(ctx) }()
-	go func() { errc <- wk.Run(ctx) }()
+	// The Storage SCP outlives the worker: the C-MOVEs of the jobs it lets
+	// finish on shutdown still send their objects.
+	scpCtx, stopSCP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSCP()
+	go func() {
+		err := wk.Run(ctx)
+		stopSCP()
+		errc <- err
+	}()
+	if scpLn != nil {
+		n++
+		scp := &dimse.Server{AETitle: cfg.DICOMAETitle, Store: retriever.Receive, Logger: log}
+		log.Info("Storage SCP listening for C-MOVEs", "addr", scpLn.Addr().String(), "ae_title", cfg.DICOMAETitle)
+		go func() { errc <- scp.Serve(scpCtx, scpLn) }()
+	}
 	var errs []error
-	for i := 0; i < 3; i++ {
+	for i := 0; i < n; i++ {
 		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, err)
 			cancel()
@@ -341,7 +384,8 @@ func buildSources(cfgs []*search.SourceConfig) ([]search.Entry, []retrieve.Sourc
 				return nil, nil, err
 			}
 			entries = append(entries, search.Entry{Source: src, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency})
-			rs = append(rs, retrieve.Source{Name: c.Name, DIMSE: dc, Concurrency: c.Concurrency, IdleTimeout: c.RetrieveTimeout})
+			rs = append(rs, retrieve.Source{Name: c.Name, DIMSE: dc, Concurrency: c.Concurrency, IdleTimeout: c.RetrieveTimeout,
+				Move: c.RetrieveMethod == search.RetrieveCMove})
 			continue
 		}
 		client, err := search.NewHTTPClient(c)

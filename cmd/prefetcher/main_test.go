@@ -50,6 +50,17 @@ func TestLoadConfig_RefusesUnknownDICOMCharset(t *testing.T) {
 	}
 }
 
+func TestLoadConfig_StorageSCP(t *testing.T) {
+	c, err := loadConfig(nil)
+	if err != nil || c.DICOMAddr != ":11112" || c.DICOMAETitle != "PRIORFLOW" {
+		t.Errorf("defaults: %+v, %v; want :11112 and PRIORFLOW", c, err)
+	}
+	_, err = loadConfig([]string{"-dicom-addr", "11112", "-dicom-ae-title", "A_TITLE_OF_17_CHR"})
+	if err == nil || !strings.Contains(err.Error(), "PRIORFLOW_DICOM_ADDR") || !strings.Contains(err.Error(), "PRIORFLOW_DICOM_AE_TITLE") {
+		t.Errorf("err = %v, want one naming PRIORFLOW_DICOM_ADDR and PRIORFLOW_DICOM_AE_TITLE", err)
+	}
+}
+
 // A care event published on CARE_EVENTS becomes a prefetch job with its
 // Task, planned by the running prefetcher, which stops cleanly.
 func TestRun_PlansJobsFromCareEvents(t *testing.T) {

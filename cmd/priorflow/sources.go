@@ -134,10 +134,14 @@ func checkSource(ctx context.Context, c *search.SourceConfig) (string, error) {
 // checkDIMSE negotiates what a search and a retrieval need, and uses it.
 func checkDIMSE(ctx context.Context, c *search.SourceConfig) (string, error) {
 	ts := []string{dimse.ExplicitVRLittleEndian, dimse.ImplicitVRLittleEndian}
+	retrieve, op := dimse.StudyRootGet, "GET"
+	if c.RetrieveMethod == search.RetrieveCMove {
+		retrieve, op = dimse.StudyRootMove, "MOVE"
+	}
 	pcs := []dimse.PresentationContext{
 		{ID: 1, AbstractSyntax: dimse.Verification, TransferSyntaxes: ts},
 		{ID: 3, AbstractSyntax: dimse.StudyRootFind, TransferSyntaxes: ts},
-		{ID: 5, AbstractSyntax: dimse.StudyRootGet, TransferSyntaxes: ts},
+		{ID: 5, AbstractSyntax: retrieve, TransferSyntaxes: ts},
 	}
 	client, err := dimsesource.NewClient(c)
 	if err != nil {
@@ -150,7 +154,7 @@ func checkDIMSE(ctx context.Context, c *search.SourceConfig) (string, error) {
 	var missing []string
 	for _, pc := range pcs[1:] {
 		if !pc.Accepted {
-			missing = append(missing, map[string]string{dimse.StudyRootFind: "Study Root FIND", dimse.StudyRootGet: "Study Root GET"}[pc.AbstractSyntax])
+			missing = append(missing, map[string]string{dimse.StudyRootFind: "Study Root FIND", retrieve: "Study Root " + op}[pc.AbstractSyntax])
 		}
 	}
 	if len(missing) > 0 {
@@ -170,7 +174,7 @@ func checkDIMSE(ctx context.Context, c *search.SourceConfig) (string, error) {
 		var ab *dimse.AbortedError
 		var se *dimse.StatusError
 		if errors.As(err, &ab) || errors.As(err, &se) {
-			return "", fmt.Errorf("%w (does the PACS know %s at this address and allow it C-FIND and C-GET?)", err, c.CallingAETitle)
+			return "", fmt.Errorf("%w (does the PACS know %s at this address and allow it C-FIND and C-%s?)", err, c.CallingAETitle, op)
 		}
 		return "", err
 	}
@@ -179,5 +183,5 @@ func checkDIMSE(ctx context.Context, c *search.SourceConfig) (string, error) {
 	if !pcs[0].Accepted {
 		echo = ""
 	}
-	return echo + "C-FIND; Study Root FIND and GET accepted", nil
+	return echo + "C-FIND; Study Root FIND and " + op + " accepted", nil
 }

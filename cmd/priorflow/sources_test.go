@@ -21,6 +21,13 @@ func TestSourcesCheck(t *testing.T) {
     calledAETitle: %[2]s
     callingAETitle: %[3]s
     issuer: HOSP-B
+  - name: pacs-by-move
+    kind: dimse
+    url: dicom://127.0.0.1:%[1]d
+    calledAETitle: %[2]s
+    callingAETitle: %[3]s
+    retrieveMethod: c-move
+    issuer: HOSP-B
   - name: archive
     kind: dicomweb
     url: %[4]s/dicom-web
@@ -42,12 +49,12 @@ func TestSourcesCheck(t *testing.T) {
 	}
 
 	t.Run("the sources Orthanc answers", func(t *testing.T) {
-		r := runCLI(t, map[string]string{"PRIORFLOW_CONFIG": cfg}, "sources", "check", "pacs", "archive")
+		r := runCLI(t, map[string]string{"PRIORFLOW_CONFIG": cfg}, "sources", "check", "pacs", "archive", "pacs-by-move")
 		if r.code != exitOK {
 			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		for _, want := range []string{`(?m)^pacs +dimse +ok +C-ECHO, C-FIND; Study Root FIND and GET accepted`,
-			`(?m)^archive +dicomweb +ok +QIDO-RS answered`} {
+			`(?m)^archive +dicomweb +ok +QIDO-RS answered`, `(?m)^pacs-by-move +dimse +ok +C-ECHO, C-FIND; Study Root FIND and MOVE accepted`} {
 			if !regexp.MustCompile(want).MatchString(r.stdout) {
 				t.Errorf("output lacks %s:\n%s", want, r.stdout)
 			}
@@ -60,7 +67,7 @@ func TestSourcesCheck(t *testing.T) {
 			t.Fatalf("exit %d, want %d\n%s%s", r.code, exitFailure, r.stdout, r.stderr)
 		}
 		for _, want := range []string{`(?m)^pacs +dimse +ok`, `(?m)^pacs-unknown-to-it +dimse +FAILED +.*aborted by the peer \(does the PACS know STRANGER`,
-			`(?m)^pacs-wrong-title +dimse +FAILED +.*called AE title not recognized`, `(?m)^2 of 4 sources failed$`} {
+			`(?m)^pacs-wrong-title +dimse +FAILED +.*called AE title not recognized`, `(?m)^2 of 5 sources failed$`} {
 			if !regexp.MustCompile(want).MatchString(r.stdout) {
 				t.Errorf("output lacks %s:\n%s", want, r.stdout)
 			}
