@@ -99,6 +99,7 @@ func (r *Retriever) Receive(req *dimse.StoreRequest) (uint16, error) {
 	ms := r.moves.candidates(req)
 	switch len(ms) {
 	case 0:
+		r.refused()
 		r.log.Warn("retrieve: refused an object no C-MOVE asked for", "calling_ae", req.CallingAE,
 			"move_originator", req.MoveOriginatorAE, "message_id", req.MoveOriginatorMessageID)
 		return dimse.StatusNotAuthorized, nil
@@ -117,8 +118,15 @@ func (r *Retriever) Receive(req *dimse.StoreRequest) (uint16, error) {
 		}
 	}
 	o.Remove()
+	r.refused()
 	r.log.Warn("retrieve: refused an object of no study a C-MOVE asked for", "calling_ae", req.CallingAE)
 	return dimse.StatusNotAuthorized, nil
+}
+
+func (r *Retriever) refused() {
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Refused()
+	}
 }
 
 // taker hands the objects of one C-GET or C-MOVE to its sink, one at a

@@ -110,6 +110,9 @@ func (b Backoff) Delay(n int) time.Duration {
 type Observer interface {
 	Received(source string, instances int, bytes int64)
 	Retried(source string)
+	// Refused counts an object sent to the Storage SCP that no C-MOVE
+	// asked for.
+	Refused()
 }
 
 // Config holds a Retriever's dependencies.

@@ -333,6 +333,8 @@ func (o observer) Received(source string, n int, b int64) {
 
 func (o observer) Retried(source string) { o.e.metrics.Retried(source) }
 
+func (o observer) Refused() { o.e.metrics.Refused() }
+
 // newWorker is a worker of this env, not yet running.
 func (e *env) newWorker() *worker.Worker {
 	e.t.Helper()

@@ -18,6 +18,7 @@ type Metrics struct {
 	loaded   prometheus.Histogram
 	bytes    *prometheus.CounterVec
 	inst     *prometheus.CounterVec
+	refused  prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -36,12 +37,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "From the care event to the prior loaded in the local archive.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 16)}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_retrieve_bytes_total",
-			Help: "DICOM bytes received (WADO-RS, C-GET), by source."}, []string{"source"}),
+			Help: "DICOM bytes received (WADO-RS, C-GET, C-MOVE), by source."}, []string{"source"}),
 		inst: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "priorflow_retrieve_instances_total",
-			Help: "DICOM instances received (WADO-RS, C-GET), by source."}, []string{"source"}),
+			Help: "DICOM instances received (WADO-RS, C-GET, C-MOVE), by source."}, []string{"source"}),
+		// Not by calling AE title: any peer may send any title.
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "priorflow_dicom_objects_refused_total",
+			Help: "Objects the Storage SCP refused: no C-MOVE in progress asked for them."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.running, m.jobs, m.failures, m.retries, m.loaded, m.bytes, m.inst)
+		reg.MustRegister(m.running, m.jobs, m.failures, m.retries, m.loaded, m.bytes, m.inst, m.refused)
 	}
 	return m
 }
@@ -54,6 +58,9 @@ func (m *Metrics) Received(source string, instances int, bytes int64) {
 
 // Retried implements retrieve.Observer.
 func (m *Metrics) Retried(source string) { m.retries.WithLabelValues(source).Inc() }
+
+// Refused implements retrieve.Observer.
+func (m *Metrics) Refused() { m.refused.Inc() }
 
 // JobStates is a collector of priorflow_prefetch_jobs{state}: the
 // prefetch_job rows by state, counted at scrape time.

@@ -30,6 +30,7 @@ import (
 	subjs "github.com/priorflow/priorflow/subscriptions/jetstream"
 	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/planner"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestWorker runs prefetch jobs end to end against a real Orthanc holding
@@ -854,7 +855,8 @@ func TestRetrieve_DIMSE_Move_Unsolicited(t *testing.T) {
 	o := orthanctest.Start(t)
 	st := study(t, dicomtest.NewGenerator(t), person{"B991", "19800101"}, day(2025, 1, 1), 1, 1)
 	e := newEnvMove(t, o, "PF-A91", "A91", "B991")
-	r := e.newRetriever(retrieve.Config{})
+	reg := prometheus.NewRegistry()
+	r := e.newRetriever(retrieve.Config{Observer: worker.NewMetrics(reg)})
 	in := st.Instances()[0]
 	for _, req := range []dimse.StoreRequest{
 		{CallingAE: o.AET},
@@ -876,6 +878,19 @@ func TestRetrieve_DIMSE_Move_Unsolicited(t *testing.T) {
 	}
 	if n := len(e.search("ImagingStudy", "identifier=urn:dicom:uid|urn:oid:"+st.StudyInstanceUID)); n != 0 {
 		t.Errorf("%d ImagingStudy of the unsolicited study", n)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "priorflow_dicom_objects_refused_total" {
+			refused = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if refused != 4 {
+		t.Errorf("priorflow_dicom_objects_refused_total = %v, want 4", refused)
 	}
 }
 
