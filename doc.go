@@ -17,8 +17,9 @@
 //  4. The prefetcher (cmd/prefetcher) takes due jobs, searches the network of
 //     remote sources for the patient's studies (search: QIDO-RS, FHIR search,
 //     or C-FIND to a PACS that speaks only DIMSE), selects the relevant
-//     priors missing locally, and pulls them over WADO-RS or C-GET (retrieve,
-//     with the DICOM network client dimse) into the local archive.
+//     priors missing locally, and pulls them over WADO-RS, C-GET or C-MOVE
+//     (retrieve, with the DICOM network protocol dimse, whose Storage SCP
+//     takes a C-MOVE's objects) into the local archive.
 //  5. The archive (archive) keeps the original DICOM bytes in blob storage,
 //     indexes every instance into its FHIR ImagingStudy in the same
 //     transaction, and serves DICOMweb (archive/dicomweb) to viewers.
