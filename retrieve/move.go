@@ -97,17 +97,20 @@ func (ms *moves) candidates(req *dimse.StoreRequest) []*move {
 // would check them against a patient.
 func (r *Retriever) Receive(req *dimse.StoreRequest) (uint16, error) {
 	ms := r.moves.candidates(req)
-	switch len(ms) {
-	case 0:
+	switch {
+	case len(ms) == 0:
 		r.refused()
 		r.log.Warn("retrieve: refused an object no C-MOVE asked for", "calling_ae", req.CallingAE,
 			"move_originator", req.MoveOriginatorAE, "message_id", req.MoveOriginatorMessageID)
 		return dimse.StatusNotAuthorized, nil
-	case 1:
+	case req.MoveOriginatorAE != "":
+		// Named: an object of another study is the source's error about
+		// this C-MOVE, quarantined by the checks.
 		return ms[0].t.take(req, nil)
 	}
-	// A peer that does not name the C-MOVE, asked for several: the
-	// object's study tells which.
+	// A peer that does not name the C-MOVE: the object's study tells
+	// which, if any (one of a C-MOVE of the process before a restart is
+	// not this one's).
 	o, err := r.cfg.Archive.Spool(req.Object)
 	if err != nil {
 		return dimse.StatusOutOfResources, nil

@@ -88,6 +88,9 @@ type env struct {
 	receiver atomic.Pointer[retrieve.Retriever]
 	moveAE   string
 	movePort int
+	// anonymousMoves makes the SCP hide the Move Originator, as a peer
+	// that does not send it.
+	anonymousMoves bool
 }
 
 // recorder notes the paths a client asked for.
@@ -257,6 +260,9 @@ func (e *env) serveMoves(aet string) int {
 	}
 	srv := &dimse.Server{AETitle: aet, Logger: dbtest.Logger(), Store: func(req *dimse.StoreRequest) (uint16, error) {
 		if r := e.receiver.Load(); r != nil {
+			if e.anonymousMoves {
+				req.MoveOriginatorAE, req.MoveOriginatorMessageID = "", 0
+			}
 			return r.Receive(req)
 		}
 		return dimse.StatusNotAuthorized, nil

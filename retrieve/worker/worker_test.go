@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -846,6 +847,33 @@ func TestRetrieve_DIMSE_Move_PrivateClass(t *testing.T) {
 	if len(is) != 1 || is[0]["numberOfInstances"] != float64(3) {
 		t.Errorf("ImagingStudy %v, want one of 3 instances", is)
 	}
+}
+
+// A peer that does not name the C-MOVE in its C-STORE (optional in PS3.7):
+// each object goes to the C-MOVE of its study.
+func TestRetrieve_DIMSE_Move_PeerNamesNoMove(t *testing.T) {
+	t.Parallel()
+	o := orthanctest.Start(t)
+	g := dicomtest.NewGenerator(t)
+	st := study(t, g, person{"B993", "19800101"}, day(2025, 1, 1), 2, 2)
+	other := study(t, g, person{"B993", "19800101"}, day(2024, 1, 1), 1, 2)
+	o.UploadStudy(t, st, other)
+	e := newEnvMove(t, o, "PF-A93", "A93", "B993")
+	e.anonymousMoves = true
+	r := e.newRetriever(retrieve.Config{Retry: retrieve.Backoff{Tries: 1}})
+	var wg sync.WaitGroup
+	for _, s := range []*dicomtest.Study{st, other} {
+		wg.Go(func() {
+			out, err := r.Retrieve(context.Background(), retrieve.Study{StudyInstanceUID: s.StudyInstanceUID, Source: "hospital-b",
+				Patient: search.PatientIdentity{ID: "B993", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: len(s.Instances())}, nil)
+			if err != nil || out.Stored != len(s.Instances()) || len(out.Quarantined) != 0 {
+				t.Errorf("Retrieve %s = %+v, %v", s.StudyInstanceUID, out, err)
+			}
+		})
+	}
+	wg.Wait()
+	e.checkSame(st)
+	e.checkSame(other)
 }
 
 // Objects nobody asked for are refused: sent by a peer with no C-MOVE in
