@@ -3,7 +3,6 @@ package search
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/priorflow/priorflow/internal/tlsfiles"
 )
 
 // NewHTTPClient returns the HTTP client for a source: no transparent
@@ -173,24 +174,9 @@ func TLSConfig(c *SourceConfig) (*tls.Config, error) {
 	if m == nil {
 		return nil, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if m.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("source %s: client certificate %s: %w", c.Name, m.CertFile, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	if m.CAFile != "" {
-		pem, err := os.ReadFile(m.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("source %s: CA file: %w", c.Name, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("source %s: CA file %s holds no PEM certificate", c.Name, m.CAFile)
-		}
-		cfg.RootCAs = pool
+	cfg, err := tlsfiles.Client(m.CertFile, m.KeyFile, m.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", c.Name, err)
 	}
 	return cfg, nil
 }

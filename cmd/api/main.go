@@ -47,6 +47,7 @@ import (
 	"github.com/priorflow/priorflow/internal/database"
 	"github.com/priorflow/priorflow/internal/httpserver"
 	"github.com/priorflow/priorflow/internal/natsjs"
+	"github.com/priorflow/priorflow/internal/tlsfiles"
 	"github.com/priorflow/priorflow/subscriptions/resthook"
 	"github.com/priorflow/priorflow/subscriptions/service"
 	"github.com/priorflow/priorflow/triggers/fhirintake"
@@ -266,7 +267,7 @@ func newIntake(cfg *config, pool *pgxpool.Pool, js njs.JetStream, reg prometheus
 		}
 	}
 	if cfg.MLLPTLSCert != "" {
-		if mc.TLS, err = mllp.LoadTLS(cfg.MLLPTLSCert, cfg.MLLPTLSKey, cfg.MLLPTLSClient); err != nil {
+		if mc.TLS, err = tlsfiles.Server(cfg.MLLPTLSCert, cfg.MLLPTLSKey, cfg.MLLPTLSClient); err != nil {
 			return nil, fmt.Errorf("MLLP TLS: %w", err)
 		}
 	}

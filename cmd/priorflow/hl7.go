@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/priorflow/priorflow/internal/tlsfiles"
 	"github.com/priorflow/priorflow/triggers/mllp"
 )
 
@@ -55,7 +56,7 @@ func runHL7(ctx context.Context, e *env, args []string) error {
 	msg = bytes.TrimRight(bytes.ReplaceAll(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\r")), []byte("\n"), []byte("\r")), "\r")
 	var opts []mllp.DialOption
 	if *tlsCA != "" || *tlsCert != "" || *tlsKey != "" {
-		cfg, err := mllp.LoadClientTLS(*tlsCert, *tlsKey, *tlsCA)
+		cfg, err := tlsfiles.Client(*tlsCert, *tlsKey, *tlsCA)
 		if err != nil {
 			return fmt.Errorf("hl7 send: %w", err)
 		}

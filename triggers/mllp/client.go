@@ -33,7 +33,7 @@ type dialOptions struct {
 	local net.Addr
 }
 
-// WithTLS makes Dial speak MLLP inside TLS with cfg (see LoadClientTLS);
+// WithTLS makes Dial speak MLLP inside TLS with cfg (see tlsfiles.Client);
 // a client certificate in cfg answers a server that requires mutual TLS.
 // If cfg.ServerName is empty, it is taken from the address dialed.
 func WithTLS(cfg *tls.Config) DialOption {

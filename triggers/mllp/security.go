@@ -1,12 +1,9 @@
 package mllp
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 )
 
@@ -74,67 +71,4 @@ func normalizePrefix(p netip.Prefix) netip.Prefix {
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
 	return p.Masked()
-}
-
-// LoadTLS returns a server TLS configuration for Config.TLS: the
-// certificate chain and key from PEM files, TLS 1.2 at least. If
-// clientCAFile is not empty, senders must present a certificate signed by
-// one of its CAs (mutual TLS, tls.RequireAndVerifyClientCert). Errors
-// name the files, never their content.
-func LoadTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	if certFile == "" || keyFile == "" {
-		return nil, errors.New("mllp: load tls: certificate and key files are both required")
-	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("mllp: load tls: certificate %s, key %s: %w", certFile, keyFile, err)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if clientCAFile != "" {
-		pool, err := loadCAs(clientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("mllp: load tls: client CA: %w", err)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
-}
-
-// LoadClientTLS returns a client TLS configuration for WithTLS, in the
-// argument order of LoadTLS: an optional client certificate and key (for
-// a server that requires mutual TLS), and an optional CA file to verify
-// the server with instead of the system roots. TLS 1.2 at least.
-func LoadClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	switch {
-	case certFile != "" && keyFile != "":
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("mllp: load client tls: certificate %s, key %s: %w", certFile, keyFile, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	case certFile != "" || keyFile != "":
-		return nil, errors.New("mllp: load client tls: certificate and key files go together")
-	}
-	if caFile != "" {
-		pool, err := loadCAs(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("mllp: load client tls: %w", err)
-		}
-		cfg.RootCAs = pool
-	}
-	return cfg, nil
-}
-
-func loadCAs(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err // os errors name the file
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
 }

@@ -3,17 +3,15 @@ package mllp
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/priorflow/priorflow/internal/tlsfiles"
 	"github.com/priorflow/priorflow/internal/tlstest"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -22,7 +20,7 @@ import (
 func serverTLS(t *testing.T, ca *tlstest.CA, clientCAFile string) *tls.Config {
 	t.Helper()
 	_, cert, key := ca.Issue(t, "mllp-server", true)
-	cfg, err := LoadTLS(cert, key, clientCAFile)
+	cfg, err := tlsfiles.Server(cert, key, clientCAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +35,7 @@ func clientTLS(t *testing.T, ca, signer *tlstest.CA, cn string) *tls.Config {
 	if signer != nil {
 		_, cert, key = signer.Issue(t, cn, false)
 	}
-	cfg, err := LoadClientTLS(cert, key, ca.File)
+	cfg, err := tlsfiles.Client(cert, key, ca.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +181,7 @@ func TestConfig_Validate_Security(t *testing.T) {
 		cfg  Config
 		want string // "" for valid
 	}{
-		{"mutual TLS from LoadTLS", Config{TLS: good}, ""},
+		{"mutual TLS from tlsfiles.Server", Config{TLS: good}, ""},
 		{"no certificate", Config{TLS: &tls.Config{}}, "no server certificate"},
 		{"TLS 1.1", Config{TLS: &tls.Config{Certificates: good.Certificates, MinVersion: tls.VersionTLS11}}, "TLS 1.2"},
 		{"unverified client certificates", Config{TLS: &tls.Config{Certificates: good.Certificates, ClientAuth: tls.RequireAnyClientCert}},
@@ -201,30 +199,6 @@ func TestConfig_Validate_Security(t *testing.T) {
 				t.Errorf("Validate = %v, want an error about %q", err, tc.want)
 			}
 		})
-	}
-}
-
-func TestLoadTLS_Errors(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
-	_, cert, key := ca.Issue(t, "srv", true)
-	if _, err := LoadTLS("", key, ""); err == nil {
-		t.Error("LoadTLS without a certificate succeeded")
-	}
-	if _, err := LoadTLS(cert, key, filepath.Join(t.TempDir(), "missing.pem")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("LoadTLS with a missing CA file = %v, want ErrNotExist", err)
-	}
-	if _, err := LoadTLS(cert, key, key); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
-		t.Errorf("LoadTLS with a key as CA file = %v", err)
-	}
-	if _, err := LoadClientTLS(cert, "", ""); err == nil {
-		t.Error("LoadClientTLS with a certificate and no key succeeded")
-	}
-	cfg, err := LoadTLS(cert, key, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.MinVersion != tls.VersionTLS12 || cfg.ClientAuth != tls.NoClientCert {
-		t.Errorf("LoadTLS without client CA: MinVersion %x, ClientAuth %v", cfg.MinVersion, cfg.ClientAuth)
 	}
 }
 

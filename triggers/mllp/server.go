@@ -80,7 +80,7 @@ type Config struct {
 	// TLS, which authenticates the sending interface engine. The handshake
 	// must finish within ReadTimeout (DefaultReadTimeout when ReadTimeout is
 	// negative), so a silent peer cannot hold a connection slot. See
-	// LoadTLS.
+	// tlsfiles.Server.
 	TLS *tls.Config
 	// Registerer, if set, receives the server's metrics.
 	Registerer prometheus.Registerer
