@@ -3,6 +3,7 @@ package dimse_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/dimse"
 	"github.com/priorflow/priorflow/internal/orthanctest"
+	"github.com/priorflow/priorflow/internal/tlsfiles"
+	"github.com/priorflow/priorflow/internal/tlstest"
 )
 
 // storage is what a Server took: each object and the request that
@@ -119,7 +122,7 @@ func TestServer_StoreSCU(t *testing.T) {
 
 func TestServer_Associations(t *testing.T) {
 	t.Parallel()
-	port := serve(t, &dimse.Server{AETitle: "PRIORFLOW", Store: newStorage().store, MaxAssociations: 1})
+	port := serve(t, &dimse.Server{AETitle: "PRIORFLOW", Store: newStorage().store})
 	ctx := context.Background()
 	if err := clientOf(port, "PRIORFLOW").Echo(ctx); err != nil {
 		t.Fatalf("Echo: %v", err)
@@ -136,19 +139,10 @@ func TestServer_Associations(t *testing.T) {
 		t.Errorf("Find: %v, want %v", err, dimse.ErrNoContext)
 	}
 
-	// One association at a time: the next is turned away for now. (The
-	// server frees the Find's slot once it has seen the abort.)
-	c := clientOf(port, "PRIORFLOW")
-	var a *dimse.Association
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		a, err = dimse.Associate(ctx, c.Addr, c.Config, []dimse.PresentationContext{{ID: 1, AbstractSyntax: dimse.Verification,
-			TransferSyntaxes: []string{dimse.ImplicitVRLittleEndian}}})
-		if err == nil || !errors.As(err, &rj) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// One association at a time: the next is turned away for now.
+	c := clientOf(serve(t, &dimse.Server{AETitle: "PRIORFLOW", Store: newStorage().store, MaxAssociations: 1}), "PRIORFLOW")
+	a, err := dimse.Associate(ctx, c.Addr, c.Config, []dimse.PresentationContext{{ID: 1, AbstractSyntax: dimse.Verification,
+		TransferSyntaxes: []string{dimse.ImplicitVRLittleEndian}}})
 	if err != nil {
 		t.Fatalf("Associate: %v", err)
 	}
@@ -162,7 +156,8 @@ func TestServer_Associations(t *testing.T) {
 	if err := a.Release(); err != nil {
 		t.Errorf("Release: %v", err)
 	}
-	deadline = time.Now().Add(5 * time.Second)
+	// The slot is freed once the server has seen the release through.
+	deadline := time.Now().Add(5 * time.Second)
 	for err = c.Echo(ctx); err != nil && time.Now().Before(deadline); err = c.Echo(ctx) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -327,5 +322,51 @@ func TestClient_Move_SilentWhileStoring(t *testing.T) {
 	_, err = c2.Move(context.Background(), dimse.StudyRootMove, studyQuery(st2), orthanctest.SCUAE, 2, nil)
 	if !errors.Is(err, dimse.ErrTimeout) {
 		t.Errorf("Move without busy: %v, want %v", err, dimse.ErrTimeout)
+	}
+}
+
+// DICOM TLS both ways: the C-MOVE to Orthanc's TLS port, and Orthanc's
+// C-STOREs to a TLS server that requires its client certificate.
+func TestServer_TLS_MoveFromOrthanc(t *testing.T) {
+	t.Parallel()
+	pacsCA, ourCA := tlstest.NewCA(t, "pacs-ca"), tlstest.NewCA(t, "priorflow-ca")
+	// Orthanc accepts and opens TLS connections with one certificate.
+	_, pacsCert, pacsKey := pacsCA.IssueNode(t, "orthanc")
+	_, cliCert, cliKey := ourCA.Issue(t, "priorflow", false)
+	_, scpCert, scpKey := ourCA.Issue(t, "priorflow-scp", true)
+	o := orthanctest.StartWith(t, orthanctest.Options{DICOMTLS: &orthanctest.DICOMTLS{CertFile: pacsCert, KeyFile: pacsKey,
+		TrustedFile: ourCA.File, RequireClientCertificate: true}})
+	serverTLS, err := tlsfiles.Server(scpCert, scpKey, pacsCA.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS, err := tlsfiles.Client(cliCert, cliKey, pacsCA.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := newStorage()
+	port := serve(t, &dimse.Server{AETitle: "PF-TLS", Store: got.store, TLS: serverTLS})
+	o.MoveToTLS(t, "PF-TLS", port)
+	st := dicomtest.NewStudy(t, dicomtest.WithTemplate(dicomtest.FileMR), dicomtest.WithInstancesPerSeries(3))
+	o.UploadStudy(t, st)
+	c := &dimse.Client{Addr: fmt.Sprintf("127.0.0.1:%d", o.Port), Config: dimse.Config{CallingAE: orthanctest.SCUAE, CalledAE: o.AET,
+		IdleTimeout: 30 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return (&tls.Dialer{Config: clientTLS}).DialContext(ctx, network, addr)
+		}}}
+	res, err := c.Move(context.Background(), dimse.StudyRootMove, studyQuery(st), "PF-TLS", 11, nil)
+	if err != nil || res.Completed != 3 || len(got.objs) != 3 {
+		t.Fatalf("Move over TLS: %+v, %v, %d objects; want 3", res, err, len(got.objs))
+	}
+
+	// A server whose certificate Orthanc does not trust receives nothing.
+	_, strangerCert, strangerKey := tlstest.NewCA(t, "other-ca").Issue(t, "stranger-scp", true)
+	strangerTLS, err := tlsfiles.Server(strangerCert, strangerKey, pacsCA.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := newStorage()
+	o.MoveToTLS(t, "PF-STRANGER", serve(t, &dimse.Server{AETitle: "PF-STRANGER", Store: none.store, TLS: strangerTLS}))
+	if _, err := c.Move(context.Background(), dimse.StudyRootMove, studyQuery(st), "PF-STRANGER", 12, nil); err == nil || len(none.objs) != 0 {
+		t.Errorf("Move to an SCP of an untrusted CA: %v, %d objects; want a failure and none", err, len(none.objs))
 	}
 }

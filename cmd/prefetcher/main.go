@@ -45,6 +45,7 @@ import (
 	"github.com/priorflow/priorflow/internal/httpserver"
 	"github.com/priorflow/priorflow/internal/natsjs"
 	"github.com/priorflow/priorflow/internal/patientid"
+	"github.com/priorflow/priorflow/internal/tlsfiles"
 	"github.com/priorflow/priorflow/retrieve"
 	"github.com/priorflow/priorflow/retrieve/worker"
 	"github.com/priorflow/priorflow/search"
@@ -98,6 +99,9 @@ type config struct {
 	// c-move).
 	DICOMAddr    string
 	DICOMAETitle string
+	// DICOM TLS of that SCP: its certificate and key, and the CAs of the
+	// PACS's client certificates (required when set).
+	DICOMTLSCert, DICOMTLSKey, DICOMTLSClientCA string
 }
 
 func loadConfig(args []string) (*config, error) {
@@ -121,6 +125,9 @@ func loadConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.RetryMax, "retrieve-backoff-max", envDuration("PRIORFLOW_RETRIEVE_BACKOFF_MAX", 10*time.Minute), "longest retry delay (PRIORFLOW_RETRIEVE_BACKOFF_MAX)")
 	fs.StringVar(&c.DICOMAddr, "dicom-addr", env("PRIORFLOW_DICOM_ADDR", ":11112"), "address of the Storage SCP C-MOVEs send to; it listens only when a source has retrieveMethod c-move (PRIORFLOW_DICOM_ADDR)")
 	fs.StringVar(&c.DICOMAETitle, "dicom-ae-title", env("PRIORFLOW_DICOM_AE_TITLE", search.DefaultCallingAETitle), "AE title of that Storage SCP, the C-MOVE destination; one per replica (PRIORFLOW_DICOM_AE_TITLE)")
+	fs.StringVar(&c.DICOMTLSCert, "dicom-tls-cert", env("PRIORFLOW_DICOM_TLS_CERT", ""), "PEM certificate chain: the Storage SCP speaks DICOM TLS only (PRIORFLOW_DICOM_TLS_CERT)")
+	fs.StringVar(&c.DICOMTLSKey, "dicom-tls-key", env("PRIORFLOW_DICOM_TLS_KEY", ""), "PEM private key of that certificate (PRIORFLOW_DICOM_TLS_KEY)")
+	fs.StringVar(&c.DICOMTLSClientCA, "dicom-tls-client-ca", env("PRIORFLOW_DICOM_TLS_CLIENT_CA", ""), "PEM CA certificates: the PACS must present a client certificate they sign (PRIORFLOW_DICOM_TLS_CLIENT_CA)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -301,16 +308,18 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
+	scp, err := storageSCP(cfg, sources, retriever, log)
+	if err != nil {
+		return err
+	}
 	// The Storage SCP listens only when a source is pulled by C-MOVE: a
 	// DICOM port nobody needs is one more thing to firewall.
 	var scpLn net.Listener
-	for _, s := range rsources {
-		if s.Move && scpLn == nil {
-			if scpLn, err = net.Listen("tcp", cfg.DICOMAddr); err != nil {
-				return fmt.Errorf("listen %s (Storage SCP): %w", cfg.DICOMAddr, err)
-			}
-			defer scpLn.Close()
+	if scp != nil {
+		if scpLn, err = net.Listen("tcp", cfg.DICOMAddr); err != nil {
+			return fmt.Errorf("listen %s (Storage SCP): %w", cfg.DICOMAddr, err)
 		}
+		defer scpLn.Close()
 	}
 	if err := ensureEventStream(ctx, js, cfg.StreamReplicas); err != nil {
 		return err
@@ -351,10 +360,9 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		stopSCP()
 		errc <- err
 	}()
-	if scpLn != nil {
+	if scp != nil {
 		n++
-		scp := &dimse.Server{AETitle: cfg.DICOMAETitle, Store: retriever.Receive, Logger: log}
-		log.Info("Storage SCP listening for C-MOVEs", "addr", scpLn.Addr().String(), "ae_title", cfg.DICOMAETitle)
+		log.Info("Storage SCP listening for C-MOVEs", "addr", scpLn.Addr().String(), "ae_title", cfg.DICOMAETitle, "tls", scp.TLS != nil)
 		go func() { errc <- scp.Serve(scpCtx, scpLn) }()
 	}
 	var errs []error
@@ -365,6 +373,33 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// storageSCP returns the Storage SCP the C-MOVEs of sources send to, nil
+// when no source is pulled by C-MOVE. A source reached over DICOM TLS
+// sends over TLS too: the objects are what TLS protects.
+func storageSCP(cfg *config, sources []*search.SourceConfig, r *retrieve.Retriever, log *slog.Logger) (*dimse.Server, error) {
+	var scp *dimse.Server
+	for _, s := range sources {
+		if s.Kind != search.KindDIMSE || s.RetrieveMethod != search.RetrieveCMove {
+			continue
+		}
+		if scp == nil {
+			scp = &dimse.Server{AETitle: cfg.DICOMAETitle, Store: r.Receive, Logger: log}
+			if cfg.DICOMTLSCert != "" || cfg.DICOMTLSKey != "" {
+				tc, err := tlsfiles.Server(cfg.DICOMTLSCert, cfg.DICOMTLSKey, cfg.DICOMTLSClientCA)
+				if err != nil {
+					return nil, fmt.Errorf("Storage SCP: %w", err)
+				}
+				scp.TLS = tc
+			}
+		}
+		if s.Auth.MTLS != nil && scp.TLS == nil {
+			return nil, fmt.Errorf("%s:%d: source %s is reached over DICOM TLS, but the Storage SCP its C-MOVEs send to has no TLS: "+
+				"set PRIORFLOW_DICOM_TLS_CERT and PRIORFLOW_DICOM_TLS_KEY (and PRIORFLOW_DICOM_TLS_CLIENT_CA)", cfg.RulesFile, s.Line, s.Name)
+		}
+	}
+	return scp, nil
 }
 
 // buildSources turns the configured sources into search entries and

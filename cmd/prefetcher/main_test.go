@@ -10,6 +10,8 @@ import (
 
 	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/internal/natsjs/natstest"
+	"github.com/priorflow/priorflow/internal/tlstest"
+	"github.com/priorflow/priorflow/search"
 	"github.com/priorflow/priorflow/triggers"
 	"github.com/priorflow/priorflow/triggers/jetstream"
 
@@ -58,6 +60,52 @@ func TestLoadConfig_StorageSCP(t *testing.T) {
 	_, err = loadConfig([]string{"-dicom-addr", "11112", "-dicom-ae-title", "A_TITLE_OF_17_CHR"})
 	if err == nil || !strings.Contains(err.Error(), "PRIORFLOW_DICOM_ADDR") || !strings.Contains(err.Error(), "PRIORFLOW_DICOM_AE_TITLE") {
 		t.Errorf("err = %v, want one naming PRIORFLOW_DICOM_ADDR and PRIORFLOW_DICOM_AE_TITLE", err)
+	}
+}
+
+// The Storage SCP exists only for C-MOVE sources, and speaks TLS when
+// one of them is reached over DICOM TLS.
+func TestStorageSCP(t *testing.T) {
+	ca := tlstest.NewCA(t, "ca")
+	_, cert, key := ca.Issue(t, "scp", true)
+	srcs, err := search.ParseSources("p.yaml", []byte(`sources:
+  - name: by-get
+    kind: dimse
+    url: dicom://pacs:104
+    calledAETitle: PACS
+    issuer: A
+  - name: by-move
+    kind: dimse
+    url: dicom://pacs:104
+    calledAETitle: PACS
+    retrieveMethod: c-move
+    issuer: A
+  - name: by-move-tls
+    kind: dimse
+    url: dicom://pacs:2762
+    calledAETitle: PACS
+    retrieveMethod: c-move
+    issuer: A
+    auth: {mTLS: {caFile: /etc/pacs-ca.pem}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := dbtest.Logger()
+	cfg := &config{DICOMAETitle: "PF1", RulesFile: "p.yaml"}
+	if scp, err := storageSCP(cfg, srcs[:1], nil, log); scp != nil || err != nil {
+		t.Errorf("C-GET only: %v, %v; want no SCP", scp, err)
+	}
+	if scp, err := storageSCP(cfg, srcs[:2], nil, log); scp == nil || scp.AETitle != "PF1" || scp.TLS != nil || err != nil {
+		t.Errorf("a C-MOVE source: %+v, %v; want a plain SCP called PF1", scp, err)
+	}
+	if _, err := storageSCP(cfg, srcs, nil, log); err == nil || !strings.Contains(err.Error(), "p.yaml:13: source by-move-tls") ||
+		!strings.Contains(err.Error(), "PRIORFLOW_DICOM_TLS_CERT") {
+		t.Errorf("a C-MOVE source over TLS, no SCP certificate: %v", err)
+	}
+	cfg.DICOMTLSCert, cfg.DICOMTLSKey, cfg.DICOMTLSClientCA = cert, key, ca.File
+	if scp, err := storageSCP(cfg, srcs, nil, log); err != nil || scp.TLS == nil || scp.TLS.ClientCAs == nil {
+		t.Errorf("with a certificate: %+v, %v; want a TLS SCP requiring client certificates", scp, err)
 	}
 }
 

@@ -254,7 +254,14 @@ func (o *Orthanc) Do(tb testing.TB, method, path string, body any) (int, []byte)
 // MoveTo lets SCUAE ask for C-MOVEs and tells Orthanc where the Storage
 // SCP called aet listens (127.0.0.1:port), as a PACS is told where its
 // peers are. Several destinations may be added, one per AE title.
-func (o *Orthanc) MoveTo(tb testing.TB, aet string, port int) {
+func (o *Orthanc) MoveTo(tb testing.TB, aet string, port int) { o.moveTo(tb, aet, port, false) }
+
+// MoveToTLS is MoveTo with the SCP speaking DICOM TLS: Orthanc connects
+// with the certificate of its DICOMTLS option and verifies the SCP's with
+// the certificates it trusts.
+func (o *Orthanc) MoveToTLS(tb testing.TB, aet string, port int) { o.moveTo(tb, aet, port, true) }
+
+func (o *Orthanc) moveTo(tb testing.TB, aet string, port int, useTLS bool) {
 	tb.Helper()
 	scuPort := 104
 	if aet == SCUAE {
@@ -262,7 +269,7 @@ func (o *Orthanc) MoveTo(tb testing.TB, aet string, port int) {
 	}
 	put := func(name, aet string, port int, query bool) {
 		code, body := o.Do(tb, "PUT", "/modalities/"+name, map[string]any{"AET": aet, "Host": "127.0.0.1", "Port": port,
-			"AllowEcho": true, "AllowFind": query, "AllowGet": query, "AllowMove": query, "AllowStore": true})
+			"AllowEcho": true, "AllowFind": query, "AllowGet": query, "AllowMove": query, "AllowStore": true, "UseDicomTls": useTLS})
 		if code != 200 {
 			tb.Fatalf("Orthanc modality %s: %d %s", name, code, body)
 		}

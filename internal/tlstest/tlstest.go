@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -61,6 +62,23 @@ func NewCA(tb testing.TB, name string) *CA {
 // key files (PEM; the key PKCS #8).
 func (ca *CA) Issue(tb testing.TB, cn string, server bool) (cert tls.Certificate, certFile, keyFile string) {
 	tb.Helper()
+	usage := x509.ExtKeyUsageClientAuth
+	if server {
+		usage = x509.ExtKeyUsageServerAuth
+	}
+	return ca.issue(tb, cn, usage)
+}
+
+// IssueNode signs a DICOM node's certificate: one that both accepts TLS
+// connections (as a server's, for 127.0.0.1) and opens them, as a PACS
+// does that answers queries and sends a C-MOVE's objects.
+func (ca *CA) IssueNode(tb testing.TB, cn string) (cert tls.Certificate, certFile, keyFile string) {
+	tb.Helper()
+	return ca.issue(tb, cn, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+func (ca *CA) issue(tb testing.TB, cn string, usages ...x509.ExtKeyUsage) (cert tls.Certificate, certFile, keyFile string) {
+	tb.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		tb.Fatal(err)
@@ -68,10 +86,9 @@ func (ca *CA) Issue(tb testing.TB, cn string, server bool) (cert tls.Certificate
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(tb), Subject: pkix.Name{CommonName: cn, Organization: []string{"Priorflow test"}},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usages,
 	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	if slices.Contains(usages, x509.ExtKeyUsageServerAuth) {
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 		tmpl.DNSNames = []string{"localhost"}
 	}
