@@ -39,7 +39,8 @@
 # from Orthanc by Priorflow's DIMSE client beside DCMTK's getscu
 # (BenchmarkGet in dimse; docs/performance.md, "C-GET beside DCMTK
 # getscu"), and the retriever's pull of the same study over WADO-RS beside
-# C-GET (BenchmarkRetrieve in retrieve/worker, "C-GET beside WADO-RS"), six
+# C-GET and C-MOVE (BenchmarkRetrieve in retrieve/worker, "C-GET and C-MOVE
+# beside WADO-RS"), six
 # runs of each, compared by benchstat when it is installed (go install
 # golang.org/x/perf/cmd/benchstat@latest).
 #   BENCH_DIMSE=0            skip it
@@ -117,21 +118,23 @@ fi
 if [ "${BENCH_DIMSE:-1}" != 0 ]; then
   scripts/install-deps.sh
   bs=$(command -v benchstat || echo "$(go env GOPATH)/bin/benchstat")
-  # side_by_side PKG BENCH BENCHTIME BASE OTHER: runs BENCH six times and
-  # compares its sub-benchmarks OTHER against BASE.
+  # side_by_side PKG BENCH BENCHTIME BASE OTHER...: runs BENCH six times and
+  # compares its sub-benchmarks OTHER... against BASE.
   side_by_side() {
-    local raw=.cache/bench/$2.txt head
-    go test "$1" -run '^$' -bench "^$2\$" -benchtime "$3" -count 6 -timeout 30m | tee "$raw"
+    local pkg=$1 bench=$2 benchtime=$3 raw=.cache/bench/$2.txt head side args=()
+    shift 3
+    go test "$pkg" -run '^$' -bench "^$bench\$" -benchtime "$benchtime" -count 6 -timeout 30m | tee "$raw"
     head=$(grep -E '^(goos|goarch|pkg|cpu):' "$raw")
-    for side in "$4" "$5"; do
-      { echo "$head"; grep "^$2/$side-" "$raw" | sed "s#^$2/$side-#$2-#"; } >".cache/bench/$2-$side.txt"
+    for side in "$@"; do
+      { echo "$head"; grep "^$bench/$side-" "$raw" | sed "s#^$bench/$side-#$bench-#"; } >".cache/bench/$bench-$side.txt"
+      args+=("$side=.cache/bench/$bench-$side.txt")
     done
     if [ -x "$bs" ]; then
-      "$bs" "$4=.cache/bench/$2-$4.txt" "$5=.cache/bench/$2-$5.txt"
+      "$bs" "${args[@]}"
     else
       echo "bench.sh: benchstat not installed; raw figures in $raw"
     fi
   }
   side_by_side ./dimse BenchmarkGet 10x getscu priorflow
-  side_by_side ./retrieve/worker BenchmarkRetrieve 3x wado-rs c-get
+  side_by_side ./retrieve/worker BenchmarkRetrieve 3x wado-rs c-get c-move
 fi
