@@ -122,12 +122,7 @@ const ImplementationClassUID = "2.25.245337624810425305843018719340426823081"
 const ImplementationVersionName = "PRIORFLOW_1"
 
 func (rq associateRQ) marshal() []byte {
-	var b bytes.Buffer
-	b.Write([]byte{0x00, 0x01, 0x00, 0x00}) // protocol version 1, reserved
-	b.WriteString(aeField(rq.calledAE))
-	b.WriteString(aeField(rq.callingAE))
-	b.Write(make([]byte, 32))
-	writeItem(&b, itemApplicationContext, []byte(ApplicationContext))
+	b := associateHeader(rq.calledAE, rq.callingAE)
 	for _, pc := range rq.contexts {
 		var sub bytes.Buffer
 		sub.Write([]byte{pc.ID, 0, 0, 0})
@@ -135,7 +130,7 @@ func (rq associateRQ) marshal() []byte {
 		for _, ts := range pc.TransferSyntaxes {
 			writeItem(&sub, itemTransferSyntax, []byte(ts))
 		}
-		writeItem(&b, itemPresentationRQ, sub.Bytes())
+		writeItem(b, itemPresentationRQ, sub.Bytes())
 	}
 	var ui bytes.Buffer
 	writeItem(&ui, itemMaxLength, binary.BigEndian.AppendUint32(nil, rq.maxLength))
@@ -155,8 +150,20 @@ func (rq associateRQ) marshal() []byte {
 		writeItem(&ui, itemRoleSelection, rs.Bytes())
 	}
 	writeItem(&ui, itemImplementationName, []byte(rq.implementationName))
-	writeItem(&b, itemUserInformation, ui.Bytes())
+	writeItem(b, itemUserInformation, ui.Bytes())
 	return b.Bytes()
+}
+
+// associateHeader begins an A-ASSOCIATE-RQ or -AC: protocol version 1, the
+// AE titles, and the application context.
+func associateHeader(called, calling string) *bytes.Buffer {
+	var b bytes.Buffer
+	b.Write([]byte{0x00, 0x01, 0x00, 0x00}) // protocol version 1, reserved
+	b.WriteString(aeField(called))
+	b.WriteString(aeField(calling))
+	b.Write(make([]byte, 32))
+	writeItem(&b, itemApplicationContext, []byte(ApplicationContext))
+	return &b
 }
 
 // aeField is an AE title as the 16-byte field of an A-ASSOCIATE PDU:

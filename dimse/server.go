@@ -347,13 +347,8 @@ func parseAssociateRQ(body []byte) (*associateRQ, error) {
 // an A-ASSOCIATE-AC (PS3.8 9.3.3) naming this side's maximum length and
 // implementation.
 func (rq associateRQ) marshalAC() []byte {
-	var b bytes.Buffer
-	b.Write([]byte{0x00, 0x01, 0x00, 0x00})
-	// Sent back as received (PS3.8 9.3.3.1).
-	b.WriteString(aeField(rq.calledAE))
-	b.WriteString(aeField(rq.callingAE))
-	b.Write(make([]byte, 32))
-	writeItem(&b, itemApplicationContext, []byte(ApplicationContext))
+	// The AE titles are sent back as received (PS3.8 9.3.3.1).
+	b := associateHeader(rq.calledAE, rq.callingAE)
 	for _, pc := range rq.contexts {
 		var sub bytes.Buffer
 		sub.Write([]byte{pc.ID, 0, pc.Result, 0})
@@ -364,12 +359,12 @@ func (rq associateRQ) marshalAC() []byte {
 			ts = ImplicitVRLittleEndian
 		}
 		writeItem(&sub, itemTransferSyntax, []byte(ts))
-		writeItem(&b, itemPresentationAC, sub.Bytes())
+		writeItem(b, itemPresentationAC, sub.Bytes())
 	}
 	var ui bytes.Buffer
 	writeItem(&ui, itemMaxLength, binary.BigEndian.AppendUint32(nil, rq.maxLength))
 	writeItem(&ui, itemImplementationUID, []byte(rq.implementationUID))
 	writeItem(&ui, itemImplementationName, []byte(rq.implementationName))
-	writeItem(&b, itemUserInformation, ui.Bytes())
+	writeItem(b, itemUserInformation, ui.Bytes())
 	return b.Bytes()
 }

@@ -44,18 +44,10 @@ func (a *Association) Echo() error {
 // C-CANCEL and is returned; the association should then be aborted, as
 // after any error other than a *StatusError.
 func (a *Association) Find(model string, q Identifier, each func(dicom.Dataset) error) error {
-	pc, err := a.context(model)
-	if err != nil {
-		return err
-	}
-	data, err := q.encode(pc.TransferSyntax)
-	if err != nil {
-		return err
-	}
 	id := a.nextMessageID()
-	cmd := &Command{Field: CFindRQ, AffectedSOPClassUID: model, MessageID: id, Priority: priorityMedium}
-	if err := a.send(pc, cmd, data); err != nil {
-		return fmt.Errorf("dimse: C-FIND: %w", err)
+	pc, err := a.request(&Command{Field: CFindRQ, AffectedSOPClassUID: model, MessageID: id}, q)
+	if err != nil {
+		return err
 	}
 	for {
 		m, err := a.response(CFindRSP, id)
@@ -81,6 +73,24 @@ func (a *Association) Find(model string, q Identifier, each func(dicom.Dataset) 
 			return err
 		}
 	}
+}
+
+// request sends cmd, a C-FIND, C-GET or C-MOVE request, with the
+// identifier q on the context of its SOP class, and returns the context.
+func (a *Association) request(cmd *Command, q Identifier) (*PresentationContext, error) {
+	pc, err := a.context(cmd.AffectedSOPClassUID)
+	if err != nil {
+		return nil, err
+	}
+	data, err := q.encode(pc.TransferSyntax)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Priority = priorityMedium
+	if err := a.send(pc, cmd, data); err != nil {
+		return nil, fmt.Errorf("dimse: %s: %w", commandName(cmd.Field), err)
+	}
+	return pc, nil
 }
 
 // cancel asks the peer to stop the operation id (C-CANCEL, PS3.7 9.3.2.3).
@@ -130,18 +140,10 @@ type RetrieveResult struct {
 // reports sub-operations that failed with status
 // StatusSubOperationsWarning; a failure status is a *StatusError.
 func (a *Association) Get(model string, q Identifier, store StoreFunc) (*RetrieveResult, error) {
-	pc, err := a.context(model)
-	if err != nil {
-		return nil, err
-	}
-	data, err := q.encode(pc.TransferSyntax)
-	if err != nil {
-		return nil, err
-	}
 	id := a.nextMessageID()
-	cmd := &Command{Field: CGetRQ, AffectedSOPClassUID: model, MessageID: id, Priority: priorityMedium}
-	if err := a.send(pc, cmd, data); err != nil {
-		return nil, fmt.Errorf("dimse: C-GET: %w", err)
+	pc, err := a.request(&Command{Field: CGetRQ, AffectedSOPClassUID: model, MessageID: id}, q)
+	if err != nil {
+		return nil, err
 	}
 	for {
 		m, err := a.readMessage()
@@ -180,17 +182,8 @@ func (a *Association) Move(model string, q Identifier, dest string, id uint16, b
 	if err := CheckAETitle(dest); err != nil {
 		return nil, fmt.Errorf("dimse: C-MOVE destination %w", err)
 	}
-	pc, err := a.context(model)
-	if err != nil {
+	if _, err := a.request(&Command{Field: CMoveRQ, AffectedSOPClassUID: model, MessageID: id, MoveDestination: dest}, q); err != nil {
 		return nil, err
-	}
-	data, err := q.encode(pc.TransferSyntax)
-	if err != nil {
-		return nil, err
-	}
-	cmd := &Command{Field: CMoveRQ, AffectedSOPClassUID: model, MessageID: id, Priority: priorityMedium, MoveDestination: dest}
-	if err := a.send(pc, cmd, data); err != nil {
-		return nil, fmt.Errorf("dimse: C-MOVE: %w", err)
 	}
 	for {
 		if err := a.await(busy); err != nil {
