@@ -45,14 +45,20 @@ func TestPrefetcher_KilledMidPull_RestartCompletes(t *testing.T) {
 func TestPrefetcher_KilledMidPull_RestartCompletes_DIMSE(t *testing.T) {
 	t.Parallel()
 	killedMidPull(t, func(o *orthanctest.Orthanc) (string, []string) {
-		return fmt.Sprintf(`
+		return dimseSource(o, "c-get"), nil
+	}, syscall.SIGKILL)
+}
+
+// dimseSource is Orthanc's DICOM port as a source pulled by method.
+func dimseSource(o *orthanctest.Orthanc, method string) string {
+	return fmt.Sprintf(`
   - name: hospital-b
     kind: dimse
     url: dicom://127.0.0.1:%d
     calledAETitle: %s
     callingAETitle: %s
-    issuer: HOSP-B`, o.Port, o.AET, orthanctest.SCUAE), nil
-	}, syscall.SIGKILL)
+    retrieveMethod: %s
+    issuer: HOSP-B`, o.Port, o.AET, orthanctest.SCUAE, method)
 }
 
 // And by C-MOVE: the objects on their way to the killed prefetcher's
@@ -80,15 +86,7 @@ func cmoveSource(t *testing.T) func(o *orthanctest.Orthanc) (string, []string) {
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
 		o.MoveTo(t, "PF-KILL", port)
-		return fmt.Sprintf(`
-  - name: hospital-b
-    kind: dimse
-    url: dicom://127.0.0.1:%d
-    calledAETitle: %s
-    callingAETitle: %s
-    retrieveMethod: c-move
-    issuer: HOSP-B`, o.Port, o.AET, orthanctest.SCUAE),
-			[]string{"-dicom-addr", fmt.Sprintf("127.0.0.1:%d", port), "-dicom-ae-title", "PF-KILL"}
+		return dimseSource(o, "c-move"), []string{"-dicom-addr", fmt.Sprintf("127.0.0.1:%d", port), "-dicom-ae-title", "PF-KILL"}
 	}
 }
 

@@ -21,7 +21,6 @@ import (
 	"github.com/priorflow/priorflow/archive"
 	"github.com/priorflow/priorflow/archive/dicomtest"
 	"github.com/priorflow/priorflow/dimse"
-	"github.com/priorflow/priorflow/internal/database/dbtest"
 	"github.com/priorflow/priorflow/internal/dcmtktest"
 	"github.com/priorflow/priorflow/internal/orthanctest"
 	"github.com/priorflow/priorflow/retrieve"
@@ -739,29 +738,41 @@ func TestRetrieve_DIMSE_StoreStalledLongerThanThePeerWaits(t *testing.T) {
 
 // Against DCMTK's dcmqrscp, which checks every C-FIND identifier and
 // reports no instance counts: the study partly present is completed by the
-// hierarchical listing (series, then each series' instances) and C-GETs of
-// what is missing only.
+// hierarchical listing (series, then each series' instances) and C-GETs,
+// or C-MOVEs, of what is missing only: the missing series whole, the
+// missing instance alone.
 func TestWorker_DIMSE_DCMQRSCP_PartlyPresent(t *testing.T) {
 	t.Parallel()
-	st := study(t, dicomtest.NewGenerator(t), person{"B960", "19800101"}, day(2025, 5, 1), 3, 2)
-	var files [][]byte
-	for _, in := range st.Instances() {
-		files = append(files, in.Bytes)
-	}
-	q := dcmtktest.StartQRSCP(t, files)
-	e := newEnvDIMSEAt(t, q.Addr, q.AET, "A96", "B960")
-	e.storeLocal(st.Series[0].Instances...)
-	e.storeLocal(st.Series[1].Instances[0])
-	var received atomic.Int32
-	e.observer = func(n int) { received.Add(int32(n)) }
-	e.startWorker()
-	e.publishBooking("ev-96", "A96")
-	if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
-		t.Fatalf("job %+v, want completed", j)
-	}
-	e.checkSame(st)
-	if got := received.Load(); got != 3 {
-		t.Errorf("%d instances received, want the 3 missing", got)
+	for i, move := range []bool{false, true} {
+		t.Run(map[bool]string{false: "C-GET", true: "C-MOVE"}[move], func(t *testing.T) {
+			t.Parallel()
+			st := study(t, dicomtest.NewGenerator(t), person{"B960", "19800101"}, day(2025, 5, 1), 3, 2)
+			var files [][]byte
+			for _, in := range st.Instances() {
+				files = append(files, in.Bytes)
+			}
+			mrn := fmt.Sprintf("A96%d", i)
+			e := newEnv(t, "http://unused.invalid/dicom-web", mrn, "B960")
+			var dests []dcmtktest.Destination
+			if move {
+				dests = append(dests, dcmtktest.Destination{AET: "PF-" + mrn, Port: e.serveMoves("PF-" + mrn)})
+			}
+			q := dcmtktest.StartQRSCP(t, files, dests...)
+			e.useDIMSE(q.Addr, q.AET, move)
+			e.storeLocal(st.Series[0].Instances...)
+			e.storeLocal(st.Series[1].Instances[0])
+			var received atomic.Int32
+			e.observer = func(n int) { received.Add(int32(n)) }
+			e.startWorker()
+			e.publishBooking("ev-"+mrn, mrn)
+			if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+				t.Fatalf("job %+v, want completed", j)
+			}
+			e.checkSame(st)
+			if got := received.Load(); got != 3 {
+				t.Errorf("%d instances received, want the 3 missing", got)
+			}
+		})
 	}
 }
 
@@ -780,14 +791,10 @@ func TestRetrieve_DIMSE_ClassNotProposed(t *testing.T) {
 	// anything is sent.
 	o.UploadStudy(t, odd, st)
 	e := newEnvDIMSE(t, o, "A97", "B970")
-	r, err := retrieve.New(retrieve.Config{Archive: e.archive, Logger: dbtest.Logger(), Sources: []retrieve.Source{*e.retrieval},
-		Retry: retrieve.Backoff{Tries: 4, Initial: 10 * time.Millisecond, Multiplier: 2, Max: 100 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := e.newRetriever(retrieve.Config{Retry: retrieve.Backoff{Tries: 4, Initial: 10 * time.Millisecond, Multiplier: 2, Max: 100 * time.Millisecond}})
 	oddUID := odd.Instances()[0].SOPInstanceUID
 	out, err := r.Retrieve(context.Background(), retrieve.Study{StudyInstanceUID: st.StudyInstanceUID, Source: "hospital-b",
-		Base: e.retrieval.Name, Patient: search.PatientIdentity{ID: "B970", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: 3}, nil)
+		Patient: search.PatientIdentity{ID: "B970", Issuer: "HOSP-B", BirthDate: "1980-01-01"}, NumberOfInstances: 3}, nil)
 	if !errors.Is(err, retrieve.ErrRejected) || !strings.Contains(err.Error(), oddUID) {
 		t.Errorf("Retrieve = %v, want ErrRejected naming %s", err, oddUID)
 	}
@@ -795,34 +802,6 @@ func TestRetrieve_DIMSE_ClassNotProposed(t *testing.T) {
 		t.Fatalf("outcome %+v, want the 2 others stored within 2 attempts and the odd one unsent", out)
 	}
 	e.checkSame(st)
-}
-
-// Against dcmqrscp, C-MOVE at every level: the study partly present is
-// completed with the missing series whole and the missing instance alone.
-func TestWorker_DIMSE_Move_DCMQRSCP_PartlyPresent(t *testing.T) {
-	t.Parallel()
-	st := study(t, dicomtest.NewGenerator(t), person{"B980", "19800101"}, day(2025, 5, 1), 3, 2)
-	var files [][]byte
-	for _, in := range st.Instances() {
-		files = append(files, in.Bytes)
-	}
-	e := newEnv(t, "http://unused.invalid/dicom-web", "A98", "B980")
-	port := e.serveMoves("PF-A98")
-	q := dcmtktest.StartQRSCP(t, files, dcmtktest.Destination{AET: "PF-A98", Port: port})
-	e.useDIMSE(q.Addr, q.AET, true)
-	e.storeLocal(st.Series[0].Instances...)
-	e.storeLocal(st.Series[1].Instances[0])
-	var received atomic.Int32
-	e.observer = func(n int) { received.Add(int32(n)) }
-	e.startWorker()
-	e.publishBooking("ev-98", "A98")
-	if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
-		t.Fatalf("job %+v, want completed", j)
-	}
-	e.checkSame(st)
-	if got := received.Load(); got != 3 {
-		t.Errorf("%d instances received, want the 3 missing", got)
-	}
 }
 
 // An instance of a class a C-GET does not propose (TestRetrieve_DIMSE_
