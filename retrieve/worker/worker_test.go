@@ -149,23 +149,31 @@ func TestWorker(t *testing.T) {
 		}
 	})
 
-	t.Run("over DIMSE: a study partly present, only what is missing is pulled", func(t *testing.T) {
-		t.Parallel()
-		e := newEnvDIMSE(t, o, "A12", "B200")
-		e.storeLocal(partial.Series[0].Instances...)
-		e.storeLocal(partial.Series[1].Instances[0])
-		var received atomic.Int32
-		e.observer = func(n int) { received.Add(int32(n)) }
-		e.startWorker()
-		e.publishBooking("ev-12", "A12")
-		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
-			t.Fatalf("job %+v, want completed", j)
-		}
-		e.checkSame(partial)
-		if got := received.Load(); got != 3 {
-			t.Errorf("%d instances received, want the 3 missing (one of series 2, series 3)", got)
-		}
-	})
+	for _, method := range []string{"C-GET", "C-MOVE"} {
+		t.Run("over DIMSE: a study partly present, only what is missing is pulled by "+method, func(t *testing.T) {
+			t.Parallel()
+			mrn := map[string]string{"C-GET": "A12", "C-MOVE": "A15"}[method]
+			var e *env
+			if method == "C-MOVE" {
+				e = newEnvMove(t, o, "PF-"+mrn, mrn, "B200")
+			} else {
+				e = newEnvDIMSE(t, o, mrn, "B200")
+			}
+			e.storeLocal(partial.Series[0].Instances...)
+			e.storeLocal(partial.Series[1].Instances[0])
+			var received atomic.Int32
+			e.observer = func(n int) { received.Add(int32(n)) }
+			e.startWorker()
+			e.publishBooking("ev-"+mrn, mrn)
+			if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+				t.Fatalf("job %+v, want completed", j)
+			}
+			e.checkSame(partial)
+			if got := received.Load(); got != 3 {
+				t.Errorf("%d instances received, want the 3 missing (one of series 2, series 3)", got)
+			}
+		})
+	}
 
 	t.Run("over DIMSE: priors pulled by C-MOVE to this node's Storage SCP", func(t *testing.T) {
 		t.Parallel()
@@ -177,24 +185,6 @@ func TestWorker(t *testing.T) {
 		}
 		e.checkSame(ct2025)
 		e.checkSame(ct2024)
-	})
-
-	t.Run("over DIMSE: a study partly present, only what is missing is moved", func(t *testing.T) {
-		t.Parallel()
-		e := newEnvMove(t, o, "PF-A15", "A15", "B200")
-		e.storeLocal(partial.Series[0].Instances...)
-		e.storeLocal(partial.Series[1].Instances[0])
-		var received atomic.Int32
-		e.observer = func(n int) { received.Add(int32(n)) }
-		e.startWorker()
-		e.publishBooking("ev-15", "A15")
-		if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
-			t.Fatalf("job %+v, want completed", j)
-		}
-		e.checkSame(partial)
-		if got := received.Load(); got != 3 {
-			t.Errorf("%d instances received, want the 3 missing (one of series 2, series 3)", got)
-		}
 	})
 
 	t.Run("over DIMSE: an instance of another patient is quarantined", func(t *testing.T) {
