@@ -34,6 +34,10 @@
 #                            for a quick run)
 #   BENCH_PULL_ARGS          extra arguments for pullbench (bin/pullbench -h)
 #   The default sizes (300 and 2) also update docs/performance.md.
+#   BENCH_PULL_CMOVE=0       skip the same pull by C-MOVE on both sides
+#                            (pullbench -protocol c-move; its report stays
+#                            in .cache/bench: docs/performance.md, "Prefetch
+#                            pull by C-MOVE", quotes it)
 #
 # Then, as a fourth step, a C-GET of one study (200 CT instances of 1 MB)
 # from Orthanc by Priorflow's DIMSE client beside DCMTK's getscu
@@ -113,6 +117,12 @@ if [ "${BENCH_PULL:-1}" != 0 ]; then
   # shellcheck disable=SC2086 # BENCH_PULL_ARGS is a list of flags
   bin/pullbench -instances "$n" -large-gb "$gb" -prefetcher-bin bin/prefetcher -out "$pout" "${doc[@]}" ${BENCH_PULL_ARGS:-}
   echo "bench.sh: pull report in $pout"
+  if [ "${BENCH_PULL_CMOVE:-1}" != 0 ]; then
+    cout=.cache/bench/pull-cmove-$n-${gb}gb.md
+    # shellcheck disable=SC2086 # BENCH_PULL_ARGS is a list of flags
+    bin/pullbench -protocol c-move -instances "$n" -large-gb "$gb" -prefetcher-bin bin/prefetcher -out "$cout" ${BENCH_PULL_ARGS:-}
+    echo "bench.sh: C-MOVE pull report in $cout"
+  fi
 fi
 
 if [ "${BENCH_DIMSE:-1}" != 0 ]; then

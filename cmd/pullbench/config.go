@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/priorflow/priorflow/internal/bench"
+	"github.com/priorflow/priorflow/internal/bench/pullbench"
 	"github.com/priorflow/priorflow/internal/database"
 )
 
@@ -23,6 +24,7 @@ type config struct {
 	Warmup        int
 	LargeGB       float64
 	UploadClients int
+	Protocol      string
 
 	PrefetcherBin string
 	OrthancBin    string
@@ -45,6 +47,7 @@ func loadConfig(args []string) (*config, error) {
 	fs.IntVar(&c.Warmup, "warmup", 5, "untimed jobs before them")
 	fs.Float64Var(&c.LargeGB, "large-gb", envFloat("BENCH_PULL_LARGE_GB", 2), "size in GB (10^9 bytes) of the study whose pull the prefetcher's peak memory is measured on; 0 skips it (BENCH_PULL_LARGE_GB)")
 	fs.IntVar(&c.UploadClients, "upload-clients", 4, "concurrent uploads into the source")
+	fs.StringVar(&c.Protocol, "protocol", pullbench.ProtocolWADORS, "how both pull: wado-rs, or c-move (the reference Orthanc by C-MOVE to itself, the prefetcher to its Storage SCP; no overhead measurement)")
 	fs.StringVar(&c.PrefetcherBin, "prefetcher-bin", "bin/prefetcher", "the prefetcher binary (go build -o bin/ ./cmd/prefetcher)")
 	fs.StringVar(&c.OrthancBin, "orthanc-bin", "Orthanc", "the Orthanc binary (make deps installs it)")
 	fs.StringVar(&c.DatabaseURL, "database-url", env("BENCH_PULL_DATABASE_URL", defaultDatabaseURL), "Priorflow's database (BENCH_PULL_DATABASE_URL), dropped before and after the run; its name must contain bench")
@@ -88,6 +91,13 @@ func (c *config) validate() error {
 	}
 	if c.Instances > 100_000 || c.Rounds > 20 || c.Jobs > 10_000 || c.UploadClients > 64 {
 		errs = append(errs, errors.New("at most 100,000 -instances, 20 -rounds, 10,000 -jobs and 64 -upload-clients"))
+	}
+	if c.Protocol != pullbench.ProtocolWADORS && c.Protocol != pullbench.ProtocolCMove {
+		errs = append(errs, fmt.Errorf("-protocol %q: want wado-rs or c-move", c.Protocol))
+	}
+	if c.Protocol == pullbench.ProtocolCMove && c.Doc != "" {
+		// The generated section of docs/performance.md is the WADO-RS run.
+		errs = append(errs, errors.New("-doc takes a wado-rs run; write a c-move run with -out"))
 	}
 	if c.LargeGB < 0 || c.LargeGB > 20 {
 		errs = append(errs, errors.New("-large-gb must be in [0, 20]"))

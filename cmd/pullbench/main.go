@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	t0 := time.Now()
 	res, err := pullbench.Run(ctx, pullbench.Options{Gen: gen, PrefetcherBin: prefetcher, OrthancBin: orthanc, DatabaseURL: cfg.DatabaseURL,
 		Dir: tmp, Instances: cfg.Instances, Rounds: cfg.Rounds, Template: dicomtest.FileCTMulti, Jobs: cfg.Jobs, Warmup: cfg.Warmup,
-		LargeBytes: large, UploadClients: cfg.UploadClients}, log)
+		LargeBytes: large, UploadClients: cfg.UploadClients, Protocol: cfg.Protocol}, log)
 	if err != nil {
 		return err
 	}

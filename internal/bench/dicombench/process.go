@@ -1,6 +1,7 @@
 package dicombench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,9 +24,11 @@ type Process struct {
 	Name    string
 	URL     string // HTTP root
 	LogPath string
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	log     *slog.Logger
+	// DICOMPort is an Orthanc's DICOM port on 127.0.0.1, 0 when off.
+	DICOMPort int
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	log       *slog.Logger
 }
 
 // Pid returns the process id.
@@ -160,6 +163,9 @@ type OrthancOptions struct {
 	// HTTPCompression lets it gzip answers to clients that ask for it, as
 	// Orthanc does by default (HttpCompressionEnabled).
 	HTTPCompression bool
+	// DICOMAET, when set, turns on its DICOM server (Process.DICOMPort)
+	// under this AE title; its peers are added with PUT /modalities.
+	DICOMAET string
 }
 
 // StartOrthancWith is StartOrthanc with opt applied.
@@ -188,8 +194,8 @@ func StartOrthancWith(ctx context.Context, c *Client, bin, dir string, opt Ortha
 		"IndexDirectory":          filepath.Join(dir, "index"),
 		"HttpPort":                port,
 		"DicomPort":               dicomPort,
-		"DicomServerEnabled":      false,
-		"DicomAet":                "ORTHANCBENCH",
+		"DicomServerEnabled":      opt.DICOMAET != "",
+		"DicomAet":                cmp.Or(opt.DICOMAET, "ORTHANCBENCH"),
 		"RemoteAccessAllowed":     false,
 		"AuthenticationEnabled":   false,
 		"HttpCompressionEnabled":  opt.HTTPCompression,
@@ -225,6 +231,9 @@ func StartOrthancWith(ctx context.Context, c *Client, bin, dir string, opt Ortha
 	if err := c.WaitReady(ctx, url+"/system", time.Minute, p.exited); err != nil {
 		p.Stop(5 * time.Second)
 		return nil, fmt.Errorf("start Orthanc: %w\n%s", err, p.Tail())
+	}
+	if opt.DICOMAET != "" {
+		p.DICOMPort = dicomPort
 	}
 	return p, nil
 }

@@ -6,5 +6,8 @@
 // studies from the same source with POST /dicom-web/servers/{name}/retrieve.
 // It reports the pull throughput of both, the event-to-loaded overhead
 // beyond the transfer on small studies, and the prefetcher's peak resident
-// memory during a large pull. cmd/pullbench wires it into a program.
+// memory during a large pull. With Options.Protocol c-move both pull over
+// DIMSE instead: the prefetcher by C-MOVE to its Storage SCP, the
+// reference Orthanc by C-MOVE to itself. cmd/pullbench wires it into a
+// program.
 package pullbench

@@ -14,11 +14,53 @@ import (
 )
 
 // Orthanc is the reference: an Orthanc that knows the source as a DICOMweb
-// server (DicomWeb.Servers) and pulls studies from it with its own plugin.
+// server (DicomWeb.Servers) and pulls studies from it with its own plugin,
+// or knows it as a DICOM modality and pulls by C-MOVE to itself.
 type Orthanc struct {
 	URL    string // REST root
-	Server string // the source's name in DicomWeb.Servers
-	HTTP   *http.Client
+	Server string // the source's name in DicomWeb.Servers, or as a modality
+	// AET is its own AE title, the destination of its C-MOVEs.
+	AET  string
+	HTTP *http.Client
+}
+
+// Pull pulls a study as the reference was set up to: by C-MOVE when it has
+// an AE title, else over DICOMweb (Retrieve).
+func (o *Orthanc) Pull(ctx context.Context, uid string, want int) (time.Duration, error) {
+	if o.AET != "" {
+		return o.Move(ctx, uid, want)
+	}
+	return o.Retrieve(ctx, uid, want)
+}
+
+// Move pulls a study from the source modality with a synchronous
+// POST /modalities/{name}/move to Orthanc's own AE title (a C-MOVE; the
+// answer comes once the source has sent every instance), then checks that
+// Orthanc holds want instances of the study. It returns the time the POST
+// took.
+func (o *Orthanc) Move(ctx context.Context, uid string, want int) (time.Duration, error) {
+	body, _ := json.Marshal(map[string]any{"Level": "Study", "Resources": []any{map[string]string{"StudyInstanceUID": uid}},
+		"TargetAet": o.AET, "Synchronous": true})
+	t0 := time.Now()
+	if _, err := o.do(ctx, http.MethodPost, "/modalities/"+o.Server+"/move", body); err != nil {
+		return 0, err
+	}
+	d := time.Since(t0)
+	if got, err := o.Instances(ctx, uid); err != nil {
+		return 0, err
+	} else if got != want {
+		return 0, fmt.Errorf("Orthanc move %s: %d instances stored, want %d", uid, got, want)
+	}
+	return d, nil
+}
+
+// AddModality tells Orthanc of a DICOM peer on 127.0.0.1:port, allowed to
+// query and retrieve.
+func (o *Orthanc) AddModality(ctx context.Context, name, aet string, port int) error {
+	body, _ := json.Marshal(map[string]any{"AET": aet, "Host": "127.0.0.1", "Port": port,
+		"AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true})
+	_, err := o.do(ctx, http.MethodPut, "/modalities/"+name, body)
+	return err
 }
 
 // Retrieve pulls a study from the source with the DICOMweb plugin's

@@ -28,9 +28,8 @@ import (
 // retrieveTimeout (default 5 min), not the query timeout, waits for.
 const rulesYAML = `sources:
   - name: %s
-    kind: dicomweb
-    url: %s
     issuer: %s
+%s
 rules:
   - name: pull-bench
     on: [ed-arrival]
@@ -47,8 +46,37 @@ type PrefetcherConfig struct {
 	DatabaseURL string
 	NATSURL     string
 	DataDir     string // its own: spool, blob store, configuration, log
-	SourceURL   string // DICOMweb root of the source (or of a Proxy)
+	// Source is how the source is reached: DICOMweb or C-MOVE.
+	Source SourceAccess
 }
+
+// SourceAccess is the source as a prefetcher reaches it: the keys of its
+// config entry, and the prefetcher's arguments it needs.
+type SourceAccess struct {
+	Keys string
+	Args []string
+}
+
+// DICOMweb reaches the source at a DICOMweb root (of the source or of a
+// Proxy).
+func DICOMweb(root string) SourceAccess {
+	return SourceAccess{Keys: "    kind: dicomweb\n    url: " + root}
+}
+
+// CMove reaches the source's DICOM port (127.0.0.1:port, AE title aet) by
+// C-FIND and pulls by C-MOVE to the prefetcher's Storage SCP, AE title
+// PrefetcherAET on 127.0.0.1:scpPort.
+func CMove(port int, aet string, scpPort int) SourceAccess {
+	return SourceAccess{
+		Keys: fmt.Sprintf("    kind: dimse\n    url: dicom://127.0.0.1:%d\n    calledAETitle: %s\n    callingAETitle: %s\n    retrieveMethod: c-move",
+			port, aet, PrefetcherAET),
+		Args: []string{"-dicom-addr", fmt.Sprintf("127.0.0.1:%d", scpPort), "-dicom-ae-title", PrefetcherAET},
+	}
+}
+
+// PrefetcherAET is the prefetcher's AE title towards a DIMSE source, as
+// the caller of its C-FINDs and C-MOVEs and as their destination.
+const PrefetcherAET = "PRIORFLOW"
 
 // StartPrefetcher runs bin/prefetcher with a configuration naming the
 // source and the rule, its metrics on a free loopback port, and waits until
@@ -58,7 +86,7 @@ func StartPrefetcher(ctx context.Context, c *dicombench.Client, cfg PrefetcherCo
 		return nil, fmt.Errorf("start prefetcher: %w", err)
 	}
 	rules := filepath.Join(cfg.DataDir, "priorflow.yaml")
-	if err := os.WriteFile(rules, fmt.Appendf(nil, rulesYAML, SourceName, cfg.SourceURL, SourceIssuer), 0o600); err != nil {
+	if err := os.WriteFile(rules, fmt.Appendf(nil, rulesYAML, SourceName, SourceIssuer, cfg.Source.Keys), 0o600); err != nil {
 		return nil, fmt.Errorf("start prefetcher: %w", err)
 	}
 	port, err := dicombench.FreePort()
@@ -66,9 +94,9 @@ func StartPrefetcher(ctx context.Context, c *dicombench.Client, cfg PrefetcherCo
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(cfg.Bin, "-config", rules, "-database-url", cfg.DatabaseURL, "-nats-url", cfg.NATSURL,
+	cmd := exec.Command(cfg.Bin, append([]string{"-config", rules, "-database-url", cfg.DatabaseURL, "-nats-url", cfg.NATSURL,
 		"-http-addr", addr, "-data-dir", cfg.DataDir, "-log-level", "warn",
-		"-retrieve-backoff", "1s", "-retrieve-backoff-max", "5s", "-retrieve-tries", "3")
+		"-retrieve-backoff", "1s", "-retrieve-backoff-max", "5s", "-retrieve-tries", "3"}, cfg.Source.Args...)...)
 	cmd.Env = os.Environ()
 	p, err := dicombench.StartProcess("prefetcher", "http://"+addr, filepath.Join(cfg.DataDir, "prefetcher.log"), cmd, log)
 	if err != nil {

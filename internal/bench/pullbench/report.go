@@ -111,9 +111,14 @@ func (r *Results) WriteMarkdown(w io.Writer, machine []string) {
 	if pr := r.Pull; pr != nil && len(pr.Rounds) > 0 {
 		b, n, pf, or := pr.Totals()
 		st := pr.Rounds[0].Study
+		cmove := r.Protocol == ProtocolCMove
+		reference, goal := "Orthanc `/retrieve`", fmt.Sprintf("≥ %.1f: %s", GoalPullRatio, verdict(pr.Ratio() >= GoalPullRatio))
+		if cmove {
+			reference, goal = "Orthanc C-MOVE", "(set for WADO-RS)"
+		}
 		p("\n#### Pull of a %d-instance study (%.0f MB), %d rounds\n\n", st.Instances, float64(st.Bytes)/1e6, len(pr.Rounds))
-		p("| measure | Priorflow | Orthanc `/retrieve` | Priorflow/Orthanc | goal |\n|---|---:|---:|---:|---|\n")
-		p("| throughput, MB/s | %.1f | %.1f | %.2f | ≥ %.1f: %s |\n", mbps(b, pf), mbps(b, or), pr.Ratio(), GoalPullRatio, verdict(pr.Ratio() >= GoalPullRatio))
+		p("| measure | Priorflow | %s | Priorflow/Orthanc | goal |\n|---|---:|---:|---:|---|\n", reference)
+		p("| throughput, MB/s | %.1f | %.1f | %.2f | %s |\n", mbps(b, pf), mbps(b, or), pr.Ratio(), goal)
 		p("| throughput, instances/s | %.0f | %.0f | %.2f | |\n", perSec(n, pf), perSec(n, or), pr.Ratio())
 		for i, rd := range pr.Rounds {
 			first := "Orthanc"
@@ -132,7 +137,11 @@ func (r *Results) WriteMarkdown(w io.Writer, machine []string) {
 		if pr.ReferenceHWM > 0 {
 			p("| peak RSS (VmHWM) of the reference Orthanc after its pulls, MB | | %s | | |\n", mb(pr.ReferenceHWM))
 		}
-		p("\nPriorflow's time is the retrieval as its worker records it in the Task: from the note written just before the WADO-RS request to the note written once the study is complete (every instance spooled, stored in the blob store and indexed, the ImagingStudy made local, Provenance and AuditEvent written); Orthanc's is the synchronous `POST .../retrieve`, which returns once every instance is stored and indexed.\n")
+		if cmove {
+			p("\nPriorflow's time is the retrieval as its worker records it in the Task: from the note written just before the C-MOVE to the note written once the study is complete (every instance spooled, stored in the blob store and indexed, the ImagingStudy made local, Provenance and AuditEvent written); Orthanc's is the synchronous `POST /modalities/source/move`, which returns once the source has sent every instance and Orthanc has stored it.\n")
+		} else {
+			p("\nPriorflow's time is the retrieval as its worker records it in the Task: from the note written just before the WADO-RS request to the note written once the study is complete (every instance spooled, stored in the blob store and indexed, the ImagingStudy made local, Provenance and AuditEvent written); Orthanc's is the synchronous `POST .../retrieve`, which returns once every instance is stored and indexed.\n")
+		}
 	}
 	if o := r.Overhead; o != nil && len(o.Samples) > 0 {
 		p("\n#### Care event to loaded, beyond the transfer (%d one-instance jobs)\n\n", len(o.Samples))

@@ -42,10 +42,27 @@ type Options struct {
 	// peak memory is measured on (CT, 1 MB instances); 0 skips it.
 	LargeBytes    int64
 	UploadClients int
+	// Protocol is how both pull: ProtocolWADORS (the default) or
+	// ProtocolCMove. The overhead measurement times the source's HTTP
+	// answers through a proxy, so it runs with WADO-RS only.
+	Protocol string
 }
+
+// Protocols of a run.
+const (
+	ProtocolWADORS = "wado-rs"
+	ProtocolCMove  = "c-move"
+)
+
+// AE titles of the source and the reference Orthanc in a C-MOVE run.
+const (
+	sourceAET    = "PFSOURCE"
+	referenceAET = "PFREF"
+)
 
 // Results are the figures of one run.
 type Results struct {
+	Protocol string
 	Settings []string
 	Notes    []string
 	Pull     *PullResult
@@ -111,13 +128,26 @@ func Run(ctx context.Context, opt Options, log *slog.Logger) (*Results, error) {
 	if opt.Template == "" {
 		opt.Template = dicomtest.FileCTMulti
 	}
+	if opt.Protocol == "" {
+		opt.Protocol = ProtocolWADORS
+	}
+	cmove := opt.Protocol == ProtocolCMove
+	if !cmove && opt.Protocol != ProtocolWADORS {
+		return nil, fmt.Errorf("pullbench.Run: protocol %q: want %s or %s", opt.Protocol, ProtocolWADORS, ProtocolCMove)
+	}
+	dicomAET := func(aet string) string {
+		if cmove {
+			return aet
+		}
+		return ""
+	}
 	client := dicombench.NewClient(8)
 	plain := &http.Client{Timeout: 30 * time.Minute, Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 8}}
 
 	// The source: Orthanc's default HTTP compression on, so a client that
 	// asked for gzip would get it (and be slowed down).
 	src, err := dicombench.StartOrthancWith(ctx, client, opt.OrthancBin, filepath.Join(opt.Dir, "source"),
-		dicombench.OrthancOptions{HTTPCompression: true}, log)
+		dicombench.OrthancOptions{HTTPCompression: true, DICOMAET: dicomAET(sourceAET)}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -130,12 +160,34 @@ func Run(ctx context.Context, opt Options, log *slog.Logger) (*Results, error) {
 	}
 	defer proxy.Close()
 	ref, err := dicombench.StartOrthancWith(ctx, client, opt.OrthancBin, filepath.Join(opt.Dir, "reference"),
-		dicombench.OrthancOptions{Servers: map[string]string{"source": src.URL + "/dicom-web/", "proxied": proxy.URL + "/dicom-web/"}}, log)
+		dicombench.OrthancOptions{Servers: map[string]string{"source": src.URL + "/dicom-web/", "proxied": proxy.URL + "/dicom-web/"},
+			DICOMAET: dicomAET(referenceAET)}, log)
 	if err != nil {
 		return nil, err
 	}
 	defer ref.Stop(30 * time.Second)
 	reference := &Orthanc{URL: ref.URL, Server: "source", HTTP: plain}
+	access := DICOMweb(src.URL + "/dicom-web")
+	if cmove {
+		// The source knows both pullers as modalities (their AE titles and
+		// Storage SCPs); the reference knows the source.
+		scpPort, err := dicombench.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		source := &Orthanc{URL: src.URL, HTTP: plain}
+		if err := source.AddModality(ctx, "reference", referenceAET, ref.DICOMPort); err != nil {
+			return nil, err
+		}
+		if err := source.AddModality(ctx, "priorflow", PrefetcherAET, scpPort); err != nil {
+			return nil, err
+		}
+		if err := reference.AddModality(ctx, "source", sourceAET, src.DICOMPort); err != nil {
+			return nil, err
+		}
+		reference.AET = referenceAET
+		access = CMove(src.DICOMPort, sourceAET, scpPort)
+	}
 
 	nsrv, err := natsjs.StartEmbedded(natsjs.EmbeddedConfig{StoreDir: filepath.Join(opt.Dir, "nats"), Addr: "127.0.0.1:0"}, log)
 	if err != nil {
@@ -187,6 +239,9 @@ func Run(ctx context.Context, opt Options, log *slog.Logger) (*Results, error) {
 	}
 	var small []*SourceStudy
 	for i := range opt.Warmup + opt.Jobs {
+		if cmove {
+			break // no overhead measurement
+		}
 		st, err := add(StudySpec{PatientID: fmt.Sprintf("PULL-S%04d", i+1), Template: dicomtest.FileMR, Instances: 1, PerSeries: 1})
 		if err != nil {
 			return nil, err
@@ -207,19 +262,23 @@ func Run(ctx context.Context, opt Options, log *slog.Logger) (*Results, error) {
 	}
 	log.Info("source ready", "elapsed", time.Since(t0).Round(time.Second), "load", dicombench.LoadAvg())
 
-	res := &Results{Settings: []string{
+	res := &Results{Protocol: opt.Protocol, Settings: []string{
 		fmt.Sprintf("source: Orthanc with its DICOMweb plugin and Orthanc's default `HttpCompressionEnabled: true` (it gzips for clients that ask); %d studies uploaded with `POST /instances`", len(big)+len(small)+int(min(opt.LargeBytes, 1))),
 		"Priorflow: the real `bin/prefetcher` (planner + prefetch worker, default settings), its own database, file blob store and spool on the same disk, an embedded NATS JetStream in the benchmark process; each pull is started by an ED arrival care event on CARE_EVENTS (stat lane) and runs the real path: planner job and Task, network search (QIDO-RS), WADO-RS `GET /studies/{uid}` with `transfer-syntax=*`, spool, blob store and index, ImagingStudy made local, Provenance, AuditEvent, Task completed",
 		"reference: a second Orthanc (same package, SQLite index, no storage compression) whose DICOMweb plugin knows the source (`DicomWeb.Servers`) and pulls with the synchronous `POST /dicom-web/servers/source/retrieve {\"Resources\":[{\"Study\":uid}]}` (one WADO-RS `GET /studies/{uid}`); the answer returns once every instance is stored; the instance count is checked after each pull",
 	}}
+	if cmove {
+		res.Settings[1] = "Priorflow: the real `bin/prefetcher` (planner + prefetch worker, default settings), its own database, file blob store and spool on the same disk, an embedded NATS JetStream in the benchmark process; each pull is started by an ED arrival care event on CARE_EVENTS (stat lane) and runs the real path: planner job and Task, network search (C-FIND, study and series level), a STUDY-level C-MOVE to the prefetcher's Storage SCP (`retrieveMethod: c-move`), spool, blob store and index, ImagingStudy made local, Provenance, AuditEvent, Task completed"
+		res.Settings[2] = "reference: a second Orthanc (same package, SQLite index, no storage compression) that knows the source as a DICOM modality and pulls with the synchronous `POST /modalities/source/move {\"Level\":\"Study\",\"TargetAet\":<its own>}` (one C-MOVE; the source's C-STOREs go to its DICOM port); the answer returns once the source has sent every instance; the instance count is checked after each pull"
+	}
 
 	// 1. Throughput.
 	p1, err := StartPrefetcher(ctx, client, PrefetcherConfig{Bin: opt.PrefetcherBin, DatabaseURL: opt.DatabaseURL, NATSURL: nsrv.URL(),
-		DataDir: filepath.Join(opt.Dir, "prefetcher-pull"), SourceURL: src.URL + "/dicom-web"}, log)
+		DataDir: filepath.Join(opt.Dir, "prefetcher-pull"), Source: access}, log)
 	if err != nil {
 		return nil, err
 	}
-	res.Pull, err = measurePull(ctx, client, node, reference, p1, src.URL, big, log)
+	res.Pull, err = measurePull(ctx, client, node, reference, p1, src.URL, big, !cmove, log)
 	p1.Stop(30 * time.Second)
 	if err != nil {
 		return nil, err
@@ -231,21 +290,47 @@ func Run(ctx context.Context, opt Options, log *slog.Logger) (*Results, error) {
 		opt.Rounds, opt.Instances))
 
 	// 2. Overhead beyond the transfer.
-	p2, err := StartPrefetcher(ctx, client, PrefetcherConfig{Bin: opt.PrefetcherBin, DatabaseURL: opt.DatabaseURL, NATSURL: nsrv.URL(),
-		DataDir: filepath.Join(opt.Dir, "prefetcher-overhead"), SourceURL: proxy.URL + "/dicom-web"}, log)
+	if !cmove {
+		if err := overhead(ctx, client, opt, node, proxy, nsrv.URL(), ref.URL, plain, small, res, log); err != nil {
+			return nil, err
+		}
+	}
+
+	// 3. Peak memory of a large pull.
+	if large != nil {
+		p3, err := StartPrefetcher(ctx, client, PrefetcherConfig{Bin: opt.PrefetcherBin, DatabaseURL: opt.DatabaseURL, NATSURL: nsrv.URL(),
+			DataDir: filepath.Join(opt.Dir, "prefetcher-large"), Source: access}, log)
+		if err != nil {
+			return nil, err
+		}
+		res.Large, err = measureLarge(ctx, node, p3, large, !cmove, log)
+		p3.Stop(30 * time.Second)
+		if err != nil {
+			return nil, err
+		}
+		res.Settings = append(res.Settings, "large pull: a fresh prefetcher process (no GOMEMLIMIT, default GOGC); its VmHWM from /proc/<pid>/status once started and again after the pull, and its VmRSS sampled every 100 ms during it")
+	}
+	return res, nil
+}
+
+// overhead runs the overhead measurement into res.
+func overhead(ctx context.Context, client *dicombench.Client, opt Options, node *Node, proxy *Proxy, natsURL, refURL string,
+	plain *http.Client, small []*SourceStudy, res *Results, log *slog.Logger) error {
+	p2, err := StartPrefetcher(ctx, client, PrefetcherConfig{Bin: opt.PrefetcherBin, DatabaseURL: opt.DatabaseURL, NATSURL: natsURL,
+		DataDir: filepath.Join(opt.Dir, "prefetcher-overhead"), Source: DICOMweb(proxy.URL + "/dicom-web")}, log)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	res.Overhead, err = measureOverhead(ctx, node, proxy, p2, small, opt.Warmup, log)
 	p2.Stop(30 * time.Second)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// What the reference asks the source for, through the proxy (untimed).
 	seen := len(proxy.Requests())
-	proxied := &Orthanc{URL: ref.URL, Server: "proxied", HTTP: plain}
+	proxied := &Orthanc{URL: refURL, Server: "proxied", HTTP: plain}
 	if _, err := proxied.Retrieve(ctx, small[0].StudyInstanceUID, small[0].Instances); err != nil {
-		return nil, err
+		return err
 	}
 	for _, r := range proxy.Requests()[seen:] {
 		if !slices.Contains(res.Overhead.ReferenceAcceptEncodings, r.AcceptEncoding) {
@@ -254,22 +339,7 @@ func Run(ctx context.Context, opt Options, log *slog.Logger) (*Results, error) {
 	}
 	res.Settings = append(res.Settings, fmt.Sprintf("overhead: %d jobs (after %d untimed), one at a time, each for its own patient with a one-instance study (64 KB); the prefetcher reaches the source through a recording reverse proxy in the benchmark process, which times every request from its arrival to the last byte of the answer; times are the prefetcher's own records (care event time, job row creation, job completion), the proxy's, on one clock",
 		opt.Jobs, opt.Warmup))
-
-	// 3. Peak memory of a large pull.
-	if large != nil {
-		p3, err := StartPrefetcher(ctx, client, PrefetcherConfig{Bin: opt.PrefetcherBin, DatabaseURL: opt.DatabaseURL, NATSURL: nsrv.URL(),
-			DataDir: filepath.Join(opt.Dir, "prefetcher-large"), SourceURL: src.URL + "/dicom-web"}, log)
-		if err != nil {
-			return nil, err
-		}
-		res.Large, err = measureLarge(ctx, node, p3, large, log)
-		p3.Stop(30 * time.Second)
-		if err != nil {
-			return nil, err
-		}
-		res.Settings = append(res.Settings, "large pull: a fresh prefetcher process (no GOMEMLIMIT, default GOGC); its VmHWM from /proc/<pid>/status once started and again after the pull, and its VmRSS sampled every 100 ms during it")
-	}
-	return res, nil
+	return nil
 }
 
 func templateSize(g *dicomtest.Generator, name string) (int64, error) {
@@ -292,8 +362,11 @@ func (n *Node) loaded(ctx context.Context, st *SourceStudy) error {
 	return nil
 }
 
+// measurePull times the pulls of studies. exact: the prefetcher receives
+// the source's files byte for byte (WADO-RS); a DIMSE transfer carries
+// the data sets only, each given File Meta Information of its own.
 func measurePull(ctx context.Context, c *dicombench.Client, node *Node, ref *Orthanc, p *dicombench.Process, srcURL string,
-	studies []*SourceStudy, log *slog.Logger) (*PullResult, error) {
+	studies []*SourceStudy, exact bool, log *slog.Logger) (*PullResult, error) {
 	source := dicombench.Server{Name: "source", DICOMweb: srcURL + "/dicom-web"}
 	for _, st := range studies {
 		_, payload, n, err := c.RetrieveStudy(ctx, source, st.StudyInstanceUID, true)
@@ -316,14 +389,14 @@ func measurePull(ctx context.Context, c *dicombench.Client, node *Node, ref *Ort
 			if err != nil {
 				return fmt.Errorf("%w\n%s", err, p.Tail())
 			}
-			if j.Bytes != st.Bytes {
+			if exact && j.Bytes != st.Bytes {
 				return fmt.Errorf("prefetch of %s: %d bytes received, want %d", st.StudyInstanceUID, j.Bytes, st.Bytes)
 			}
 			round.Priorflow, round.PriorflowLoaded = j.PullEnd.Sub(j.PullStart), j.Finished.Sub(j.EventAt)
 			return node.loaded(ctx, st)
 		}
 		orthanc := func() (err error) {
-			round.Orthanc, err = ref.Retrieve(ctx, st.StudyInstanceUID, st.Instances)
+			round.Orthanc, err = ref.Pull(ctx, st.StudyInstanceUID, st.Instances)
 			return err
 		}
 		order := []func() error{priorflow, orthanc}
@@ -402,7 +475,9 @@ func measureOverhead(ctx context.Context, node *Node, proxy *Proxy, p *dicombenc
 	return out, nil
 }
 
-func measureLarge(ctx context.Context, node *Node, p *dicombench.Process, st *SourceStudy, log *slog.Logger) (*LargeResult, error) {
+// measureLarge measures the prefetcher's memory during the pull of st;
+// exact as for measurePull.
+func measureLarge(ctx context.Context, node *Node, p *dicombench.Process, st *SourceStudy, exact bool, log *slog.Logger) (*LargeResult, error) {
 	idle, err := ReadMemory(p.Pid())
 	if err != nil {
 		return nil, err
@@ -439,7 +514,7 @@ func measureLarge(ctx context.Context, node *Node, p *dicombench.Process, st *So
 		return nil, err
 	}
 	out.HWM = end.HWM
-	if out.Job.Bytes != st.Bytes {
+	if exact && out.Job.Bytes != st.Bytes {
 		return nil, fmt.Errorf("large pull: %d bytes received, want %d", out.Job.Bytes, st.Bytes)
 	}
 	log.Info("large pull done", "elapsed", out.Job.PullEnd.Sub(out.Job.PullStart).Round(time.Millisecond), "vmhwm_mb", out.HWM>>20)
