@@ -20,22 +20,23 @@ import (
 // (PS3.4 C.4.2; see move.go). What the archive lacks is found as over
 // WADO-RS: the study's series, then each series' instances, by C-FIND.
 
-// cgetQueue is how many batches of a C-GET or C-MOVE may wait for the
+// dimseQueue is how many batches of a C-GET or C-MOVE may wait for the
 // storer. Such a pull cannot wait in the connection as a WADO-RS answer
 // does: the peer waits for each C-STORE-RSP, and one that does not come
 // within its DIMSE timeout (Orthanc's DicomScpTimeout, 30 s by default)
-// breaks the association. So the objects are answered once spooled, and a store slowed
-// down (a busy database, a slow blob store) costs spool space rather than
-// the pull, up to this many batches (of MaxBatchBytes at most).
-const cgetQueue = 4
+// breaks the association. So the objects are answered once spooled, and a
+// store slowed down (a busy database, a slow blob store) costs spool space
+// rather than the pull, up to this many batches (of MaxBatchBytes at
+// most).
+const dimseQueue = 4
 
-// maxUIDsPerGet bounds the SOP Instance UIDs of one IMAGE-level C-GET or
-// C-MOVE, a list the identifier carries (PS3.4 C.4.3.1.3.1).
-const maxUIDsPerGet = 100
+// maxUIDsPerRequest bounds the SOP Instance UIDs of one IMAGE-level C-GET
+// or C-MOVE, a list the identifier carries (PS3.4 C.4.3.1.3.1).
+const maxUIDsPerRequest = 100
 
-// cgetPuller pulls by C-GET or C-MOVE (src.Move): the study, a series, or
-// up to maxUIDsPerGet instances of a series per request.
-type cgetPuller struct {
+// dimsePuller pulls by C-GET or C-MOVE (src.Move): the study, a series, or
+// up to maxUIDsPerRequest instances of a series per request.
+type dimsePuller struct {
 	r        *Retriever
 	src      *source
 	st       Study
@@ -43,28 +44,28 @@ type cgetPuller struct {
 	progress func()
 }
 
-func (p *cgetPuller) studyKey() dimse.Attribute {
+func (p *dimsePuller) studyKey() dimse.Attribute {
 	return dimse.Attribute{Tag: tag.StudyInstanceUID, VR: "UI", Value: p.st.StudyInstanceUID}
 }
 
-func (p *cgetPuller) study(ctx context.Context) error {
-	return p.r.cget(ctx, p.src, p.st, "STUDY", dimse.Identifier{p.studyKey()}, 0, p.out, p.progress)
+func (p *dimsePuller) study(ctx context.Context) error {
+	return p.r.dimsePull(ctx, p.src, p.st, "STUDY", dimse.Identifier{p.studyKey()}, 0, p.out, p.progress)
 }
 
-func (p *cgetPuller) list(ctx context.Context) ([]remoteInstance, error) {
+func (p *dimsePuller) list(ctx context.Context) ([]remoteInstance, error) {
 	return p.r.remoteInstancesDIMSE(ctx, p.src, p.st)
 }
 
-func (p *cgetPuller) series(ctx context.Context, se string, known int) error {
+func (p *dimsePuller) series(ctx context.Context, se string, known int) error {
 	q := dimse.Identifier{p.studyKey(), {Tag: tag.SeriesInstanceUID, VR: "UI", Value: se}}
-	return p.r.cget(ctx, p.src, p.st, "SERIES", q, known, p.out, p.progress)
+	return p.r.dimsePull(ctx, p.src, p.st, "SERIES", q, known, p.out, p.progress)
 }
 
-func (p *cgetPuller) instances(ctx context.Context, se string, sops []string, known int) error {
-	for part := range chunks(sops, maxUIDsPerGet) {
+func (p *dimsePuller) instances(ctx context.Context, se string, sops []string, known int) error {
+	for part := range chunks(sops, maxUIDsPerRequest) {
 		q := dimse.Identifier{p.studyKey(), {Tag: tag.SeriesInstanceUID, VR: "UI", Value: se},
 			{Tag: tag.SOPInstanceUID, VR: "UI", Value: strings.Join(part, `\`)}}
-		if err := p.r.cget(ctx, p.src, p.st, "IMAGE", q, known, p.out, p.progress); err != nil {
+		if err := p.r.dimsePull(ctx, p.src, p.st, "IMAGE", q, known, p.out, p.progress); err != nil {
 			return err
 		}
 		known += len(part)
@@ -84,10 +85,10 @@ func chunks(s []string, n int) func(func([]string) bool) {
 	}
 }
 
-// cget retrieves what the identifier names at level into the archive
+// dimsePull retrieves what the identifier names at level into the archive
 // through a sink, by C-GET or C-MOVE; known is how many instances of the
 // study the archive held before.
-func (r *Retriever) cget(ctx context.Context, src *source, st Study, level string, q dimse.Identifier, known int,
+func (r *Retriever) dimsePull(ctx context.Context, src *source, st Study, level string, q dimse.Identifier, known int,
 	out *Outcome, progress func()) error {
 	op := "C-GET"
 	if src.Move {
@@ -102,7 +103,7 @@ func (r *Retriever) cget(ctx context.Context, src *source, st Study, level strin
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	q = append(dimse.Identifier{{Tag: tag.QueryRetrieveLevel, VR: "CS", Value: level}}, q...)
-	k := r.newSink(ctx, cancel, st, known, cgetQueue, out, progress, nil, nil)
+	k := r.newSink(ctx, cancel, st, known, dimseQueue, out, progress, nil, nil)
 	var res *dimse.RetrieveResult
 	var t *taker
 	if src.Move {

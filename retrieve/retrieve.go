@@ -3,7 +3,8 @@
 // (transfer-syntax=*), streamed part by part from the multipart/related
 // response through archive.Spool into archive.Store, so memory stays bounded
 // whatever the study's size and instances are indexed as they arrive. A
-// DIMSE source is pulled from with C-GET the same way (dimse.go).
+// DIMSE source is pulled from with C-GET or C-MOVE the same way (dimse.go,
+// move.go).
 //
 // A study partly present locally is completed with series- or
 // instance-level requests for what the archive's index lacks, so a pull
@@ -63,8 +64,8 @@ type Source struct {
 	// Client talks to a WADO-RS source: credentials and TLS of its
 	// config, DisableCompression set (search.NewHTTPClient).
 	Client *http.Client
-	// DIMSE talks to a DIMSE source instead (C-FIND and C-GET); its
-	// IdleTimeout is set from IdleTimeout.
+	// DIMSE talks to a DIMSE source instead (C-FIND, and C-GET or
+	// C-MOVE); its IdleTimeout is set from IdleTimeout.
 	DIMSE *dimse.Client
 	// Move pulls from the DIMSE source with C-MOVE to
 	// Config.MoveDestination rather than C-GET.
@@ -233,10 +234,10 @@ type Outcome struct {
 	// Attempts is how many pulls it took.
 	Attempts int
 	// Requests lists what was asked for: WADO-RS paths relative to the
-	// base, or C-GETs by level and UID.
+	// base, or C-GETs and C-MOVEs by level and UID.
 	Requests []string
-	// Unsent are the instances the source said it could not send (a
-	// C-GET's failed sub-operations); they are not asked for again.
+	// Unsent are the instances the source said it could not send (failed
+	// sub-operations of a C-GET or C-MOVE); they are not asked for again.
 	Unsent []string
 }
 
@@ -318,7 +319,7 @@ func sleep(ctx context.Context, d time.Duration, progress func()) error {
 func (r *Retriever) pull(ctx context.Context, src *source, st Study, out *Outcome, progress func()) error {
 	var p puller = &wadoPuller{r: r, src: src, st: st, out: out, progress: progress}
 	if src.DIMSE != nil {
-		p = &cgetPuller{r: r, src: src, st: st, out: out, progress: progress}
+		p = &dimsePuller{r: r, src: src, st: st, out: out, progress: progress}
 	}
 	have, err := r.local(ctx, st.StudyInstanceUID)
 	if err != nil {
@@ -619,9 +620,9 @@ func (r *Retriever) cause(ctx context.Context, src *source, err error) error {
 }
 
 // sink takes the objects of one answer, a WADO-RS response's parts or the
-// C-STORE sub-operations of a C-GET or C-MOVE: it spools and checks each, quarantines
-// the refused before any could be indexed, and hands batches of the others
-// to a storer goroutine.
+// C-STORE sub-operations of a C-GET or C-MOVE: it spools and checks each,
+// quarantines the refused before any could be indexed, and hands batches
+// of the others to a storer goroutine.
 //
 // Receiving and storing overlap: the receiver spools and checks each
 // object while the storer stores the previous batch. Up to queue batches
