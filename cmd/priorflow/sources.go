@@ -134,14 +134,14 @@ func checkSource(ctx context.Context, c *search.SourceConfig) (string, error) {
 // checkDIMSE negotiates what a search and a retrieval need, and uses it.
 func checkDIMSE(ctx context.Context, c *search.SourceConfig) (string, error) {
 	ts := []string{dimse.ExplicitVRLittleEndian, dimse.ImplicitVRLittleEndian}
-	retrieve, op := dimse.StudyRootGet, "GET"
+	model, op := dimse.StudyRootGet, "GET"
 	if c.RetrieveMethod == search.RetrieveCMove {
-		retrieve, op = dimse.StudyRootMove, "MOVE"
+		model, op = dimse.StudyRootMove, "MOVE"
 	}
 	pcs := []dimse.PresentationContext{
 		{ID: 1, AbstractSyntax: dimse.Verification, TransferSyntaxes: ts},
 		{ID: 3, AbstractSyntax: dimse.StudyRootFind, TransferSyntaxes: ts},
-		{ID: 5, AbstractSyntax: retrieve, TransferSyntaxes: ts},
+		{ID: 5, AbstractSyntax: model, TransferSyntaxes: ts},
 	}
 	client, err := dimsesource.NewClient(c)
 	if err != nil {
@@ -154,7 +154,7 @@ func checkDIMSE(ctx context.Context, c *search.SourceConfig) (string, error) {
 	var missing []string
 	for _, pc := range pcs[1:] {
 		if !pc.Accepted {
-			missing = append(missing, map[string]string{dimse.StudyRootFind: "Study Root FIND", retrieve: "Study Root " + op}[pc.AbstractSyntax])
+			missing = append(missing, map[string]string{dimse.StudyRootFind: "Study Root FIND", model: "Study Root " + op}[pc.AbstractSyntax])
 		}
 	}
 	if len(missing) > 0 {

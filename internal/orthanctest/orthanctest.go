@@ -32,9 +32,9 @@ type Orthanc struct {
 }
 
 // SCUAE is the AE title Orthanc knows as a modality allowed to query and
-// retrieve (C-FIND, C-GET; C-MOVE after MoveTo) from 127.0.0.1; other calling AE titles may only
-// echo and store, and a called AE title other than Orthanc's own is
-// rejected, as a PACS configured for its peers does.
+// retrieve (C-FIND, C-GET; C-MOVE after MoveTo) from 127.0.0.1; other
+// calling AE titles may only echo and store, and a called AE title other
+// than Orthanc's own is rejected, as a PACS configured for its peers does.
 const SCUAE = "PRIORFLOW"
 
 // Server is a DICOMweb server Orthanc is told about (DicomWeb.Servers).
