@@ -1,6 +1,7 @@
 package retrieve
 
 import (
+	"cmp"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -55,7 +56,8 @@ func (ms *moves) add(src *source, study string, t *taker) *move {
 			break
 		}
 	}
-	m := &move{id: ms.next, originator: src.DIMSE.Config.CallingAE, peer: src.DIMSE.Config.CalledAE, study: study, t: t}
+	m := &move{id: ms.next, originator: src.DIMSE.Config.CallingAE, peer: cmp.Or(src.StoreAETitle, src.DIMSE.Config.CalledAE),
+		study: study, t: t}
 	ms.byID[m.id] = m
 	return m
 }

@@ -58,6 +58,20 @@ func TestMoves_Candidates(t *testing.T) {
 	}
 }
 
+// A source that sends under another AE title than it answers with.
+func TestMoves_StoreAETitle(t *testing.T) {
+	var ms moves
+	src := dimseSource("PRIORFLOW", "PACS")
+	src.StoreAETitle = "PACS_SCU"
+	m := ms.add(src, "1.2.3", newTaker(nil, nil, time.Second))
+	if got := ms.candidates(&dimse.StoreRequest{CallingAE: "PACS_SCU", MoveOriginatorAE: "PRIORFLOW", MoveOriginatorMessageID: m.id}); len(got) != 1 {
+		t.Errorf("from PACS_SCU: %d candidates, want the C-MOVE", len(got))
+	}
+	if got := ms.candidates(&dimse.StoreRequest{CallingAE: "PACS", MoveOriginatorAE: "PRIORFLOW", MoveOriginatorMessageID: m.id}); len(got) != 0 {
+		t.Errorf("from PACS: %d candidates, want none", len(got))
+	}
+}
+
 // Message IDs stay unique among the C-MOVEs in progress as the counter
 // wraps around.
 func TestMoves_IDsWrapAround(t *testing.T) {

@@ -68,8 +68,10 @@ type Source struct {
 	// C-MOVE); its IdleTimeout is set from IdleTimeout.
 	DIMSE *dimse.Client
 	// Move pulls from the DIMSE source with C-MOVE to
-	// Config.MoveDestination rather than C-GET.
-	Move bool
+	// Config.MoveDestination rather than C-GET; the source sends the
+	// objects under StoreAETitle (default its called AE title).
+	Move         bool
+	StoreAETitle string
 	// Concurrency bounds the requests (or associations) in flight to the
 	// source (default 2).
 	Concurrency int

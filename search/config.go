@@ -44,7 +44,11 @@ type SourceConfig struct {
 	// RetrieveMethod is how a DIMSE source is pulled from: RetrieveCGet
 	// (the default) or RetrieveCMove.
 	RetrieveMethod string
-	Line           int
+	// StoreAETitle is the AE title a DIMSE source sends a C-MOVE's
+	// objects under, when not its CalledAETitle (a PACS whose sending
+	// side has an AE title of its own).
+	StoreAETitle string
+	Line         int
 }
 
 // Info returns the SourceInfo of the configuration.
@@ -256,14 +260,16 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 			}
 		case "url":
 			urlNode = v
-		case "calledAETitle", "callingAETitle":
+		case "calledAETitle", "callingAETitle", "storeAETitle":
 			if x, ok := p.scalar(v, k.Value); ok {
 				if err := dimse.CheckAETitle(x); err != nil {
 					p.add(v, "%s: %v", k.Value, err)
 				} else if k.Value == "calledAETitle" {
 					s.CalledAETitle = x
-				} else {
+				} else if k.Value == "callingAETitle" {
 					s.CallingAETitle = x
+				} else {
+					s.StoreAETitle = x
 				}
 			}
 			dimseNodes = append(dimseNodes, k)
@@ -322,7 +328,7 @@ func (p *cfgParser) source(n *yaml.Node) *SourceConfig {
 			authNode = v
 			s.Auth = p.auth(v)
 		default:
-			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, retrieveTimeout, concurrency, retries, auth, calledAETitle, callingAETitle, retrieveMethod)", k.Value)
+			p.add(k, "unknown key %q in source (known: name, kind, url, issuer, match, mode, timeout, retrieveTimeout, concurrency, retries, auth, calledAETitle, callingAETitle, retrieveMethod, storeAETitle)", k.Value)
 		}
 	}
 	if s.Name == "" {
@@ -393,6 +399,9 @@ func (p *cfgParser) dimse(n *yaml.Node, s *SourceConfig, called bool, modeNode, 
 	}
 	if s.RetrieveMethod == "" {
 		s.RetrieveMethod = RetrieveCGet
+	}
+	if s.StoreAETitle != "" && s.RetrieveMethod != RetrieveCMove {
+		p.add(n, "source %s: storeAETitle is for retrieveMethod c-move (a C-GET's objects come back on its own association)", s.Name)
 	}
 	if s.Mode == ModeRemoteView && modeNode != nil {
 		p.add(modeNode, "mode remote-view: a DIMSE source has no address a viewer can open; use import")

@@ -120,6 +120,7 @@ func TestParseSources_DIMSE(t *testing.T) {
     calledAETitle: ARCHIVE
     callingAETitle: PF_NODE_2
     retrieveMethod: c-move
+    storeAETitle: ARCHIVE_SCU
     issuer: HOSP-B
     auth:
       mTLS: {certFile: /run/secrets/pf.crt, keyFile: /run/secrets/pf.key, caFile: /etc/priorflow/pacs-ca.pem}
@@ -133,7 +134,7 @@ func TestParseSources_DIMSE(t *testing.T) {
 			t.Errorf("pacs = %+v", a)
 		}
 		if b.URL != "dicom://10.0.0.7:104" || b.CalledAETitle != "ARCHIVE" || b.CallingAETitle != "PF_NODE_2" || b.Mode != search.ModeImport ||
-			b.RetrieveMethod != search.RetrieveCMove ||
+			b.RetrieveMethod != search.RetrieveCMove || b.StoreAETitle != "ARCHIVE_SCU" ||
 			b.Auth.MTLS == nil || b.Auth.MTLS.CAFile != "/etc/priorflow/pacs-ca.pem" {
 			t.Errorf("pacs-b = %+v", b)
 		}
@@ -154,6 +155,7 @@ func TestParseSources_DIMSE(t *testing.T) {
     calledAETitle: PACS
     issuer: B
     retrieveMethod: c-store
+    storeAETitle: SENDER
   - name: c
     kind: dicomweb
     url: http://x/dicom-web
@@ -168,7 +170,8 @@ func TestParseSources_DIMSE(t *testing.T) {
 		for _, want := range []string{"p.yaml:5:20: calledAETitle: AE title", "p.yaml:6:21: callingAETitle: AE title",
 			"p.yaml:8:11: mode remote-view: a DIMSE source", "p.yaml:9:11: auth: a DIMSE source takes only mTLS",
 			"p.yaml:12:10: url: want dicom://host:port", "p.yaml:15:21: retrieveMethod \"c-store\": want c-get or c-move",
-			"p.yaml:19:5: calledAETitle: only a source of kind dimse", "p.yaml:21:5: retrieveMethod: only a source of kind dimse"} {
+			"p.yaml:10:5: source b: storeAETitle is for retrieveMethod c-move",
+			"p.yaml:20:5: calledAETitle: only a source of kind dimse", "p.yaml:22:5: retrieveMethod: only a source of kind dimse"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("missing %q in\n%s", want, msg)
 			}

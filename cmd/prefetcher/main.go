@@ -420,7 +420,7 @@ func buildSources(cfgs []*search.SourceConfig) ([]search.Entry, []retrieve.Sourc
 			}
 			entries = append(entries, search.Entry{Source: src, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency})
 			rs = append(rs, retrieve.Source{Name: c.Name, DIMSE: dc, Concurrency: c.Concurrency, IdleTimeout: c.RetrieveTimeout,
-				Move: c.RetrieveMethod == search.RetrieveCMove})
+				Move: c.RetrieveMethod == search.RetrieveCMove, StoreAETitle: c.StoreAETitle})
 			continue
 		}
 		client, err := search.NewHTTPClient(c)
