@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -113,7 +114,13 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, full bool) {
 	}
 	rq, err := a.accept(s.AETitle, full)
 	if err != nil {
-		log.Warn("dimse server: association not established", "err", err)
+		// A connection closed before a whole request is what TCP health
+		// checks and port probes do: not worth a warning each time.
+		level := slog.LevelWarn
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			level = slog.LevelDebug
+		}
+		log.Log(ctx, level, "dimse server: association not established", "err", err)
 		return
 	}
 	log = log.With("calling_ae", rq.callingAE)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,6 +165,45 @@ func TestServer_Associations(t *testing.T) {
 	if err != nil {
 		t.Errorf("Echo after the release: %v", err)
 	}
+}
+
+// A TCP probe (connect, close) is no warning; a wrong called AE title is.
+func TestServer_ProbesAreQuiet(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	port := serve(t, &dimse.Server{AETitle: "PRIORFLOW", Store: newStorage().store,
+		Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	_ = clientOf(port, "OTHER").Echo(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		out := logs.String()
+		mu.Unlock()
+		if strings.Contains(out, "called AE title not recognized") || time.Now().After(deadline) {
+			if n := strings.Count(out, "association not established"); n != 1 {
+				t.Errorf("%d warnings, want only the wrong AE title's:\n%s", n, out)
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // Stopping the server aborts what is open and returns.
