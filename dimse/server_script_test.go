@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
@@ -51,6 +52,7 @@ func TestServer_Script(t *testing.T) {
 		got = append(got, *req)
 		var err error
 		obj, err = io.ReadAll(req.Object)
+		req.ErrorComment = "refused\\here\n: " + strings.Repeat("x", 80)
 		return StatusNotAuthorized, err
 	})
 	r := bytes.NewReader(out)
@@ -97,6 +99,10 @@ func TestServer_Script(t *testing.T) {
 	if len(cmds) != 2 || cmds[0].Field != CEchoRSP || cmds[0].Status != StatusSuccess || cmds[1].Field != CStoreRSP ||
 		cmds[1].Status != StatusNotAuthorized || cmds[1].MessageIDBeingRespondedTo != 2 || cmds[1].AffectedSOPInstanceUID != "1.2.3.4" {
 		t.Errorf("answers %+v, want C-ECHO-RSP success and C-STORE-RSP 0x0124 to message 2", cmds)
+	}
+	// Why, as an LO value: no backslash or control character, 64 at most.
+	if want := "refusedhere: " + strings.Repeat("x", 51); len(cmds) == 2 && cmds[1].ErrorComment != want {
+		t.Errorf("Error Comment %q, want %q", cmds[1].ErrorComment, want)
 	}
 	if len(got) != 1 || got[0].CallingAE != "PACS" || got[0].MoveOriginatorAE != "PRIORFLOW" || got[0].MoveOriginatorMessageID != 9 ||
 		got[0].TransferSyntax != ExplicitVRLittleEndian || got[0].SOPInstanceUID != "1.2.3.4" {

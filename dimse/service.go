@@ -114,6 +114,9 @@ type StoreRequest struct {
 	// written by this side (the peer's AE title as Source Application
 	// Entity Title), then the data set as the peer sent it.
 	Object io.Reader
+	// ErrorComment, set by a StoreFunc that refuses the object, says why
+	// in the C-STORE-RSP (at most 64 characters), for the peer's log.
+	ErrorComment string
 }
 
 // StoreFunc takes one object. The status it returns answers the C-STORE:
@@ -260,7 +263,22 @@ func (a *Association) storeSubOperation(m *message, store StoreFunc) error {
 	}
 	rsp := &Command{Field: CStoreRSP, AffectedSOPClassUID: c.AffectedSOPClassUID, MessageIDBeingRespondedTo: c.MessageID,
 		Status: status, AffectedSOPInstanceUID: c.AffectedSOPInstanceUID}
+	if status != StatusSuccess && !isWarning(status) {
+		rsp.ErrorComment = errorComment(req.ErrorComment)
+	}
 	return a.send(m.context, rsp, nil)
+}
+
+// errorComment makes s an Error Comment (LO, PS3.5 6.2): at most 64
+// characters of the default repertoire, no backslash.
+func errorComment(s string) string {
+	b := make([]byte, 0, min(len(s), 64))
+	for i := 0; i < len(s) && len(b) < 64; i++ {
+		if c := s[i]; c >= 0x20 && c < 0x7F && c != '\\' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // response reads the response to request id, of command field want.

@@ -104,6 +104,7 @@ func (r *Retriever) Receive(req *dimse.StoreRequest) (uint16, error) {
 		r.refused()
 		r.log.Warn("retrieve: refused an object no C-MOVE asked for", "calling_ae", req.CallingAE,
 			"move_originator", req.MoveOriginatorAE, "message_id", req.MoveOriginatorMessageID)
+		req.ErrorComment = "no C-MOVE of this destination in progress asked for it"
 		return dimse.StatusNotAuthorized, nil
 	case req.MoveOriginatorAE != "":
 		// Named: an object of another study is the source's error about
@@ -125,6 +126,7 @@ func (r *Retriever) Receive(req *dimse.StoreRequest) (uint16, error) {
 	o.Remove()
 	r.refused()
 	r.log.Warn("retrieve: refused an object of no study a C-MOVE asked for", "calling_ae", req.CallingAE)
+	req.ErrorComment = "no C-MOVE in progress asked for its study"
 	return dimse.StatusNotAuthorized, nil
 }
 
@@ -166,6 +168,7 @@ func (t *taker) take(req *dimse.StoreRequest, o *archive.Object) (uint16, error)
 		if o != nil {
 			o.Remove()
 		}
+		req.ErrorComment = "the C-MOVE it answers has ended"
 		return dimse.StatusNotAuthorized, nil
 	}
 	defer t.end()
@@ -176,6 +179,7 @@ func (t *taker) take(req *dimse.StoreRequest, o *archive.Object) (uint16, error)
 		if o != nil {
 			o.Remove()
 		}
+		req.ErrorComment = "the C-MOVE it answers has ended"
 		return dimse.StatusNotAuthorized, nil
 	}
 	var err error

@@ -868,10 +868,11 @@ func TestRetrieve_DIMSE_Move_Unsolicited(t *testing.T) {
 	}
 	// And through the Storage SCP, from DCMTK's storescu.
 	files := st.WriteFiles(t)
-	out, err := exec.Command("storescu", "-v", "-aet", o.AET, "-aec", "PF-A91", "127.0.0.1", fmt.Sprint(e.movePort), files[0]).CombinedOutput()
-	// storescu knows the status (PS3.7 C.5) by its number only, and fails.
-	if err == nil || !bytes.Contains(out, []byte("Status: 0x124")) {
-		t.Errorf("storescu: %v\n%s\nwant the object refused with status 0x0124", err, out)
+	out, err := exec.Command("storescu", "-d", "-aet", o.AET, "-aec", "PF-A91", "127.0.0.1", fmt.Sprint(e.movePort), files[0]).CombinedOutput()
+	// Refused, and why, as storescu's debug dump shows the C-STORE-RSP.
+	if err == nil || !bytes.Contains(out, []byte("0x0124: Refused: Not authorized")) ||
+		!bytes.Contains(out, []byte("[no C-MOVE of this destination in progress asked for it]")) {
+		t.Errorf("storescu: %v\n%s\nwant the object refused with status 0x0124 and a comment", err, out)
 	}
 	if n := len(e.search("ImagingStudy", "identifier=urn:dicom:uid|urn:oid:"+st.StudyInstanceUID)); n != 0 {
 		t.Errorf("%d ImagingStudy of the unsolicited study", n)
