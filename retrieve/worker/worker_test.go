@@ -159,19 +159,7 @@ func TestWorker(t *testing.T) {
 			} else {
 				e = newEnvDIMSE(t, o, mrn, "B200")
 			}
-			e.storeLocal(partial.Series[0].Instances...)
-			e.storeLocal(partial.Series[1].Instances[0])
-			var received atomic.Int32
-			e.observer = func(n int) { received.Add(int32(n)) }
-			e.startWorker()
-			e.publishBooking("ev-"+mrn, mrn)
-			if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
-				t.Fatalf("job %+v, want completed", j)
-			}
-			e.checkSame(partial)
-			if got := received.Load(); got != 3 {
-				t.Errorf("%d instances received, want the 3 missing (one of series 2, series 3)", got)
-			}
+			e.completePartlyPresent(partial, mrn)
 		})
 	}
 
@@ -749,19 +737,7 @@ func TestWorker_DIMSE_DCMQRSCP_PartlyPresent(t *testing.T) {
 			}
 			q := dcmtktest.StartQRSCP(t, files, dests...)
 			e.useDIMSE(q.Addr, q.AET, move)
-			e.storeLocal(st.Series[0].Instances...)
-			e.storeLocal(st.Series[1].Instances[0])
-			var received atomic.Int32
-			e.observer = func(n int) { received.Add(int32(n)) }
-			e.startWorker()
-			e.publishBooking("ev-"+mrn, mrn)
-			if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
-				t.Fatalf("job %+v, want completed", j)
-			}
-			e.checkSame(st)
-			if got := received.Load(); got != 3 {
-				t.Errorf("%d instances received, want the 3 missing", got)
-			}
+			e.completePartlyPresent(st, mrn)
 		})
 	}
 }
@@ -916,5 +892,26 @@ func TestRetrieve_DIMSE_Move_DestinationUnreachable(t *testing.T) {
 	}
 	if out == nil || out.Attempts != 2 || len(out.Unsent) != 0 || out.Stored != 0 {
 		t.Errorf("outcome %+v, want 2 attempts, nothing unsent or stored", out)
+	}
+}
+
+// completePartlyPresent stores the first series of st (3 series of 2) and
+// one instance of the second here, books the patient mrn, and checks that
+// the worker completes the study with exactly the 3 instances missing (one
+// of series 2, series 3).
+func (e *env) completePartlyPresent(st *dicomtest.Study, mrn string) {
+	e.t.Helper()
+	e.storeLocal(st.Series[0].Instances...)
+	e.storeLocal(st.Series[1].Instances[0])
+	var received atomic.Int32
+	e.observer = func(n int) { received.Add(int32(n)) }
+	e.startWorker()
+	e.publishBooking("ev-"+mrn, mrn)
+	if j := e.waitJob(60*time.Second, "completed", "failed"); j.State != "completed" {
+		e.t.Fatalf("job %+v, want completed", j)
+	}
+	e.checkSame(st)
+	if got := received.Load(); got != 3 {
+		e.t.Errorf("%d instances received, want the 3 missing", got)
 	}
 }
