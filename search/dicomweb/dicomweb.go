@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
 
@@ -316,30 +315,11 @@ func encodeQuery(v url.Values) string {
 	return b.String()
 }
 
-// matchingValue sends what needs no escaping as is (the wildcards "*" and
-// "?" included: escaped, some servers match them literally), any other
-// ASCII character as the single-character wildcard "?", and a run of
-// characters beyond ASCII as "*" (Orthanc's "?" does not match one). The
-// match is broader than the value, never narrower; the Searcher checks
-// what comes back against the patient exactly (identifier, or normalized
-// demographics).
+// matchingValue sends what needs no escaping in a query string as is (the
+// wildcards "*" and "?" included: escaped, some servers match them
+// literally), any other character as a wildcard (search.MatchingValue).
 func matchingValue(s string) string {
-	var b strings.Builder
-	beyond := false
-	for _, r := range s {
-		switch {
-		case r >= utf8.RuneSelf:
-			if !beyond {
-				b.WriteByte('*')
-			}
-			beyond = true
-			continue
-		case 'A' <= r && r <= 'Z', 'a' <= r && r <= 'z', '0' <= r && r <= '9', strings.ContainsRune("-._~*?:", r):
-			b.WriteRune(r)
-		default:
-			b.WriteByte('?')
-		}
-		beyond = false
-	}
-	return b.String()
+	return search.MatchingValue(s, func(r rune) bool {
+		return 'A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || strings.ContainsRune("-._~*?:", r)
+	})
 }

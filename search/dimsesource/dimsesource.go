@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
@@ -210,30 +209,11 @@ func object(ds dicom.Dataset) (dicomjson.Object, error) {
 	return o, nil
 }
 
-// matchingValue writes a value for C-FIND matching (PS3.4 C.2.2.2): a run
-// of characters beyond ASCII becomes "*", as the SCP's character set may
-// not hold them, and a backslash, which would split the value in two,
-// becomes "?". The match is broader than the value, never narrower; the
-// Searcher checks what comes back against the patient exactly.
+// matchingValue writes a value for C-FIND matching (search.MatchingValue):
+// a backslash, which would split the value in two, and control characters
+// become "?".
 func matchingValue(s string) string {
-	var b strings.Builder
-	beyond := false
-	for _, r := range s {
-		switch {
-		case r >= utf8.RuneSelf:
-			if !beyond {
-				b.WriteByte('*')
-			}
-			beyond = true
-			continue
-		case r == '\\' || r < 0x20:
-			b.WriteByte('?')
-		default:
-			b.WriteRune(r)
-		}
-		beyond = false
-	}
-	return b.String()
+	return search.MatchingValue(s, func(r rune) bool { return r != '\\' && r >= 0x20 })
 }
 
 // classify maps a DIMSE failure to the search's error kinds: one that will
