@@ -109,7 +109,7 @@ func (r *Retriever) dimsePull(ctx context.Context, src *source, st Study, level 
 	if src.Move {
 		// The objects come on the PACS's associations, to Receive: one
 		// that cannot be taken ends the C-MOVE.
-		t = newTaker(k, func(err error) { cancel(err) }, src.IdleTimeout)
+		t = newTaker(k, cancel, src.IdleTimeout)
 		m := r.moves.add(src, st.StudyInstanceUID, t)
 		res, err = src.DIMSE.Move(ctx, dimse.StudyRootMove, q, r.cfg.MoveDestination, m.id, t.busy)
 		r.moves.remove(m)
