@@ -53,15 +53,15 @@ func statusName(s uint16) string {
 	switch {
 	case s == 0x0122:
 		return "SOP class not supported"
-	case s == 0x0124:
+	case s == StatusNotAuthorized:
 		return "not authorized"
-	case s == 0x0211:
+	case s == StatusUnrecognized:
 		return "unrecognized operation"
 	case s == 0xA701 || s == 0xA702:
 		return "out of resources: unable to perform sub-operations"
 	case s&0xFF00 == 0xA700:
 		return "out of resources"
-	case s == 0xA801:
+	case s == StatusMoveDestinationUnknown:
 		return "move destination unknown"
 	case s&0xFF00 == 0xA900:
 		return "identifier does not match SOP class"
